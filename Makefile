@@ -1,0 +1,51 @@
+# cniscope — the whole setup on a fresh Debian machine, as root: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV  ?= .venv
+PY    := $(VENV)/bin/python
+CNISCOPE := $(VENV)/bin/cniscope
+STAMP := $(VENV)/.installed
+ROOTS := proto agent collector tui core
+
+.PHONY: setup host venv proto test test-fast lint typecheck demo demo-down bench clean
+
+setup: host venv
+
+host:
+	@sh scripts/host-setup.sh
+
+# bcc lives in Debian's python3-bpfcc, so the venv is built on /usr/bin/python3 with system site-packages.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check --upgrade pip
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+venv: host $(STAMP)
+
+# Regenerate the gRPC/protobuf stubs (pinned grpcio-tools + mypy-protobuf). Never edit them by hand.
+proto: venv
+	@$(PY) -m cniscope.api.codegen proto
+
+lint: venv
+	@$(VENV)/bin/ruff check .
+	@$(VENV)/bin/lint-imports --no-cache
+	@$(VENV)/bin/mypy $(ROOTS) tests
+
+test: setup lint
+	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+test-fast: venv
+	@$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	@$(CNISCOPE) demo
+
+demo-down: venv
+	@$(CNISCOPE) lab down
+
+bench: setup
+	@$(PY) -m pytest -q -p no:cacheprovider tests/bench --benchmark $(PYTEST_ARGS) || $(PY) benchmarks/run.py
+
+clean:
+	-@$(CNISCOPE) lab down 2>/dev/null
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

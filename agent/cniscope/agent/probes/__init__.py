@@ -1,0 +1,10 @@
+"""Probe registry: one module per probe kind; kinds and parameters come from core.probespec."""
+
+from __future__ import annotations
+
+from cniscope.agent.probes.base import Probe
+from cniscope.agent.probes.rtt import RttProbe
+from cniscope.core.registry import Registry
+
+PROBES: Registry[Probe] = Registry("probe")
+PROBES.register("rtt", RttProbe())

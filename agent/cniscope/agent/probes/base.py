@@ -1,0 +1,69 @@
+"""What every probe module provides, and the context the agent hands it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cniscope.core.params import Value
+
+Progress = Callable[[float, str], Awaitable[None]]
+
+
+@dataclass
+class ProbeContext:
+    probe_id: str
+    kind: str
+    source_node: str
+    target_node: str
+    target_address: str        # resolved and already checked against peers/allow-list
+    path: str                  # host | pod | service
+    params: dict[str, Value]   # validated against the probe's ParamSet
+    netns: str = ""            # namespace path to originate from ("" = the agent's own)
+    target_port: int = 0       # the target agent's accept port (connect/http)
+    iperf_port: int = 0
+    progress: Progress | None = None
+    started_ns: int = field(default_factory=time.time_ns)
+
+    async def report(self, fraction: float, message: str = "") -> None:
+        if self.progress is not None:
+            await self.progress(fraction, message)
+
+
+@dataclass
+class Outcome:
+    """A probe's findings. ``ok=False`` carries the error; figures stay empty rather than zeroed."""
+
+    ok: bool
+    figures: dict[str, float] = field(default_factory=dict)
+    detail: dict[str, object] = field(default_factory=dict)
+    error: str = ""
+
+    @classmethod
+    def failure(cls, error: str, **detail: object) -> Outcome:
+        return cls(ok=False, error=error, detail=dict(detail))
+
+
+class Probe(Protocol):
+    kind: str
+
+    async def run(self, ctx: ProbeContext) -> Outcome: ...
+
+
+async def run_tool(argv: list[str], timeout: float) -> tuple[int, str, str]:
+    """Run an external tool without blocking the loop; kill it (by its own PID) on timeout."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        stdin=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except (TimeoutError, asyncio.CancelledError):
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
+    return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")

@@ -1,0 +1,42 @@
+"""``rtt``: ICMP echo round-trip time with ping."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+from cniscope.agent.probes.base import Outcome, ProbeContext, run_tool
+from cniscope.agent.probes.ping_parse import parse_ping
+from cniscope.core.errors import ParseError
+
+
+class RttProbe:
+    kind = "rtt"
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        ping = shutil.which("ping")
+        if ping is None:
+            return Outcome.failure("ping not found (install iputils-ping)")
+        p = ctx.params
+        count, interval = int(p["count"]), float(p["interval"])
+        argv = [ping, "-n", "-c", str(count), "-i", f"{interval:g}", "-s", str(p["size"]),
+                "-W", f"{float(p['timeout']):g}", ctx.target_address]
+        if ctx.netns:
+            argv = ["nsenter", f"--net={ctx.netns}", "--", *argv]
+        expected = count * interval + float(p["timeout"]) + 5
+        await ctx.report(0.0, f"ping {ctx.target_address} ×{count}")
+        try:
+            rc, out, err = await run_tool(argv, timeout=expected)
+        except TimeoutError:
+            return Outcome.failure(f"ping did not finish within {expected:.0f}s")
+        except asyncio.CancelledError:
+            raise
+        try:
+            res = parse_ping(out)
+        except ParseError as exc:
+            msg = (err.strip().splitlines() or [str(exc)])[-1]
+            return Outcome.failure(f"ping {ctx.target_address}: {msg}")
+        figures = res.figures()
+        if res.received == 0:
+            return Outcome(ok=False, figures=figures, error=f"no reply from {ctx.target_address} (100% loss)")
+        return Outcome(ok=True, figures=figures, detail={"rtts_us": list(res.rtts_us), "exit_code": rc})

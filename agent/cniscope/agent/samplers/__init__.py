@@ -1,0 +1,12 @@
+"""Sampler registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from cniscope.agent.samplers.agent_self import AgentSelfSampler
+from cniscope.agent.samplers.base import Sampler
+from cniscope.core.registry import Registry
+
+SAMPLERS: Registry[Callable[[], Sampler]] = Registry("sampler")
+SAMPLERS.register("agent_self", AgentSelfSampler)

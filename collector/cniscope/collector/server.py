@@ -1,0 +1,270 @@
+"""The collector: a grpc.aio server agents stream into and people-facing clients query."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
+from cniscope.collector.dispatcher import Dispatcher
+from cniscope.collector.state import ClusterState, Session
+from cniscope.collector.store import Store
+from cniscope.collector.validate import Refused, check_batch, check_hello
+from cniscope.core import grpcutil
+from cniscope.core.config import CollectorConfig
+from cniscope.core.errors import CniscopeError, ConfigError, StoreError
+from cniscope.core.version import VERSION
+
+log = logging.getLogger("cniscope.collector")
+
+
+def _status(name: str) -> grpc.StatusCode:
+    return getattr(grpc.StatusCode, name, grpc.StatusCode.INTERNAL)
+
+
+class AgentHubService(agent_pb2_grpc.AgentHubServicer):
+    def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher) -> None:
+        self.state = state
+        self.store = store
+        self.dispatcher = dispatcher
+
+    async def Connect(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],  # noqa: N802
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[agent_pb2.CollectorMessage]:  # type: ignore[type-arg]
+        peer = context.peer()
+        it = request_iterator.__aiter__()
+        try:
+            first = await asyncio.wait_for(it.__anext__(), timeout=30)
+        except (StopAsyncIteration, TimeoutError):
+            return
+        if first.WhichOneof("body") != "hello":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be Hello")
+        hello = first.hello
+        try:
+            check_hello(hello)
+        except Refused as exc:
+            self.state.log_event("warning", f"refused hello from {peer}: {exc}")
+            await context.abort(_status(exc.code), str(exc))
+        current = self.state.sessions.get(hello.node)
+        if current is not None and current.boot_id != hello.boot_id:
+            self.state.log_event("warning", f"refused a second agent claiming node {hello.node} from {peer}",
+                                 hello.node)
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                f"node {hello.node} is already connected with another boot id")
+        if current is not None:  # the same agent reconnecting over a half-dead stream
+            current.closed.set()
+        now = time.time_ns()
+        acked = await self.store.call(self.store.record_hello, hello, now)
+        session = Session(hello.node, hello.boot_id)
+        self.state.connect(hello, session, now)
+        self.state.log_event("info", f"agent {hello.agent_version} connected from {peer} "
+                                     f"(boot {hello.boot_id[:8]}, durable up to seq {acked})", hello.node)
+        yield agent_pb2.CollectorMessage(welcome=agent_pb2.Welcome(
+            time_unix_nano=time.time_ns(), collector_version=VERSION, acked_seq=acked))
+        reader = asyncio.create_task(self._read(it, session, context))
+        try:
+            while not session.closed.is_set():
+                getter = asyncio.ensure_future(session.outbox.get())
+                closed = asyncio.ensure_future(session.closed.wait())
+                done, _ = await asyncio.wait({getter, closed, reader}, return_when=asyncio.FIRST_COMPLETED)
+                closed.cancel()
+                if getter in done:
+                    yield getter.result()
+                else:
+                    getter.cancel()
+                if reader in done:
+                    while not session.outbox.empty():  # flush the last acks
+                        yield session.outbox.get_nowait()
+                    break
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self.state.disconnect(session)
+            if self.state.sessions.get(hello.node) is None:
+                self.state.log_event("info", "agent disconnected", hello.node)
+        if reader.done() and not reader.cancelled():
+            exc = reader.exception()
+            if isinstance(exc, Refused):
+                await context.abort(_status(exc.code), str(exc))
+
+    async def _read(self, it: AsyncIterator[agent_pb2.AgentMessage], session: Session,
+                    context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
+        async for msg in it:
+            which = msg.WhichOneof("body")
+            if which == "batch":
+                b = msg.batch
+                try:
+                    check_batch(b, session.boot_id)
+                except Refused as exc:
+                    self.state.log_event("warning", f"refused batch: {exc}", session.node)
+                    raise
+                now = time.time_ns()
+                fresh = await self.store.call(self.store.commit_batch, session.node, b, now)
+                session.send(agent_pb2.CollectorMessage(ack=agent_pb2.Ack(boot_id=b.boot_id, seq=b.seq)))
+                if fresh:
+                    self.state.on_batch(session.node, b, now)
+                    for r in b.probe_results:
+                        self.dispatcher.on_result(r)
+                        self.state.publish(cluster_pb2.ClusterEvent(probe_result=r))
+            elif which == "probe_progress":
+                self.dispatcher.on_progress(msg.probe_progress)
+                self.state.publish(cluster_pb2.ClusterEvent(probe_progress=msg.probe_progress))
+            elif which == "command_ack":
+                if not msg.command_ack.accepted:
+                    self.dispatcher.on_refused(msg.command_ack, session.node)
+            elif which == "capabilities":
+                await self.store.call(self.store.record_capabilities, session.node, session.boot_id,
+                                      msg.capabilities, time.time_ns())
+                self.state.on_capabilities(session.node, msg.capabilities)
+            elif which == "hello":
+                raise Refused("FAILED_PRECONDITION", "a second Hello on the same stream")
+            # an unknown body (newer agent) is ignored: forward compatible
+
+
+class ClusterService(cluster_pb2_grpc.ClusterServicer):
+    def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher, address: str) -> None:
+        self.state = state
+        self.store = store
+        self.dispatcher = dispatcher
+        self.address = address
+
+    async def Watch(self, request: cluster_pb2.WatchRequest,  # noqa: N802
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[cluster_pb2.ClusterEvent]:  # type: ignore[type-arg]
+        q = self.state.subscribe()
+        try:
+            for st in sorted(self.state.nodes.values(), key=lambda s: s.node):
+                yield cluster_pb2.ClusterEvent(node=st)
+            for ev in self.state.recent_logs[-50:]:
+                yield cluster_pb2.ClusterEvent(log=ev)
+            yield cluster_pb2.ClusterEvent(snapshot_done=cluster_pb2.SnapshotDone(
+                collector_version=VERSION, collector_address=self.address))
+            while True:
+                ev = await q.get()
+                if ev.WhichOneof("body") == "samples" and not request.include_samples:
+                    continue
+                yield ev
+        finally:
+            self.state.unsubscribe(q)
+
+    async def ListNodes(self, request: cluster_pb2.ListNodesRequest,  # noqa: N802
+                        context: grpc.aio.ServicerContext) -> cluster_pb2.ListNodesResponse:  # type: ignore[type-arg]
+        return cluster_pb2.ListNodesResponse(nodes=[self.state.nodes[n] for n in sorted(self.state.nodes)])
+
+    async def GetNode(self, request: cluster_pb2.GetNodeRequest,  # noqa: N802
+                      context: grpc.aio.ServicerContext) -> cluster_pb2.NodeState:  # type: ignore[type-arg]
+        st = self.state.nodes.get(request.node)
+        if st is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"node {request.node!r} is unknown")
+        assert st is not None
+        return st
+
+    async def RunProbe(self, request: common_pb2.ProbeRequest,  # noqa: N802
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[cluster_pb2.ProbeUpdate]:  # type: ignore[type-arg]
+        try:
+            async for upd in self.dispatcher.run(request):
+                yield upd
+        except CniscopeError as exc:
+            await context.abort(_status(exc.grpc_status), f"{exc.title}: {exc}")
+
+    async def ListProbeResults(self, request: cluster_pb2.ListProbeResultsRequest,  # noqa: N802
+                               context: grpc.aio.ServicerContext) -> cluster_pb2.ListProbeResultsResponse:  # type: ignore[type-arg]
+        rows = await self.store.call(self.store.probe_results, request.kind, request.source_node,
+                                     request.target_node, request.limit or 100)
+        return cluster_pb2.ListProbeResultsResponse(results=rows)
+
+
+class Collector:
+    def __init__(self, cfg: CollectorConfig, listen: Sequence[str] | None = None) -> None:
+        self.cfg = cfg
+        self.listen = list(listen or [cfg.listen])
+        self.store = Store(cfg.db)
+        self.state = ClusterState(stale_after=cfg.stale_after)
+        self.dispatcher = Dispatcher(self.state, self.store)
+        self.server: grpc.aio.Server | None = None
+        self.ports: list[int] = []
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        server = grpc.aio.server(options=grpcutil.server_options(max_message=self.cfg.max_message_bytes))
+        agent_pb2_grpc.add_AgentHubServicer_to_server(
+            AgentHubService(self.state, self.store, self.dispatcher), server)
+        cluster_pb2_grpc.add_ClusterServicer_to_server(
+            ClusterService(self.state, self.store, self.dispatcher, self.listen[0]), server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = [
+            agent_pb2.DESCRIPTOR.services_by_name["AgentHub"].full_name,
+            cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        ]
+        reflection.enable_server_reflection(names, server)
+        for addr in self.listen:
+            target = grpcutil.normalize_address(addr)
+            if target.startswith("unix://"):
+                sock = Path(target[len("unix://"):])
+                sock.parent.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    sock.unlink()
+            try:
+                port = server.add_insecure_port(target)
+            except RuntimeError as exc:
+                raise ConfigError(f"cannot listen on {addr}: {exc}") from None
+            if port == 0 and not target.startswith("unix"):
+                raise ConfigError(f"cannot listen on {addr}: address in use or not available here")
+            self.ports.append(port)
+        await server.start()
+        for svc in ["", *names[:2]]:
+            await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
+        self.server = server
+        self._sweeper = asyncio.create_task(self._sweep())
+        log.info("cniscope collector %s listening on %s (db %s)", VERSION, ", ".join(self.listen), self.cfg.db)
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self.state.sweep(time.time_ns())
+
+    async def stop(self, grace: float = 1.0) -> None:
+        if self._sweeper:
+            self._sweeper.cancel()
+        if self.server is not None:
+            await self.server.stop(grace)
+        self.store.close()
+
+    async def wait(self) -> None:
+        assert self.server is not None
+        await self.server.wait_for_termination()
+
+
+def check_db_path(path: str) -> None:
+    """Fail fast, with one clear line, when the database cannot be written."""
+    if path == ":memory:":
+        return
+    p = Path(path)
+    parent = p.resolve().parent
+    if not parent.is_dir():
+        raise StoreError(f"cannot open database {path}: directory {parent} does not exist")
+    if p.exists() and not os.access(p, os.W_OK):
+        raise StoreError(f"cannot open database {path}: not writable")
+    if not p.exists() and not os.access(parent, os.W_OK):
+        raise StoreError(f"cannot open database {path}: directory {parent} is not writable")
+
+
+async def run_collector(cfg: CollectorConfig, listen: Sequence[str] | None = None) -> None:
+    check_db_path(cfg.db)
+    c = Collector(cfg, listen)
+    await c.start()
+    try:
+        await c.wait()
+    finally:
+        await c.stop()

@@ -1,0 +1,154 @@
+"""Cluster state: who is connected, their latest figures, and the watchers that follow it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2
+
+log = logging.getLogger("cniscope.collector")
+
+WATCH_QUEUE = 10_000
+CONNECTED = cluster_pb2.NODE_STATUS_CONNECTED
+STALE = cluster_pb2.NODE_STATUS_STALE
+GONE = cluster_pb2.NODE_STATUS_GONE
+
+
+@dataclass
+class Session:
+    node: str
+    boot_id: str
+    outbox: asyncio.Queue[agent_pb2.CollectorMessage] = field(
+        default_factory=lambda: asyncio.Queue(maxsize=10_000))
+    closed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def send(self, msg: agent_pb2.CollectorMessage) -> bool:
+        try:
+            self.outbox.put_nowait(msg)
+            return True
+        except asyncio.QueueFull:
+            return False
+
+
+def series_key(s: common_pb2.Sample) -> str:
+    if not s.labels:
+        return s.name
+    return s.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}"
+
+
+class ClusterState:
+    def __init__(self, stale_after: float = 15.0) -> None:
+        self.nodes: dict[str, cluster_pb2.NodeState] = {}
+        self.sessions: dict[str, Session] = {}
+        self.watchers: set[asyncio.Queue[cluster_pb2.ClusterEvent]] = set()
+        self.stale_after = stale_after
+        self.peer_version = 0
+        self.recent_logs: list[common_pb2.LogEvent] = []
+
+    # ---- watchers ----------------------------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue[cluster_pb2.ClusterEvent]:
+        q: asyncio.Queue[cluster_pb2.ClusterEvent] = asyncio.Queue(maxsize=WATCH_QUEUE)
+        self.watchers.add(q)
+        return q
+
+    def unsubscribe(self, q: asyncio.Queue[cluster_pb2.ClusterEvent]) -> None:
+        self.watchers.discard(q)
+
+    def publish(self, ev: cluster_pb2.ClusterEvent) -> None:
+        for q in list(self.watchers):
+            try:
+                q.put_nowait(ev)
+            except asyncio.QueueFull:
+                # a watcher that cannot keep up is cut off (it reconnects and gets a fresh snapshot)
+                self.watchers.discard(q)
+                log.warning("a watcher fell %d events behind and was disconnected", WATCH_QUEUE)
+
+    def log_event(self, level: str, message: str, node: str = "") -> common_pb2.LogEvent:
+        ev = common_pb2.LogEvent(time_unix_nano=time.time_ns(), level=level, node=node, message=message)
+        self.recent_logs.append(ev)
+        del self.recent_logs[:-500]
+        getattr(log, "warning" if level == "warning" else "error" if level == "error" else "info")(
+            "%s%s", f"{node}: " if node else "", message)
+        self.publish(cluster_pb2.ClusterEvent(log=ev))
+        return ev
+
+    # ---- nodes -------------------------------------------------------------------------------
+    def connect(self, hello: agent_pb2.Hello, session: Session, now_ns: int) -> cluster_pb2.NodeState:
+        prev = self.nodes.get(hello.node)
+        st = cluster_pb2.NodeState(
+            node=hello.node, status=CONNECTED, boot_id=hello.boot_id, agent_version=hello.agent_version,
+            host_ip=hello.host_ip, pod_ip=hello.pod_ip, last_seen_unix_nano=now_ns,
+            connected_since_unix_nano=now_ns, spool_dropped=hello.spool_dropped,
+            clock_skew_ms=round((hello.time_unix_nano - now_ns) / 1e6, 3) if hello.time_unix_nano else 0.0,
+            labels=dict(hello.labels),
+        )
+        if hello.HasField("capabilities"):
+            st.capabilities.CopyFrom(hello.capabilities)
+        if prev is not None:
+            st.reconnects = prev.reconnects + 1
+            if prev.boot_id == hello.boot_id:
+                st.figures.update(prev.figures)
+                st.last_seq = prev.last_seq
+        self.nodes[hello.node] = st
+        self.sessions[hello.node] = session
+        self.publish(cluster_pb2.ClusterEvent(node=st))
+        self.broadcast_peers()
+        return st
+
+    def disconnect(self, session: Session) -> None:
+        if self.sessions.get(session.node) is not session:
+            return
+        del self.sessions[session.node]
+        st = self.nodes.get(session.node)
+        if st is not None:
+            st.status = GONE
+            self.publish(cluster_pb2.ClusterEvent(node=st))
+        self.broadcast_peers()
+
+    def peer_table(self) -> common_pb2.PeerTable:
+        self.peer_version += 1
+        peers = [common_pb2.Peer(node=n, host_ip=st.host_ip, pod_ip=st.pod_ip)
+                 for n, st in sorted(self.nodes.items()) if n in self.sessions]
+        return common_pb2.PeerTable(peers=peers, version=self.peer_version)
+
+    def broadcast_peers(self) -> None:
+        table = self.peer_table()
+        msg = agent_pb2.CollectorMessage(peers=table)
+        for s in self.sessions.values():
+            s.send(msg)
+
+    def on_batch(self, node: str, batch: agent_pb2.Batch, now_ns: int) -> None:
+        st = self.nodes.get(node)
+        if st is None:
+            return
+        st.last_seen_unix_nano = now_ns
+        if st.status != CONNECTED and node in self.sessions:
+            st.status = CONNECTED
+        st.last_seq = max(st.last_seq, batch.seq)
+        st.spool_dropped = max(st.spool_dropped, batch.spool_dropped)
+        if batch.time_unix_nano:
+            st.clock_skew_ms = round((batch.time_unix_nano - now_ns) / 1e6, 3)
+        for s in batch.samples:
+            st.figures[series_key(s)] = s.value
+        self.publish(cluster_pb2.ClusterEvent(node=st))
+        if batch.samples:
+            self.publish(cluster_pb2.ClusterEvent(
+                samples=cluster_pb2.NodeSamples(node=node, samples=batch.samples)))
+
+    def on_capabilities(self, node: str, rep: common_pb2.CapabilityReport) -> None:
+        st = self.nodes.get(node)
+        if st is not None:
+            st.capabilities.CopyFrom(rep)
+            self.publish(cluster_pb2.ClusterEvent(node=st))
+
+    def sweep(self, now_ns: int) -> None:
+        """Mark connected nodes that have been silent too long as stale."""
+        limit = int(self.stale_after * 1e9)
+        for name, st in self.nodes.items():
+            if st.status == CONNECTED and now_ns - st.last_seen_unix_nano > limit:
+                st.status = STALE
+                self.publish(cluster_pb2.ClusterEvent(node=st))
+                self.log_event("warning", f"no batch for {self.stale_after:.0f}s: stale", name)

@@ -1,0 +1,215 @@
+"""SQLite store (WAL). One writer thread; a batch is acknowledged only after its commit returns.
+
+Duplicates are dropped by the primary key (node, boot_id, seq): a batch resent after a reconnect
+inserts nothing the second time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+from cniscope.api.v1 import agent_pb2, common_pb2
+from cniscope.core.errors import StoreError
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nodes (
+    node TEXT NOT NULL, boot_id TEXT NOT NULL, agent_version TEXT, host_ip TEXT, pod_ip TEXT,
+    hello BLOB, first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL,
+    PRIMARY KEY (node, boot_id)
+);
+CREATE TABLE IF NOT EXISTS batches (
+    node TEXT NOT NULL, boot_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    agent_ns INTEGER NOT NULL, received_ns INTEGER NOT NULL, n_samples INTEGER NOT NULL,
+    spool_dropped INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (node, boot_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS samples (
+    node TEXT NOT NULL, boot_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    name TEXT NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL, t_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS samples_node_t ON samples (node, t_ns);
+CREATE TABLE IF NOT EXISTS probe_results (
+    probe_id TEXT PRIMARY KEY, kind TEXT NOT NULL, source_node TEXT, target_node TEXT,
+    target_address TEXT, path TEXT, ok INTEGER NOT NULL, error TEXT, figures TEXT NOT NULL,
+    params TEXT NOT NULL, detail TEXT, started_ns INTEGER, finished_ns INTEGER, raw BLOB
+);
+CREATE INDEX IF NOT EXISTS probe_results_pair ON probe_results (source_node, target_node, finished_ns);
+CREATE TABLE IF NOT EXISTS capabilities (
+    node TEXT PRIMARY KEY, boot_id TEXT, report BLOB NOT NULL, t_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+    t_ns INTEGER NOT NULL, level TEXT NOT NULL, node TEXT, message TEXT NOT NULL
+);
+"""
+
+
+class Store:
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._local = threading.local()
+        self._conn: sqlite3.Connection | None = None
+        try:
+            self._open()
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from None
+
+    def _open(self) -> None:
+        if self.path != ":memory:":
+            parent = Path(self.path).resolve().parent
+            if not parent.is_dir():
+                raise sqlite3.OperationalError(f"directory {parent} does not exist")
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.executescript(SCHEMA)
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
+        self._conn = conn
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        assert self._conn is not None
+        return self._conn
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._exec, fn, *args)
+
+    def close(self) -> None:
+        self._exec.shutdown(wait=True)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # ---- writes (run on the store thread) --------------------------------------------------------
+    def record_hello(self, hello: agent_pb2.Hello, now_ns: int) -> int:
+        """Store the hello; return the highest seq already durable for (node, boot_id)."""
+        c = self.conn
+        with _tx(c):
+            c.execute(
+                "INSERT INTO nodes VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(node, boot_id) DO UPDATE SET "
+                "last_seen_ns=excluded.last_seen_ns, hello=excluded.hello",
+                (hello.node, hello.boot_id, hello.agent_version, hello.host_ip, hello.pod_ip,
+                 hello.SerializeToString(), now_ns, now_ns),
+            )
+            if hello.HasField("capabilities"):
+                self._put_caps(hello.node, hello.boot_id, hello.capabilities, now_ns)
+        row = c.execute("SELECT MAX(seq) FROM batches WHERE node=? AND boot_id=?",
+                        (hello.node, hello.boot_id)).fetchone()
+        return int(row[0] or 0)
+
+    def _put_caps(self, node: str, boot_id: str, rep: common_pb2.CapabilityReport, now_ns: int) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO capabilities VALUES (?,?,?,?)",
+                          (node, boot_id, rep.SerializeToString(), now_ns))
+
+    def record_capabilities(self, node: str, boot_id: str, rep: common_pb2.CapabilityReport, now_ns: int) -> None:
+        with _tx(self.conn):
+            self._put_caps(node, boot_id, rep, now_ns)
+
+    def commit_batch(self, node: str, batch: agent_pb2.Batch, received_ns: int) -> bool:
+        """Commit one batch atomically. False when it was a duplicate (already stored)."""
+        c = self.conn
+        with _tx(c):
+            cur = c.execute(
+                "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?,?,?)",
+                (node, batch.boot_id, batch.seq, batch.time_unix_nano, received_ns, len(batch.samples),
+                 batch.spool_dropped),
+            )
+            if cur.rowcount == 0:
+                return False
+            if batch.samples:
+                c.executemany(
+                    "INSERT INTO samples VALUES (?,?,?,?,?,?,?)",
+                    [(node, batch.boot_id, batch.seq, s.name,
+                      json.dumps(dict(s.labels), sort_keys=True) if s.labels else "{}",
+                      s.value, s.time_unix_nano or batch.time_unix_nano) for s in batch.samples],
+                )
+            for r in batch.probe_results:
+                self._put_result(r)
+            for e in batch.events:
+                c.execute("INSERT INTO events VALUES (?,?,?,?)",
+                          (e.time_unix_nano, e.level, e.node or node, e.message))
+            c.execute("UPDATE nodes SET last_seen_ns=? WHERE node=? AND boot_id=?",
+                      (received_ns, node, batch.boot_id))
+        return True
+
+    def _put_result(self, r: common_pb2.ProbeResult) -> None:
+        self.conn.execute(
+            "INSERT OR REPLACE INTO probe_results VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (r.probe_id, r.kind, r.source_node, r.target_node, r.target_address, r.path, int(r.ok),
+             r.error, json.dumps(dict(r.figures), sort_keys=True), json.dumps(dict(r.params), sort_keys=True),
+             r.detail_json, r.started_unix_nano, r.finished_unix_nano, r.SerializeToString()),
+        )
+
+    def record_result(self, r: common_pb2.ProbeResult) -> None:
+        with _tx(self.conn):
+            self._put_result(r)
+
+    def record_event(self, e: common_pb2.LogEvent) -> None:
+        with _tx(self.conn):
+            self.conn.execute("INSERT INTO events VALUES (?,?,?,?)", (e.time_unix_nano, e.level, e.node, e.message))
+
+    # ---- reads -------------------------------------------------------------------------------
+    def probe_results(self, kind: str = "", source: str = "", target: str = "",
+                      limit: int = 100) -> list[common_pb2.ProbeResult]:
+        q = "SELECT raw FROM probe_results WHERE 1=1"
+        args: list[Any] = []
+        for col, val in (("kind", kind), ("source_node", source), ("target_node", target)):
+            if val:
+                q += f" AND {col}=?"
+                args.append(val)
+        q += " ORDER BY finished_ns DESC LIMIT ?"
+        args.append(max(1, min(limit or 100, 10_000)))
+        out = []
+        for (raw,) in self.conn.execute(q, args):
+            r = common_pb2.ProbeResult()
+            r.ParseFromString(raw)
+            out.append(r)
+        return out
+
+    def latest_capabilities(self) -> dict[str, common_pb2.CapabilityReport]:
+        out = {}
+        for node, raw in self.conn.execute("SELECT node, report FROM capabilities"):
+            rep = common_pb2.CapabilityReport()
+            rep.ParseFromString(raw)
+            out[node] = rep
+        return out
+
+    def known_nodes(self) -> list[agent_pb2.Hello]:
+        out = []
+        for (raw,) in self.conn.execute(
+                "SELECT hello FROM nodes n WHERE last_seen_ns = (SELECT MAX(last_seen_ns) FROM nodes m "
+                "WHERE m.node = n.node) GROUP BY node ORDER BY node"):
+            h = agent_pb2.Hello()
+            if raw:
+                h.ParseFromString(raw)
+                out.append(h)
+        return out
+
+
+class _tx:
+    """BEGIN IMMEDIATE … COMMIT, ROLLBACK on error (autocommit connection)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self.conn.execute("COMMIT")
+        else:
+            self.conn.execute("ROLLBACK")

@@ -1,0 +1,303 @@
+"""The embedded lab: a small "cluster" made of network namespaces on one Linux machine.
+
+    <p>-fabric   bridge br0 (198.18.0.2, the collector's address), one port per node
+    <p>-nodeI    eth0 198.18.0.(10+I) on the fabric; routes to other nodes' pod subnets; p1..pN to pods
+    <p>-podI-J   eth0 198.19.I.(10+J)/32, route 198.18.0.0/15 via the node — and no default route
+
+Every link is created inside its target namespaces, nothing appears in the host namespace, and
+``down`` removes every namespace, process and file the lab made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cniscope.core.errors import LabError
+from cniscope.lab import addressing as addr
+from cniscope.lab import netns, procs
+
+STATE_ROOT = Path(os.environ.get("CNISCOPE_LAB_DIR", "/run/cniscope/lab"))
+
+
+@dataclass
+class LabSpec:
+    name: str = "cniscope"
+    nodes: int = 3
+    pods_per_node: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.name.isalnum() or len(self.name) > 10:
+            raise LabError(f"lab name must be 1-10 letters/digits, got {self.name!r}")
+        if not 1 <= self.nodes <= addr.MAX_NODES:
+            raise LabError(f"nodes must be 1..{addr.MAX_NODES}, got {self.nodes}")
+        if not 1 <= self.pods_per_node <= addr.MAX_PODS_PER_NODE:
+            raise LabError(f"pods per node must be 1..{addr.MAX_PODS_PER_NODE}")
+
+
+@dataclass
+class LabNode:
+    index: int
+    name: str
+    netns: str
+    host_ip: str
+    pods: list[dict[str, str]] = field(default_factory=list)  # [{"netns":..., "ip":...}]
+
+    @property
+    def pod_netns(self) -> str:
+        return self.pods[0]["netns"]
+
+    @property
+    def pod_ip(self) -> str:
+        return self.pods[0]["ip"]
+
+
+class Lab:
+    def __init__(self, spec: LabSpec | None = None, state_root: Path | None = None) -> None:
+        self.spec = spec or LabSpec()
+        self.dir = (state_root or STATE_ROOT) / self.spec.name
+        self.prefix = "cns" if self.spec.name == "cniscope" else f"cns{self.spec.name}"
+
+    # ---- names -----------------------------------------------------------------------------
+    @property
+    def fabric(self) -> str:
+        return f"{self.prefix}-fabric"
+
+    def node_ns(self, i: int) -> str:
+        return f"{self.prefix}-node{i}"
+
+    def pod_ns(self, i: int, j: int = 1) -> str:
+        return f"{self.prefix}-pod{i}-{j}"
+
+    @property
+    def collector_address(self) -> str:
+        return f"{addr.COLLECTOR_IP}:{addr.COLLECTOR_PORT}"
+
+    @property
+    def collector_socket(self) -> Path:
+        return self.dir / "collector.sock"
+
+    @property
+    def local_collector(self) -> str:
+        """Where people-facing clients in the host namespace reach the lab's collector."""
+        return f"unix://{self.collector_socket}"
+
+    def nodes(self) -> list[LabNode]:
+        out = []
+        for i in range(1, self.spec.nodes + 1):
+            pods = [{"netns": self.pod_ns(i, j), "ip": addr.pod_ip(i, j)}
+                    for j in range(1, self.spec.pods_per_node + 1)]
+            out.append(LabNode(i, f"node{i}", self.node_ns(i), addr.node_ip(i), pods))
+        return out
+
+    def namespaces(self) -> list[str]:
+        names = [self.fabric]
+        for n in self.nodes():
+            names.append(n.netns)
+            names.extend(p["netns"] for p in n.pods)
+        return names
+
+    # ---- lifecycle -------------------------------------------------------------------------
+    def up(self) -> dict[str, Any]:
+        """Build the lab; a second call on a complete lab changes nothing."""
+        if not netns.is_root():
+            raise LabError("the lab needs root (network namespaces); run as root or with sudo")
+        saved = self._load_state()
+        if saved and saved.get("spec") != self._spec_json():
+            raise LabError(
+                f"lab {self.spec.name!r} exists with a different shape {saved.get('spec')}; "
+                "run `cniscope lab down` first"
+            )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fresh = not all(netns.exists(n) for n in self.namespaces())
+        if fresh:
+            self._build()
+        state = saved or {"spec": self._spec_json(), "procs": [], "created": time.time()}
+        self._save_state(state)
+        return self.status()
+
+    def _build(self) -> None:
+        for name in self.namespaces():
+            netns.add(name)
+        fab = self.fabric
+        cmds = ["link set lo up"]
+        if "br0" not in netns.exec_in(fab, ["ip", "-o", "link", "show"]):
+            cmds += ["link add br0 type bridge", f"addr add {addr.COLLECTOR_IP}/24 dev br0"]
+        cmds += ["link set br0 up"]
+        netns.batch(fab, cmds)
+        netns.sysctl(fab, "net.bridge.bridge-nf-call-iptables", "0")
+        netns.sysctl(fab, "net.bridge.bridge-nf-call-ip6tables", "0")
+        netns.sysctl(fab, "net.ipv6.conf.all.disable_ipv6", "1")
+        for node in self.nodes():
+            self._build_node(node)
+
+    def _build_node(self, node: LabNode) -> None:
+        ns, i = node.netns, node.index
+        existing = netns.exec_in(ns, ["ip", "-o", "link", "show"])
+        cmds = ["link set lo up"]
+        if "eth0" not in existing:
+            # both ends are created here: eth0 in the node, the fabric port straight in the fabric
+            cmds.append(f"link add eth0 type veth peer name n{i} netns {self.fabric}")
+        cmds += [f"addr replace {node.host_ip}/24 dev eth0", "link set eth0 up"]
+        for j, pod in enumerate(node.pods, start=1):
+            if f" p{j}@" not in existing and f" p{j}:" not in existing:
+                cmds.append(f"link add p{j} type veth peer name eth0 netns {pod['netns']}")
+            cmds += [
+                f"addr replace {addr.pod_gateway(i)}/32 dev p{j}",
+                f"link set p{j} up",
+                f"route replace {pod['ip']}/32 dev p{j}",
+            ]
+        for other in self.nodes():
+            if other.index != i:
+                cmds.append(f"route replace {addr.pod_subnet(other.index)} via {other.host_ip} dev eth0")
+        netns.batch(ns, cmds)
+        netns.sysctl(ns, "net.ipv4.ip_forward", "1")
+        netns.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
+        netns.batch(self.fabric, [f"link set n{i} master br0", f"link set n{i} up"])
+        for pod in node.pods:
+            netns.batch(pod["netns"], [
+                "link set lo up",
+                f"addr replace {pod['ip']}/32 dev eth0",
+                "link set eth0 up",
+                f"route replace {addr.pod_gateway(i)} dev eth0 scope link",
+                f"route replace {addr.LAB_RANGE} via {addr.pod_gateway(i)} dev eth0",
+            ])
+            netns.sysctl(pod["netns"], "net.ipv6.conf.all.disable_ipv6", "1")
+            # ping from inside a pod without CAP_NET_RAW, as a real pod can
+            netns.sysctl(pod["netns"], "net.ipv4.ping_group_range", "0 2147483647")
+
+    def down(self) -> list[str]:
+        """Stop every process the lab started (by PID), delete its namespaces and state."""
+        removed: list[str] = []
+        state = self._load_state() or {}
+        for rec in reversed([procs.ProcRecord.from_json(p) for p in state.get("procs", [])]):
+            procs.stop(rec)
+            removed.append(f"process {rec.role} (pid {rec.pid})")
+        for name in reversed(self.namespaces()):
+            if netns.exists(name):
+                netns.delete(name)
+                removed.append(f"netns {name}")
+        # namespaces of a differently-shaped earlier lab with the same name
+        for name in netns.list_names():
+            if name.startswith(self.prefix + "-"):
+                netns.delete(name)
+                removed.append(f"netns {name}")
+        if self.dir.exists():
+            shutil.rmtree(self.dir, ignore_errors=True)
+        return removed
+
+    def status(self) -> dict[str, Any]:
+        state = self._load_state()
+        present = [n for n in self.namespaces() if netns.exists(n)]
+        recs = [procs.ProcRecord.from_json(p) for p in (state or {}).get("procs", [])]
+        return {
+            "name": self.spec.name,
+            "up": bool(state) and len(present) == len(self.namespaces()),
+            "namespaces": present,
+            "collector": self.collector_address,
+            "collector_local": self.local_collector,
+            "nodes": [
+                {"name": n.name, "netns": n.netns, "host_ip": n.host_ip, "pods": n.pods}
+                for n in self.nodes()
+            ],
+            "processes": [
+                {"role": r.role, "pid": r.pid, "alive": procs.alive(r), "log": r.log} for r in recs
+            ],
+            "state_dir": str(self.dir),
+        }
+
+    # ---- processes -------------------------------------------------------------------------
+    def spawn(self, role: str, ns: str | None, argv: Sequence[str],
+              env: dict[str, str] | None = None) -> procs.ProcRecord:
+        """Start a process inside ``ns`` (None: the host namespace) and record it for ``down``."""
+        state = self._load_state()
+        if state is None:
+            raise LabError(f"lab {self.spec.name!r} is not up")
+        full = netns.nsenter_argv(ns, argv) if ns else list(argv)
+        safe = role.replace(":", "-").replace("/", "-")
+        rec = procs.spawn(role, full, self.dir / "logs" / f"{safe}.log", env)
+        state["procs"] = [p for p in state["procs"] if p["role"] != role] + [rec.to_json()]
+        self._save_state(state)
+        return rec
+
+    def stop_role(self, role: str) -> bool:
+        state = self._load_state() or {"procs": []}
+        ok = True
+        keep = []
+        for p in state["procs"]:
+            rec = procs.ProcRecord.from_json(p)
+            if rec.role == role:
+                ok = procs.stop(rec) and ok
+            else:
+                keep.append(p)
+        if state.get("spec"):
+            state["procs"] = keep
+            self._save_state(state)
+        return ok
+
+    def record(self, role: str) -> procs.ProcRecord | None:
+        for p in (self._load_state() or {}).get("procs", []):
+            if p["role"] == role:
+                return procs.ProcRecord.from_json(p)
+        return None
+
+    def start_cluster(self, *, db: Path | None = None, extra_agent_args: Sequence[str] = (),
+                      extra_collector_args: Sequence[str] = (), sample_interval: float = 2.0) -> None:
+        """Start the collector in the fabric and one agent per node namespace."""
+        exe = [sys.executable, "-m", "cniscope.cli"]
+        dbp = db or (self.dir / "collector.db")
+        if not self._alive("collector"):
+            if self.collector_socket.exists():
+                self.collector_socket.unlink()
+            self.spawn("collector", self.fabric, [
+                *exe, "collector", "--listen", self.collector_address,
+                "--listen", self.local_collector, "--db", str(dbp), *extra_collector_args,
+            ])
+        for node in self.nodes():
+            role = f"agent:{node.name}"
+            if self._alive(role):
+                continue
+            self.spawn(role, node.netns, [
+                *exe, "agent", "--collector", self.collector_address, "--node", node.name,
+                "--host-ip", node.host_ip, "--pod-ip", node.pod_ip,
+                "--pod-netns", str(netns.NETNS_DIR / node.pod_netns),
+                "--sample-interval", str(sample_interval), *extra_agent_args,
+            ], env={"CNISCOPE_LAB": self.spec.name})
+
+    def _alive(self, role: str) -> bool:
+        rec = self.record(role)
+        return rec is not None and procs.alive(rec)
+
+    # ---- state -----------------------------------------------------------------------------
+    def _spec_json(self) -> dict[str, Any]:
+        return {"nodes": self.spec.nodes, "pods_per_node": self.spec.pods_per_node}
+
+    def _state_file(self) -> Path:
+        return self.dir / "state.json"
+
+    def _load_state(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self._state_file().read_text())
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        tmp = self._state_file().with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self._state_file())
+
+
+def existing_labs(state_root: Path | None = None) -> list[str]:
+    root = state_root or STATE_ROOT
+    try:
+        return sorted(p.name for p in root.iterdir() if (p / "state.json").exists())
+    except FileNotFoundError:
+        return []
