@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from caps import require  # noqa: E402
+from caps import require  # type: ignore[import-not-found]  # noqa: E402
 
 from cniscope.lab.lab import Lab, LabSpec  # noqa: E402
 
@@ -68,8 +68,8 @@ def wait_connected(lab: Lab, count: int, timeout: float = 20.0) -> list[object]:
     nodes: list[object] = []
     while time.monotonic() < deadline:
         try:
-            nodes = asyncio.run(_list_nodes(lab.local_collector, timeout=2))
-            if sum(1 for n in nodes if n.status == 1) >= count:  # type: ignore[attr-defined]
+            nodes = asyncio.run(_list_nodes(lab.local_collector, deadline=2))
+            if sum(1 for n in nodes if getattr(n, "status", 0) == 1) >= count:
                 return nodes
         except Exception:
             pass

@@ -29,6 +29,7 @@ from cniscope.core import grpcutil, netpolicy, probespec
 from cniscope.core.config import AgentConfig, read_token
 from cniscope.core.errors import CniscopeError
 from cniscope.core.hostpaths import HostPaths
+from cniscope.core.params import ParamSet
 from cniscope.core.version import VERSION
 
 log = logging.getLogger("cniscope.agent")
@@ -148,7 +149,7 @@ class Agent:
             call = stub.Connect(metadata=self._metadata())
             await call.write(self.hello())
             first = await call.read()
-            if first is grpc.aio.EOF or not first.HasField("welcome"):
+            if not isinstance(first, agent_pb2.CollectorMessage) or not first.HasField("welcome"):
                 raise CniscopeError("collector closed the stream before welcoming us")
             self.spool.ack(first.welcome.acked_seq)
             self.connected.set()
@@ -172,7 +173,7 @@ class Agent:
     async def _read(call: grpc.aio.StreamStreamCall) -> AsyncIterator[agent_pb2.CollectorMessage]:  # type: ignore[type-arg]
         while True:
             msg = await call.read()
-            if msg is grpc.aio.EOF:
+            if not isinstance(msg, agent_pb2.CollectorMessage):
                 return
             yield msg
 
@@ -300,7 +301,7 @@ class Agent:
             path=ctx.path if ctx else req.path, ok=ok, error=error, figures=figures or {},
             detail_json=json.dumps(detail or {}, default=str),
             started_unix_nano=started or time.time_ns(), finished_unix_nano=time.time_ns(),
-            params=probespec.ParamSet.to_strings(ctx.params) if ctx else dict(req.params),
+            params=ParamSet.to_strings(ctx.params) if ctx else dict(req.params),
         )
         self._pending_results.append(res)
         self.seal_batch()

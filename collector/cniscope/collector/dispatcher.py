@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2
 from cniscope.collector.state import ClusterState
@@ -99,7 +100,8 @@ class Dispatcher:
                     if remaining <= 0:
                         break
                     getter = asyncio.ensure_future(pend.progress.get())
-                    done, _ = await asyncio.wait({getter, pend.result}, timeout=remaining,
+                    waits: set[asyncio.Future[Any]] = {getter, pend.result}
+                    done, _ = await asyncio.wait(waits, timeout=remaining,
                                                  return_when=asyncio.FIRST_COMPLETED)
                     if getter in done:
                         yield cluster_pb2.ProbeUpdate(progress=getter.result())

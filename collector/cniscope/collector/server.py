@@ -92,9 +92,9 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
             if self.state.sessions.get(hello.node) is None:
                 self.state.log_event("info", "agent disconnected", hello.node)
         if reader.done() and not reader.cancelled():
-            exc = reader.exception()
-            if isinstance(exc, Refused):
-                await context.abort(_status(exc.code), str(exc))
+            failure = reader.exception()
+            if isinstance(failure, Refused):
+                await context.abort(_status(failure.code), str(failure))
 
     async def _read(self, it: AsyncIterator[agent_pb2.AgentMessage], session: Session,
                     context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
@@ -148,10 +148,10 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
             yield cluster_pb2.ClusterEvent(snapshot_done=cluster_pb2.SnapshotDone(
                 collector_version=VERSION, collector_address=self.address))
             while True:
-                ev = await q.get()
-                if ev.WhichOneof("body") == "samples" and not request.include_samples:
+                event = await q.get()
+                if event.WhichOneof("body") == "samples" and not request.include_samples:
                     continue
-                yield ev
+                yield event
         finally:
             self.state.unsubscribe(q)
 
@@ -211,10 +211,7 @@ class Collector:
         for addr in self.listen:
             target = grpcutil.normalize_address(addr)
             if target.startswith("unix://"):
-                sock = Path(target[len("unix://"):])
-                sock.parent.mkdir(parents=True, exist_ok=True)
-                with contextlib.suppress(FileNotFoundError):
-                    sock.unlink()
+                _prepare_socket(Path(target[len("unix://"):]))
             try:
                 port = server.add_insecure_port(target)
             except RuntimeError as exc:
@@ -244,6 +241,12 @@ class Collector:
     async def wait(self) -> None:
         assert self.server is not None
         await self.server.wait_for_termination()
+
+
+def _prepare_socket(sock: Path) -> None:
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        sock.unlink()
 
 
 def check_db_path(path: str) -> None:

@@ -89,8 +89,7 @@ def _special(ip: IPAddress) -> str | None:
         return "multicast"
     if ip.is_unspecified:
         return "unspecified"
-    if ip.is_reserved and not ipaddress.ip_network("198.18.0.0/15").supernet_of(
-            ipaddress.ip_network(f"{ip}/{ip.max_prefixlen}")):
+    if ip.is_reserved and ip not in ipaddress.ip_network("198.18.0.0/15"):
         return "reserved"
     return None
 

@@ -7,7 +7,7 @@ the agent, so a cap cannot differ between the places that enforce it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -101,7 +101,7 @@ def _fmt(x: float | None) -> str:
 class ParamSet:
     params: tuple[Param, ...] = field(default_factory=tuple)
 
-    def __iter__(self) -> Iterable[Param]:  # type: ignore[override]
+    def __iter__(self) -> Iterator[Param]:
         return iter(self.params)
 
     def names(self) -> list[str]:

@@ -22,7 +22,7 @@ def proto_files() -> list[Path]:
 
 def generate(out_root: Path) -> list[Path]:
     """Run protoc (grpcio-tools) with the mypy-protobuf plugins; return the generated files."""
-    from grpc_tools import protoc  # dev dependency, imported only here
+    from grpc_tools import protoc  # type: ignore[import-untyped]  # dev dependency, imported only here
 
     bindir = Path(sys.executable).parent
     mypy_plugin = shutil.which("protoc-gen-mypy", path=str(bindir)) or shutil.which("protoc-gen-mypy")

@@ -73,7 +73,7 @@ class CniscopeApp(App[None]):
             if isinstance(ev, ConnectionState):
                 self._set_connection(ev.connected, ev.detail)
                 if not ev.connected:
-                    self._log(f"collector unreachable: {ev.detail}")
+                    self._log_line(f"collector unreachable: {ev.detail}")
                 continue
             which = ev.WhichOneof("body")
             if which == "node":
@@ -81,11 +81,11 @@ class CniscopeApp(App[None]):
             elif which == "probe_result":
                 self._show_result(ev.probe_result)
             elif which == "log":
-                self._log(f"{ev.log.node + ': ' if ev.log.node else ''}{ev.log.message}")
+                self._log_line(f"{ev.log.node + ': ' if ev.log.node else ''}{ev.log.message}")
             elif which == "snapshot_done":
                 self._set_connection(True)
 
-    def _log(self, text: str) -> None:
+    def _log_line(self, text: str) -> None:
         self.query_one("#log", RichLog).write(text)
 
     def _cells(self, st: cluster_pb2.NodeState) -> dict[str, Any]:

@@ -133,8 +133,7 @@ class ReplayClient:
                 await asyncio.sleep((t - last) / self.speed)
             last = t
             yield ev
-        while True:  # a replay stays "connected" and idle at its end
-            await asyncio.sleep(3600)
+        await asyncio.Event().wait()  # a replay stays "connected" and idle at its end
 
     async def run_probe(self, req: common_pb2.ProbeRequest) -> AsyncIterator[cluster_pb2.ProbeUpdate]:
         rec = self.probe_results.get((req.kind, req.source_node, req.target_node))

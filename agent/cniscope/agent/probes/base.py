@@ -53,14 +53,14 @@ class Probe(Protocol):
     async def run(self, ctx: ProbeContext) -> Outcome: ...
 
 
-async def run_tool(argv: list[str], timeout: float) -> tuple[int, str, str]:
+async def run_tool(argv: list[str], limit: float) -> tuple[int, str, str]:
     """Run an external tool without blocking the loop; kill it (by its own PID) on timeout."""
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         stdin=asyncio.subprocess.DEVNULL,
     )
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(), limit)
     except (TimeoutError, asyncio.CancelledError):
         if proc.returncode is None:
             proc.kill()

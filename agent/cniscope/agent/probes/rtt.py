@@ -26,7 +26,7 @@ class RttProbe:
         expected = count * interval + float(p["timeout"]) + 5
         await ctx.report(0.0, f"ping {ctx.target_address} ×{count}")
         try:
-            rc, out, err = await run_tool(argv, timeout=expected)
+            rc, out, err = await run_tool(argv, limit=expected)
         except TimeoutError:
             return Outcome.failure(f"ping did not finish within {expected:.0f}s")
         except asyncio.CancelledError:

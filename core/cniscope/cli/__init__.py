@@ -30,6 +30,11 @@ Clients find the collector in CNISCOPE_COLLECTOR, else the local lab's socket, e
 """
 
 
+# Modules under cniscope/cli/ that add subcommands: each has ``register(subparsers)`` and imports
+# its heavy dependencies inside the command functions only.
+EXTENSIONS: list[str] = []
+
+
 def default_collector() -> str:
     env = os.environ.get("CNISCOPE_COLLECTOR")
     if env:
@@ -164,7 +169,7 @@ def _wait_nodes(address: str, count: int, timeout: float) -> None:
     seen = 0
     while time.monotonic() < deadline:
         try:
-            nodes = asyncio.run(_list_nodes(address, timeout=2))
+            nodes = asyncio.run(_list_nodes(address, deadline=2))
             seen = sum(1 for n in nodes if n.status == 1)
             if seen >= count:
                 return
@@ -176,13 +181,13 @@ def _wait_nodes(address: str, count: int, timeout: float) -> None:
 
 
 # ---- clients --------------------------------------------------------------------------------------
-async def _list_nodes(address: str, timeout: float = 10) -> list[Any]:
+async def _list_nodes(address: str, deadline: float = 10) -> list[Any]:
     from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc
     from cniscope.core import grpcutil
 
     async with grpcutil.insecure_channel(address) as ch:
         stub = cluster_pb2_grpc.ClusterStub(ch)
-        resp = await stub.ListNodes(cluster_pb2.ListNodesRequest(), timeout=timeout,
+        resp = await stub.ListNodes(cluster_pb2.ListNodesRequest(), timeout=deadline,
                                     metadata=_client_metadata())
         return list(resp.nodes)
 
@@ -415,6 +420,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
     p.add_argument("--no-tui", action="store_true", help="print the report even on a terminal")
     p.set_defaults(func=cmd_demo)
+
+    # each area adds its own subcommands from its own module (cniscope/cli/<area>.py)
+    import importlib
+
+    for mod in EXTENSIONS:
+        importlib.import_module(f"cniscope.cli.{mod}").register(sub)
     return parser
 
 

@@ -1,0 +1,3 @@
+from cniscope.cli import main
+
+raise SystemExit(main())
