@@ -43,8 +43,10 @@ demo: setup
 demo-down: venv
 	@$(CNISCOPE) lab down
 
+# Benchmarks: every benchmarks/bench_*.py script, one after the other (they measure, so never in
+# parallel); each prints its figures as ratios against a baseline measured in the same run.
 bench: setup
-	@$(PY) -m pytest -q -p no:cacheprovider tests/bench --benchmark $(PYTEST_ARGS) || $(PY) benchmarks/run.py
+	@set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f; done
 
 clean:
 	-@$(CNISCOPE) lab down 2>/dev/null
