@@ -52,6 +52,7 @@ class Hello(_message.Message):
     TIME_UNIX_NANO_FIELD_NUMBER: _builtins.int
     SPOOL_DROPPED_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    REPLAY_BOOT_IDS_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     boot_id: _builtins.str
     """new on every agent start; (node, boot_id, seq) is unique"""
@@ -68,6 +69,14 @@ class Hello(_message.Message):
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """node metadata (zone, instance type, lab)"""
 
+    @_builtins.property
+    def replay_boot_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Earlier boots of this agent whose un-acknowledged batches survived a restart in the on-disk
+        spool. After the Welcome the agent resends those batches under their ORIGINAL boot_id on this
+        same stream; the collector accepts a batch whose boot_id is the session's or one listed here,
+        acks it with that boot_id, and drops duplicates by (node, boot_id, seq) as always.
+        """
+
     def __init__(
         self,
         *,
@@ -80,10 +89,11 @@ class Hello(_message.Message):
         time_unix_nano: _builtins.int = ...,
         spool_dropped: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        replay_boot_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "boot_id", b"boot_id", "capabilities", b"capabilities", "host_ip", b"host_ip", "labels", b"labels", "node", b"node", "pod_ip", b"pod_ip", "spool_dropped", b"spool_dropped", "time_unix_nano", b"time_unix_nano"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "boot_id", b"boot_id", "capabilities", b"capabilities", "host_ip", b"host_ip", "labels", b"labels", "node", b"node", "pod_ip", b"pod_ip", "replay_boot_ids", b"replay_boot_ids", "spool_dropped", b"spool_dropped", "time_unix_nano", b"time_unix_nano"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -272,24 +282,50 @@ Global___Command: _TypeAlias = Command  # noqa: Y015
 class Welcome(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ReplayAckedEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TIME_UNIX_NANO_FIELD_NUMBER: _builtins.int
     COLLECTOR_VERSION_FIELD_NUMBER: _builtins.int
     ACKED_SEQ_FIELD_NUMBER: _builtins.int
+    REPLAY_ACKED_FIELD_NUMBER: _builtins.int
     time_unix_nano: _builtins.int
     """collector clock, for skew detection"""
     collector_version: _builtins.str
     acked_seq: _builtins.int
     """highest seq already durable for this (node, boot_id)"""
+    @_builtins.property
+    def replay_acked(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """per Hello.replay_boot_ids: highest seq already durable"""
+
     def __init__(
         self,
         *,
         time_unix_nano: _builtins.int = ...,
         collector_version: _builtins.str = ...,
         acked_seq: _builtins.int = ...,
+        replay_acked: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_seq", b"acked_seq", "collector_version", b"collector_version", "time_unix_nano", b"time_unix_nano"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acked_seq", b"acked_seq", "collector_version", b"collector_version", "replay_acked", b"replay_acked", "time_unix_nano", b"time_unix_nano"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -102,6 +102,9 @@ class NodeState(_message.Message):
     LAST_SEQ_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     RECONNECTS_FIELD_NUMBER: _builtins.int
+    CLOCK_SKEWED_FIELD_NUMBER: _builtins.int
+    BOOTS_FIELD_NUMBER: _builtins.int
+    SEQ_GAPS_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     status: Global___NodeStatus.ValueType
     boot_id: _builtins.str
@@ -116,6 +119,12 @@ class NodeState(_message.Message):
     """agent clock minus collector clock"""
     last_seq: _builtins.int
     reconnects: _builtins.int
+    clock_skewed: _builtins.bool
+    """|clock_skew_ms| above the collector's limit (50 ms)"""
+    boots: _builtins.int
+    """distinct boot ids seen for this node (restarts = boots - 1)"""
+    seq_gaps: _builtins.int
+    """batches missing between seqs (spool drops, lost boots)"""
     @_builtins.property
     def figures(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
         """latest value per sample series key"""
@@ -142,10 +151,13 @@ class NodeState(_message.Message):
         last_seq: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         reconnects: _builtins.int = ...,
+        clock_skewed: _builtins.bool = ...,
+        boots: _builtins.int = ...,
+        seq_gaps: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "boot_id", b"boot_id", "capabilities", b"capabilities", "clock_skew_ms", b"clock_skew_ms", "connected_since_unix_nano", b"connected_since_unix_nano", "figures", b"figures", "host_ip", b"host_ip", "labels", b"labels", "last_seen_unix_nano", b"last_seen_unix_nano", "last_seq", b"last_seq", "node", b"node", "pod_ip", b"pod_ip", "reconnects", b"reconnects", "spool_dropped", b"spool_dropped", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "boot_id", b"boot_id", "boots", b"boots", "capabilities", b"capabilities", "clock_skew_ms", b"clock_skew_ms", "clock_skewed", b"clock_skewed", "connected_since_unix_nano", b"connected_since_unix_nano", "figures", b"figures", "host_ip", b"host_ip", "labels", b"labels", "last_seen_unix_nano", b"last_seen_unix_nano", "last_seq", b"last_seq", "node", b"node", "pod_ip", b"pod_ip", "reconnects", b"reconnects", "seq_gaps", b"seq_gaps", "spool_dropped", b"spool_dropped", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
