@@ -4,6 +4,7 @@ isort:skip_file
 The agent <-> collector stream. The agent dials; the collector never reaches nodes."""
 
 from cniscope.api.v1 import common_pb2 as _common_pb2
+from cniscope.api.v1 import targets_pb2 as _targets_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -155,19 +156,25 @@ class CommandAck(_message.Message):
     COMMAND_ID_FIELD_NUMBER: _builtins.int
     ACCEPTED_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    TARGET_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     accepted: _builtins.bool
     error: _builtins.str
+    @_builtins.property
+    def target(self) -> _targets_pb2.TargetReady:
+        """set when a ServeTarget was accepted: where the server listens"""
+
     def __init__(
         self,
         *,
         command_id: _builtins.str = ...,
         accepted: _builtins.bool = ...,
         error: _builtins.str = ...,
+        target: _targets_pb2.TargetReady | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "command_id", b"command_id", "error", b"error"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "command_id", b"command_id", "error", b"error", "target", b"target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -256,23 +263,31 @@ class Command(_message.Message):
     COMMAND_ID_FIELD_NUMBER: _builtins.int
     RUN_PROBE_FIELD_NUMBER: _builtins.int
     REFRESH_CAPABILITIES_FIELD_NUMBER: _builtins.int
+    SERVE_TARGET_FIELD_NUMBER: _builtins.int
+    STOP_TARGET_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     @_builtins.property
     def run_probe(self) -> _common_pb2.ProbeRequest: ...
     @_builtins.property
     def refresh_capabilities(self) -> Global___RefreshCapabilities: ...
+    @_builtins.property
+    def serve_target(self) -> _targets_pb2.ServeTarget: ...
+    @_builtins.property
+    def stop_target(self) -> _targets_pb2.StopTarget: ...
     def __init__(
         self,
         *,
         command_id: _builtins.str = ...,
         run_probe: _common_pb2.ProbeRequest | None = ...,
         refresh_capabilities: Global___RefreshCapabilities | None = ...,
+        serve_target: _targets_pb2.ServeTarget | None = ...,
+        stop_target: _targets_pb2.StopTarget | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "refresh_capabilities", b"refresh_capabilities", "run_probe", b"run_probe"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "refresh_capabilities", b"refresh_capabilities", "run_probe", b"run_probe", "serve_target", b"serve_target", "stop_target", b"stop_target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "refresh_capabilities", b"refresh_capabilities", "run_probe", b"run_probe"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "refresh_capabilities", b"refresh_capabilities", "run_probe", b"run_probe", "serve_target", b"serve_target", "stop_target", b"stop_target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["run_probe", "refresh_capabilities"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["run_probe", "refresh_capabilities", "serve_target", "stop_target"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

@@ -227,6 +227,7 @@ class ProbeRequest(_message.Message):
     TARGET_ADDRESS_FIELD_NUMBER: _builtins.int
     PATH_FIELD_NUMBER: _builtins.int
     PARAMS_FIELD_NUMBER: _builtins.int
+    TARGET_PORT_FIELD_NUMBER: _builtins.int
     probe_id: _builtins.str
     """assigned by the collector when empty"""
     kind: _builtins.str
@@ -238,6 +239,8 @@ class ProbeRequest(_message.Message):
     """explicit address (must be a peer or inside the allow-list)"""
     path: _builtins.str
     """host | pod | service"""
+    target_port: _builtins.int
+    """the port the target agent serves this probe on (0: default)"""
     @_builtins.property
     def params(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """e.g. {"count": "10", "interval": "0.2"}"""
@@ -252,10 +255,11 @@ class ProbeRequest(_message.Message):
         target_address: _builtins.str = ...,
         path: _builtins.str = ...,
         params: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        target_port: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "params", b"params", "path", b"path", "probe_id", b"probe_id", "source_node", b"source_node", "target_address", b"target_address", "target_node", b"target_node"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "params", b"params", "path", b"path", "probe_id", b"probe_id", "source_node", b"source_node", "target_address", b"target_address", "target_node", b"target_node", "target_port", b"target_port"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
