@@ -24,7 +24,8 @@ from cniscope.agent.probes.base import ProbeContext
 from cniscope.agent.samplers import SAMPLERS
 from cniscope.agent.samplers.base import Sampler
 from cniscope.agent.spool import Spool
-from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from cniscope.agent.targets.iperf import IperfServers
+from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, common_pb2, targets_pb2
 from cniscope.core import grpcutil, netpolicy, probespec
 from cniscope.core.config import AgentConfig, read_token
 from cniscope.core.errors import CniscopeError
@@ -58,6 +59,7 @@ class Agent:
         self._bandwidth_lock = asyncio.Lock()
         self._probe_tasks: set[asyncio.Task[None]] = set()
         self._token = read_token(cfg.token_file)
+        self.iperf_servers = IperfServers()
 
     # ---- batches -----------------------------------------------------------------------------
     def seal_batch(self) -> agent_pb2.Batch | None:
@@ -229,6 +231,13 @@ class Agent:
             task = asyncio.create_task(self._run_probe(cmd.run_probe, ctx))
             self._probe_tasks.add(task)
             task.add_done_callback(self._probe_tasks.discard)
+        elif which == "serve_target":
+            await self._serve_target(cmd.command_id, cmd.serve_target)
+        elif which == "stop_target":
+            stopped = await self.iperf_servers.stop(cmd.stop_target.probe_id)
+            self._post(agent_pb2.AgentMessage(command_ack=agent_pb2.CommandAck(
+                command_id=cmd.command_id, accepted=stopped,
+                error="" if stopped else "no server for that probe (already reaped)")))
         elif which == "refresh_capabilities":
             self._post(agent_pb2.AgentMessage(command_ack=agent_pb2.CommandAck(
                 command_id=cmd.command_id, accepted=True)))
@@ -238,6 +247,33 @@ class Agent:
         else:
             self._post(agent_pb2.AgentMessage(command_ack=agent_pb2.CommandAck(
                 command_id=cmd.command_id, accepted=False, error=f"unknown command {which!r}")))
+
+    # ---- targets -----------------------------------------------------------------------------
+    def probe_address(self, path: str) -> tuple[str, str]:
+        """(address, netns) where this node serves and originates probe traffic for ``path``."""
+        if path in ("pod", "service"):
+            if not self.cfg.pod_ip or not self.cfg.pod_netns:
+                raise CniscopeError(f"node {self.cfg.node} has no probe pod (pod IP / netns not configured)")
+            return self.cfg.pod_ip, self.cfg.pod_netns
+        if not self.cfg.host_ip:
+            raise CniscopeError(f"node {self.cfg.node} has no host IP configured")
+        return self.cfg.host_ip, ""
+
+    async def _serve_target(self, command_id: str, req: targets_pb2.ServeTarget) -> None:
+        ack = agent_pb2.CommandAck(command_id=command_id, accepted=True)
+        try:
+            if req.kind not in ("tcp", "udp"):
+                raise CniscopeError(f"no one-off server for probe kind {req.kind!r}")
+            path = probespec.validate_path(req.path)
+            address, netns = self.probe_address(path)
+            port = req.port or self.cfg.iperf_port
+            expected = min(max(req.expected_seconds, 1.0), 600.0)
+            await self.iperf_servers.start(req.probe_id, address, port, netns, expected)
+            ack.target.CopyFrom(targets_pb2.TargetReady(probe_id=req.probe_id, address=address, port=port))
+        except CniscopeError as exc:
+            ack.accepted = False
+            ack.error = f"{exc.title}: {exc}"
+        self._post(agent_pb2.AgentMessage(command_ack=ack))
 
     # ---- probes ------------------------------------------------------------------------------
     def prepare_probe(self, req: common_pb2.ProbeRequest) -> ProbeContext:
@@ -260,11 +296,12 @@ class Agent:
             raise CniscopeError("a probe needs a target node or address")
         peer_addrs = [a for p in self.peers.values() for a in (p.host_ip, p.pod_ip) if a]
         address = netpolicy.check_target(target, peer_addrs, self.cfg.allow_cidrs)
-        netns = self.cfg.pod_netns if path in ("pod", "service") else ""
+        netns = self.probe_address(path)[1] if path != "host" else ""
+        port = req.target_port or 0
         return ProbeContext(
             probe_id=req.probe_id, kind=req.kind, source_node=self.cfg.node,
             target_node=req.target_node, target_address=address, path=path, params=values,
-            netns=netns, target_port=self.cfg.target_port, iperf_port=self.cfg.iperf_port,
+            netns=netns, target_port=port or self.cfg.target_port, iperf_port=port or self.cfg.iperf_port,
         )
 
     async def _run_probe(self, req: common_pb2.ProbeRequest, ctx: ProbeContext) -> None:
@@ -317,6 +354,7 @@ class Agent:
             for t in [*tasks, *self._probe_tasks]:
                 t.cancel()
             await asyncio.gather(*tasks, *self._probe_tasks, return_exceptions=True)
+            await self.iperf_servers.close()
 
 
 async def run_agent(cfg: AgentConfig) -> None:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2
+from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, targets_pb2
 from cniscope.collector.state import ClusterState
 from cniscope.collector.store import Store
 from cniscope.core import probespec
@@ -26,6 +26,8 @@ log = logging.getLogger("cniscope.collector.dispatch")
 
 LIGHT_CONCURRENCY = 32
 GRACE_SECONDS = 30.0
+SERVE_TIMEOUT = 10.0
+SERVED_KINDS = ("tcp", "udp")  # the target agent starts a one-off iperf3 server for these
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Dispatcher:
         self.pending: dict[str, Pending] = {}
         self._node_locks: dict[str, asyncio.Lock] = {}
         self._light = asyncio.Semaphore(LIGHT_CONCURRENCY)
+        self._acks: dict[str, asyncio.Future[agent_pb2.CommandAck]] = {}
+        self.schedule_log: list[tuple[str, str, float, float]] = []  # (probe_id, kind, start, end) monotonic
 
     def validate(self, req: common_pb2.ProbeRequest) -> tuple[common_pb2.ProbeRequest, float, bool]:
         spec = probespec.spec_for(req.kind)
@@ -89,9 +93,21 @@ class Dispatcher:
                 yield cluster_pb2.ProbeUpdate(progress=common_pb2.ProbeProgress(
                     probe_id=req.probe_id, fraction=0.0, message="queued: a bandwidth probe holds a node"))
             async with self._slot(req, bandwidth):
+                slot_start = time.monotonic()
                 session = self.state.sessions.get(req.source_node)
                 if session is None:
                     raise NotFound(f"source node {req.source_node!r} disconnected")
+                served = req.kind in SERVED_KINDS and bool(req.target_node)
+                if served:
+                    yield cluster_pb2.ProbeUpdate(progress=common_pb2.ProbeProgress(
+                        probe_id=req.probe_id, fraction=0.0,
+                        message=f"starting a one-off iperf3 server on {req.target_node}"))
+                    refusal = await self._serve_target(req, expected)
+                    if refusal is not None:
+                        result = self._failed(req, refusal)
+                        await self.store.call(self.store.record_result, result)
+                        yield cluster_pb2.ProbeUpdate(result=result)
+                        return
                 session.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
                     command_id=req.probe_id, run_probe=req)))
                 deadline = time.monotonic() + expected + GRACE_SECONDS
@@ -110,15 +126,67 @@ class Dispatcher:
                 if pend.result.done():
                     result = pend.result.result()
                 else:
-                    result = common_pb2.ProbeResult(
-                        probe_id=req.probe_id, kind=req.kind, source_node=req.source_node,
-                        target_node=req.target_node, path=req.path, ok=False,
-                        error=f"no result from {req.source_node} within {expected + GRACE_SECONDS:.0f}s",
-                        finished_unix_nano=time.time_ns(), params=dict(req.params))
+                    result = self._failed(
+                        req, f"no result from {req.source_node} within {expected + GRACE_SECONDS:.0f}s")
                     await self.store.call(self.store.record_result, result)
+                if served and not result.ok:
+                    self._stop_target(req)
+                self.schedule_log.append((req.probe_id, req.kind, slot_start, time.monotonic()))
+                del self.schedule_log[:-1000]
             yield cluster_pb2.ProbeUpdate(result=result)
         finally:
             self.pending.pop(req.probe_id, None)
+
+    @staticmethod
+    def _failed(req: common_pb2.ProbeRequest, error: str) -> common_pb2.ProbeResult:
+        return common_pb2.ProbeResult(
+            probe_id=req.probe_id, kind=req.kind, source_node=req.source_node,
+            target_node=req.target_node, path=req.path, ok=False, error=error,
+            started_unix_nano=time.time_ns(), finished_unix_nano=time.time_ns(), params=dict(req.params))
+
+    async def _serve_target(self, req: common_pb2.ProbeRequest, expected: float) -> str | None:
+        """Have the target agent start its one-off server; set ``req.target_port``. None when ready,
+        else the reason it is not."""
+        target = self.state.sessions.get(req.target_node)
+        if target is None:
+            return f"target node {req.target_node!r} is not connected, so it cannot serve the test"
+        command_id = f"{req.probe_id}:serve"
+        fut: asyncio.Future[agent_pb2.CommandAck] = asyncio.get_running_loop().create_future()
+        self._acks[command_id] = fut
+        try:
+            target.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
+                command_id=command_id, serve_target=targets_pb2.ServeTarget(
+                    probe_id=req.probe_id, kind=req.kind, path=req.path, port=req.target_port,
+                    expected_seconds=expected))))
+            try:
+                ack = await asyncio.wait_for(fut, SERVE_TIMEOUT)
+            except TimeoutError:
+                return f"target node {req.target_node} did not start its iperf3 server within {SERVE_TIMEOUT:.0f}s"
+        finally:
+            self._acks.pop(command_id, None)
+        if not ack.accepted:
+            return f"target node {req.target_node} cannot serve the test: {ack.error}"
+        req.target_port = ack.target.port
+        return None
+
+    def _stop_target(self, req: common_pb2.ProbeRequest) -> None:
+        target = self.state.sessions.get(req.target_node)
+        if target is not None:
+            command_id = f"{req.probe_id}:stop"
+            self._acks[command_id] = asyncio.get_running_loop().create_future()  # answered quietly
+            target.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
+                command_id=command_id, stop_target=targets_pb2.StopTarget(probe_id=req.probe_id))))
+
+    def on_ack(self, ack: agent_pb2.CommandAck, node: str) -> None:
+        fut = self._acks.get(ack.command_id)
+        if fut is not None:
+            if ack.command_id.endswith(":stop"):
+                self._acks.pop(ack.command_id, None)
+            if not fut.done():
+                fut.set_result(ack)
+            return
+        if not ack.accepted:
+            self.on_refused(ack, node)
 
     def on_result(self, result: common_pb2.ProbeResult) -> None:
         pend = self.pending.get(result.probe_id)

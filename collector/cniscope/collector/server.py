@@ -119,8 +119,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 self.dispatcher.on_progress(msg.probe_progress)
                 self.state.publish(cluster_pb2.ClusterEvent(probe_progress=msg.probe_progress))
             elif which == "command_ack":
-                if not msg.command_ack.accepted:
-                    self.dispatcher.on_refused(msg.command_ack, session.node)
+                self.dispatcher.on_ack(msg.command_ack, session.node)
             elif which == "capabilities":
                 await self.store.call(self.store.record_capabilities, session.node, session.boot_id,
                                       msg.capabilities, time.time_ns())

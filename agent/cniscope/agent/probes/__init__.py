@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from cniscope.agent.probes.base import Probe
 from cniscope.agent.probes.rtt import RttProbe
+from cniscope.agent.probes.tcp import TcpProbe
+from cniscope.agent.probes.udp import UdpProbe
 from cniscope.core.registry import Registry
 
 PROBES: Registry[Probe] = Registry("probe")
 PROBES.register("rtt", RttProbe())
+PROBES.register("tcp", TcpProbe())
+PROBES.register("udp", UdpProbe())

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -67,3 +68,29 @@ async def run_tool(argv: list[str], limit: float) -> tuple[int, str, str]:
             await proc.wait()
         raise
     return proc.returncode or 0, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+@contextlib.asynccontextmanager
+async def ticking(ctx: ProbeContext, seconds: float, label: str, every: float = 1.0) -> AsyncIterator[None]:
+    """Report elapsed/expected progress while a tool that prints only at the end runs."""
+    async def tick() -> None:
+        t0 = time.monotonic()
+        while True:
+            await asyncio.sleep(every)
+            elapsed = time.monotonic() - t0
+            await ctx.report(min(0.99, elapsed / seconds) if seconds > 0 else 0.5,
+                             f"{label}: {elapsed:.0f}/{seconds:.0f}s")
+
+    await ctx.report(0.0, label)
+    task = asyncio.create_task(tick())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def in_netns(argv: list[str], netns: str) -> list[str]:
+    """Prefix ``argv`` so the tool runs in ``netns`` (nsenter execs, so the PID stays the tool's)."""
+    return ["nsenter", f"--net={netns}", "--", *argv] if netns else argv

@@ -1,0 +1,128 @@
+"""tcp and udp probes end to end in the lab: collector → target agent starts a one-off iperf3
+server → source agent runs the client → result stored; and the scheduler's node exclusivity."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from cniscope.api.v1 import cluster_pb2_grpc, common_pb2
+from cniscope.core import grpcutil
+from cniscope.lab.lab import Lab, LabSpec
+
+pytestmark = [pytest.mark.netns]
+
+
+@pytest.fixture(scope="module")
+def bw_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    from conftest import new_lab_name, wait_connected  # type: ignore[import-not-found]
+
+    root = tmp_path_factory.mktemp("bw")
+    lab = Lab(LabSpec(name=new_lab_name(), nodes=3), state_root=root / "labs")
+    try:
+        lab.up()
+        lab.start_cluster(db=root / "c.db", sample_interval=1.0)
+        wait_connected(lab, 3)
+        yield lab
+    finally:
+        lab.down()
+
+
+async def run_probe(address: str, kind: str, src: str, dst: str, path: str = "host",
+                    **params: str) -> tuple[common_pb2.ProbeResult, list[str]]:
+    progress: list[str] = []
+    async with grpcutil.insecure_channel(address) as ch:
+        stub = cluster_pb2_grpc.ClusterStub(ch)
+        req = common_pb2.ProbeRequest(kind=kind, source_node=src, target_node=dst, path=path, params=params)
+        result = None
+        async for upd in stub.RunProbe(req):
+            if upd.WhichOneof("body") == "result":
+                result = upd.result
+            else:
+                progress.append(upd.progress.message)
+        assert result is not None
+        return result, progress
+
+
+def iperf3_pids() -> list[int]:
+    out = subprocess.run(["pgrep", "-x", "iperf3"], capture_output=True, text=True, check=False).stdout
+    return [int(x) for x in out.split()]
+
+
+@pytest.mark.parametrize("path", ["host", "pod"])
+def test_tcp_end_to_end(bw_cluster: Lab, path: str) -> None:
+    before = set(iperf3_pids())
+    r, progress = asyncio.run(run_probe(bw_cluster.local_collector, "tcp", "node1", "node2", path, duration="1"))
+    assert r.ok, r.error
+    assert r.figures["received_gbps"] > 0.05
+    assert r.figures["sent_gbps"] >= r.figures["received_gbps"] * 0.99
+    assert r.figures["sender_mean_rtt_us"] > 0
+    assert any("one-off iperf3 server on node2" in m for m in progress)
+    assert any("iperf3 tcp" in m for m in progress)
+    node2 = bw_cluster.nodes()[1]
+    assert r.target_address == (node2.pod_ip if path == "pod" else node2.host_ip)
+    # the one-off server served one test and is gone: nothing listens between tests
+    assert set(iperf3_pids()) - before == set()
+
+
+def test_tcp_reverse_has_no_sender_rtt(bw_cluster: Lab) -> None:
+    r, _ = asyncio.run(run_probe(bw_cluster.local_collector, "tcp", "node1", "node3", "host",
+                                 duration="1", reverse="true"))
+    assert r.ok, r.error
+    assert "sender_mean_rtt_us" not in r.figures
+    assert r.figures["received_gbps"] > 0.05
+
+
+def test_udp_at_a_modest_rate_is_valid_and_lossless(bw_cluster: Lab) -> None:
+    r, _ = asyncio.run(run_probe(bw_cluster.local_collector, "udp", "node2", "node3", "pod",
+                                 duration="1", rate_mbps="20"))
+    assert r.ok, r.error
+    f = r.figures
+    assert f["valid"] == 1.0
+    assert f["requested_gbps"] == pytest.approx(0.02)
+    assert f["achieved_gbps"] == pytest.approx(0.02, rel=0.05)
+    assert f["loss_pct"] < 1.0
+    assert f["receiver_packets"] > 0.9 * f["sender_packets"]
+
+
+def test_bandwidth_probes_sharing_a_node_run_one_after_the_other(bw_cluster: Lab) -> None:
+    async def both() -> list[common_pb2.ProbeResult]:
+        a = run_probe(bw_cluster.local_collector, "tcp", "node1", "node2", duration="1")
+        b = run_probe(bw_cluster.local_collector, "tcp", "node3", "node2", duration="1")
+        return [r for r, _ in await asyncio.gather(a, b)]
+
+    r1, r2 = asyncio.run(both())
+    assert r1.ok, r1.error
+    assert r2.ok, r2.error
+    first, second = sorted([r1, r2], key=lambda r: r.started_unix_nano)
+    assert first.finished_unix_nano <= second.started_unix_nano, "two bandwidth probes on node2 overlapped"
+
+
+def test_missing_server_port_is_a_clear_failure_and_agent_keeps_serving(bw_cluster: Lab, tmp_path: Path) -> None:
+    # an explicit address with nothing serving iperf3 there: no target node → no one-off server
+    node3 = bw_cluster.nodes()[2]
+
+    async def go() -> common_pb2.ProbeResult:
+        async with grpcutil.insecure_channel(bw_cluster.local_collector) as ch:
+            stub = cluster_pb2_grpc.ClusterStub(ch)
+            req = common_pb2.ProbeRequest(kind="tcp", source_node="node1", target_address=node3.host_ip,
+                                          path="host", params={"duration": "1"})
+            res = None
+            async for upd in stub.RunProbe(req):
+                if upd.WhichOneof("body") == "result":
+                    res = upd.result
+            assert res is not None
+            return res
+
+    r = asyncio.run(go())
+    assert not r.ok
+    assert "Connection refused" in r.error
+    assert not r.figures  # no zeroed figures
+    ok, _ = asyncio.run(run_probe(bw_cluster.local_collector, "rtt", "node1", "node3", count="2", interval="0.05"))
+    assert ok.ok, ok.error
+    assert json.loads(ok.detail_json)["rtts_us"]
