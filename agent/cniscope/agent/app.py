@@ -8,7 +8,6 @@ and are resent after a reconnect. Nothing here depends on the collector being up
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -19,6 +18,7 @@ import grpc
 
 from cniscope.agent import capabilities
 from cniscope.agent.backoff import Backoff
+from cniscope.agent.metrics import AgentMetrics
 from cniscope.agent.probes import PROBES
 from cniscope.agent.probes.base import ProbeContext
 from cniscope.agent.samplers import SAMPLERS
@@ -26,14 +26,31 @@ from cniscope.agent.samplers.base import Sampler
 from cniscope.agent.spool import Spool
 from cniscope.agent.targets.iperf import IperfServers
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, common_pb2, targets_pb2
-from cniscope.core import grpcutil, netpolicy, probespec
+from cniscope.core import grpcutil, netpolicy, probespec, security
 from cniscope.core.config import AgentConfig, read_token
 from cniscope.core.errors import CniscopeError
 from cniscope.core.hostpaths import HostPaths
+from cniscope.core.metricshttp import MetricsServer
 from cniscope.core.params import ParamSet
 from cniscope.core.version import VERSION
 
 log = logging.getLogger("cniscope.agent")
+
+CERT_POLL_SECONDS = 2.0   # how often the agent looks for a rotated TLS certificate
+
+
+class CertificateRotated(Exception):
+    """A TLS file changed on disk: the channel is rebuilt with the new credentials."""
+
+
+def check_protobuf_backend() -> None:
+    """Refuse the pure-Python protobuf backend: it costs ~10x the CPU the agent is allowed."""
+    from google.protobuf.internal import api_implementation
+
+    if api_implementation.Type() == "python":
+        raise CniscopeError("the pure-Python protobuf backend is active (PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION"
+                            "=python or no upb wheel); install the protobuf wheel for this platform",
+                            title="refusing to start")
 
 
 class Agent:
@@ -42,7 +59,11 @@ class Agent:
         self.paths = paths or HostPaths.from_env()
         self.boot_id = uuid.uuid4().hex
         self.seq = 0
-        self.spool = Spool(cfg.spool_max_batches, cfg.spool_max_bytes)
+        self.spool = Spool(cfg.spool_max_batches, cfg.spool_max_bytes, path=cfg.spool_path or None,
+                           boot_id=self.boot_id)
+        if self.spool.recovered:
+            log.info("spool %s: %d undelivered batches of earlier boots recovered", cfg.spool_path,
+                     self.spool.recovered)
         self.backoff = Backoff(cfg.backoff_initial, cfg.backoff_factor, cfg.backoff_max, cfg.backoff_jitter)
         self.peers: dict[str, common_pb2.Peer] = {}
         self.peer_version = 0
@@ -59,6 +80,9 @@ class Agent:
         self._bandwidth_lock = asyncio.Lock()
         self._probe_tasks: set[asyncio.Task[None]] = set()
         self._token = read_token(cfg.token_file)
+        self.metrics = AgentMetrics(self)
+        self.last_samples: list[common_pb2.Sample] = []
+        self.last_results: dict[tuple[str, str, str], common_pb2.ProbeResult] = {}
         self.iperf_servers = IperfServers()
 
     # ---- batches -----------------------------------------------------------------------------
@@ -98,6 +122,7 @@ class Agent:
         next_t = time.monotonic()
         while True:
             samples = await asyncio.to_thread(self._sample_all)
+            self.last_samples = samples
             self._pending_samples.extend(samples)
             self._pending_samples.extend(self._spool_samples(time.time_ns()))
             self.seal_batch()
@@ -113,23 +138,25 @@ class Agent:
         h = agent_pb2.Hello(
             node=self.cfg.node, boot_id=self.boot_id, agent_version=VERSION,
             host_ip=self.cfg.host_ip, pod_ip=self.cfg.pod_ip, time_unix_nano=time.time_ns(),
-            spool_dropped=self.spool.dropped,
+            spool_dropped=self.spool.dropped, replay_boot_ids=self.spool.other_boots(),
         )
         if self.capabilities is not None:
             h.capabilities.CopyFrom(self.capabilities)
         return agent_pb2.AgentMessage(hello=h)
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
-        md: list[tuple[str, str]] = [("x-cniscope-node", self.cfg.node)]
-        if self._token:
-            md.append(("authorization", f"Bearer {self._token}"))
-        return tuple(md)
+        return (("x-cniscope-node", self.cfg.node), *security.bearer_metadata(self._token))
 
     async def connection_loop(self) -> None:
         while True:
             try:
                 await self._session()
                 reason = "stream ended"
+            except CertificateRotated as exc:
+                log.info("%s; rebuilding the channel", exc)
+                self.connected.clear()
+                self.reconnects += 1
+                continue
             except grpc.aio.AioRpcError as exc:
                 reason = f"{exc.code().name}: {exc.details()}"
             except (OSError, CniscopeError) as exc:
@@ -143,10 +170,23 @@ class Agent:
             await asyncio.sleep(delay)
             self.reconnects += 1
 
+    def _tls_files(self) -> tuple[str, ...]:
+        return tuple(p for p in (self.cfg.tls_ca, self.cfg.tls_cert, self.cfg.tls_key) if p)
+
+    async def _watch_certificates(self) -> None:
+        files = self._tls_files()
+        sig = security.files_signature(*files)
+        while True:
+            await asyncio.sleep(CERT_POLL_SECONDS)
+            now = security.files_signature(*files)
+            if now != sig:
+                raise CertificateRotated(f"TLS files changed ({', '.join(files)})")
+
     async def _session(self) -> None:
         opts = grpcutil.client_options(keepalive_time=self.cfg.keepalive_time,
                                        keepalive_timeout=self.cfg.keepalive_timeout)
-        async with grpcutil.insecure_channel(self.cfg.collector, opts) as channel:
+        creds = security.client_credentials(self.cfg.tls_ca, self.cfg.tls_cert, self.cfg.tls_key)
+        async with grpcutil.insecure_channel(self.cfg.collector, opts, creds) as channel:
             stub = agent_pb2_grpc.AgentHubStub(channel)
             call = stub.Connect(metadata=self._metadata())
             await call.write(self.hello())
@@ -154,22 +194,30 @@ class Agent:
             if not isinstance(first, agent_pb2.CollectorMessage) or not first.HasField("welcome"):
                 raise CniscopeError("collector closed the stream before welcoming us")
             self.spool.ack(first.welcome.acked_seq)
+            for boot, seq in first.welcome.replay_acked.items():
+                self.spool.ack(seq, boot)
             self.connected.set()
             self.backoff.reset()
             skew_ms = (time.time_ns() - first.welcome.time_unix_nano) / 1e6
             log.info("connected to collector %s as %s (boot %s, %d batches to resend, skew %.1f ms)",
                      self.cfg.collector, self.cfg.node, self.boot_id[:8], self.spool.depth, skew_ms)
-            sender = asyncio.create_task(self._send_loop(call))
+            tasks = {asyncio.create_task(self._send_loop(call)), asyncio.create_task(self._consume(call))}
+            if self._tls_files():
+                tasks.add(asyncio.create_task(self._watch_certificates()))
             try:
-                async for msg in self._read(call):
-                    await self._handle(msg)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
-                sender.cancel()
-                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
-                    await sender
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
                 call.cancel()
-            if sender.done() and not sender.cancelled() and sender.exception():
-                raise sender.exception()  # type: ignore[misc]
+            for t in done:
+                if not t.cancelled() and t.exception() is not None:
+                    raise t.exception()  # type: ignore[misc]
+
+    async def _consume(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
+        async for msg in self._read(call):
+            await self._handle(msg)
 
     @staticmethod
     async def _read(call: grpc.aio.StreamStreamCall) -> AsyncIterator[agent_pb2.CollectorMessage]:  # type: ignore[type-arg]
@@ -180,13 +228,12 @@ class Agent:
             yield msg
 
     async def _send_loop(self, call: grpc.aio.StreamStreamCall) -> None:  # type: ignore[type-arg]
-        sent_upto = self.spool.acked_seq
+        cursor = 0  # everything still spooled goes out first (earlier boots, then this one), in order
         while True:
             self._wake.clear()
-            for b in self.spool.pending():
-                if b.seq > sent_upto:
-                    await call.write(agent_pb2.AgentMessage(batch=b))
-                    sent_upto = b.seq
+            batches, cursor = self.spool.after(cursor)
+            for b in batches:
+                await call.write(agent_pb2.AgentMessage(batch=b))
             while not self._outbox.empty():
                 await call.write(self._outbox.get_nowait())
             if self._wake.is_set():
@@ -202,8 +249,7 @@ class Agent:
     async def _handle(self, msg: agent_pb2.CollectorMessage) -> None:
         which = msg.WhichOneof("body")
         if which == "ack":
-            if msg.ack.boot_id == self.boot_id:
-                self.spool.ack(msg.ack.seq)
+            self.spool.ack(msg.ack.seq, msg.ack.boot_id)
         elif which == "peers":
             self.peers = {p.node: p for p in msg.peers.peers}
             self.peer_version = msg.peers.version
@@ -341,11 +387,16 @@ class Agent:
             params=ParamSet.to_strings(ctx.params) if ctx else dict(req.params),
         )
         self._pending_results.append(res)
+        self.last_results[(res.kind, res.target_node or res.target_address, res.path)] = res
         self.seal_batch()
 
     # ---- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
         self.capabilities = await asyncio.to_thread(capabilities.collect, self.paths)
+        metrics_server = None
+        if self.cfg.metrics_listen:
+            metrics_server = MetricsServer(self.metrics.registry, self.cfg.metrics_listen)
+            await metrics_server.start()
         tasks = [asyncio.create_task(self.sample_loop(), name="samples"),
                  asyncio.create_task(self.connection_loop(), name="stream")]
         try:
@@ -354,10 +405,14 @@ class Agent:
             for t in [*tasks, *self._probe_tasks]:
                 t.cancel()
             await asyncio.gather(*tasks, *self._probe_tasks, return_exceptions=True)
+            if metrics_server is not None:
+                await metrics_server.stop()
+            self.spool.close()
             await self.iperf_servers.close()
 
 
 async def run_agent(cfg: AgentConfig) -> None:
+    check_protobuf_backend()
     agent = Agent(cfg)
     log.info("cniscope agent %s on node %s (boot %s) → collector %s",
              VERSION, cfg.node, agent.boot_id[:8], cfg.collector)

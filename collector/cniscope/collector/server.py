@@ -15,13 +15,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
+from cniscope.collector import retention
+from cniscope.collector.auth import TokenAuthInterceptor
 from cniscope.collector.dispatcher import Dispatcher
+from cniscope.collector.metrics import CollectorMetrics, IngestCounters
+from cniscope.collector.ratelimit import TokenBucket
 from cniscope.collector.state import ClusterState, Session
 from cniscope.collector.store import Store
-from cniscope.collector.validate import Refused, check_batch, check_hello
-from cniscope.core import grpcutil
-from cniscope.core.config import CollectorConfig
-from cniscope.core.errors import CniscopeError, ConfigError, StoreError
+from cniscope.collector.validate import Refused, check_batch, check_capabilities, check_hello
+from cniscope.core import grpcutil, netpolicy, security
+from cniscope.core.config import CollectorConfig, read_token
+from cniscope.core.errors import CniscopeError, ConfigError, StoreError, ValidationError
+from cniscope.core.metricshttp import MetricsServer
 from cniscope.core.version import VERSION
 
 log = logging.getLogger("cniscope.collector")
@@ -32,10 +37,12 @@ def _status(name: str) -> grpc.StatusCode:
 
 
 class AgentHubService(agent_pb2_grpc.AgentHubServicer):
-    def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher) -> None:
+    def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher,
+                 counters: IngestCounters | None = None) -> None:
         self.state = state
         self.store = store
         self.dispatcher = dispatcher
+        self.counters = counters or IngestCounters()
 
     async def Connect(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],  # noqa: N802
                       context: grpc.aio.ServicerContext) -> AsyncIterator[agent_pb2.CollectorMessage]:  # type: ignore[type-arg]
@@ -51,10 +58,12 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         try:
             check_hello(hello)
         except Refused as exc:
+            self.counters.refused += 1
             self.state.log_event("warning", f"refused hello from {peer}: {exc}")
             await context.abort(_status(exc.code), str(exc))
         current = self.state.sessions.get(hello.node)
         if current is not None and current.boot_id != hello.boot_id:
+            self.counters.refused += 1
             self.state.log_event("warning", f"refused a second agent claiming node {hello.node} from {peer}",
                                  hello.node)
             await context.abort(grpc.StatusCode.ALREADY_EXISTS,
@@ -63,12 +72,18 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
             current.closed.set()
         now = time.time_ns()
         acked = await self.store.call(self.store.record_hello, hello, now)
-        session = Session(hello.node, hello.boot_id)
+        replay = [b for b in dict.fromkeys(hello.replay_boot_ids) if b != hello.boot_id]
+        replay_acked = await self.store.call(self.store.replay_acked, hello.node, replay) if replay else {}
+        session = Session(hello.node, hello.boot_id, replay_boots=frozenset(replay))
         self.state.connect(hello, session, now)
         self.state.log_event("info", f"agent {hello.agent_version} connected from {peer} "
                                      f"(boot {hello.boot_id[:8]}, durable up to seq {acked})", hello.node)
+        if replay:
+            self.state.log_event("info", f"agent replays {len(replay)} earlier boot(s) from its disk spool",
+                                 hello.node)
         yield agent_pb2.CollectorMessage(welcome=agent_pb2.Welcome(
-            time_unix_nano=time.time_ns(), collector_version=VERSION, acked_seq=acked))
+            time_unix_nano=time.time_ns(), collector_version=VERSION, acked_seq=acked,
+            replay_acked=replay_acked))
         reader = asyncio.create_task(self._read(it, session, context))
         try:
             while not session.closed.is_set():
@@ -103,13 +118,19 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
             if which == "batch":
                 b = msg.batch
                 try:
-                    check_batch(b, session.boot_id)
+                    check_batch(b, session.boot_id, session.replay_boots)
                 except Refused as exc:
+                    self.counters.refused += 1
                     self.state.log_event("warning", f"refused batch: {exc}", session.node)
                     raise
                 now = time.time_ns()
                 fresh = await self.store.call(self.store.commit_batch, session.node, b, now)
                 session.send(agent_pb2.CollectorMessage(ack=agent_pb2.Ack(boot_id=b.boot_id, seq=b.seq)))
+                if fresh:
+                    self.counters.batches += 1
+                    self.counters.samples += len(b.samples)
+                else:
+                    self.counters.duplicates += 1
                 if fresh:
                     self.state.on_batch(session.node, b, now)
                     for r in b.probe_results:
@@ -121,6 +142,11 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
             elif which == "command_ack":
                 self.dispatcher.on_ack(msg.command_ack, session.node)
             elif which == "capabilities":
+                try:
+                    check_capabilities(msg.capabilities)
+                except Refused:
+                    self.counters.refused += 1
+                    raise
                 await self.store.call(self.store.record_capabilities, session.node, session.boot_id,
                                       msg.capabilities, time.time_ns())
                 self.state.on_capabilities(session.node, msg.capabilities)
@@ -130,11 +156,30 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServicer):
-    def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher, address: str) -> None:
+    def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher, address: str,
+                 limiter: TokenBucket | None = None, allow_cidrs: str = "198.18.0.0/15") -> None:
         self.state = state
         self.store = store
         self.dispatcher = dispatcher
         self.address = address
+        self.limiter = limiter
+        self.allow_cidrs = allow_cidrs
+
+    async def admit(self, request: common_pb2.ProbeRequest, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
+        """Rate limit, then refuse a forbidden explicit target before anything reaches an agent."""
+        if self.limiter is not None:
+            wait = self.limiter.take()
+            if wait > 0:
+                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                    f"probe rate limit: at most {self.limiter.rate:g}/s with bursts of "
+                                    f"{self.limiter.burst}; retry in {wait:.2f}s")
+        if request.target_address:
+            peers = [a for st in self.state.nodes.values() for a in (st.host_ip, st.pod_ip) if a]
+            try:
+                await asyncio.to_thread(netpolicy.check_target, request.target_address, peers, self.allow_cidrs)
+            except ValidationError as exc:
+                self.state.log_event("warning", f"refused probe target from {context.peer()}: {exc}")
+                await context.abort(_status(exc.grpc_status), f"{exc.title}: {exc}")
 
     async def Watch(self, request: cluster_pb2.WatchRequest,  # noqa: N802
                     context: grpc.aio.ServicerContext) -> AsyncIterator[cluster_pb2.ClusterEvent]:  # type: ignore[type-arg]
@@ -168,6 +213,7 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
 
     async def RunProbe(self, request: common_pb2.ProbeRequest,  # noqa: N802
                        context: grpc.aio.ServicerContext) -> AsyncIterator[cluster_pb2.ProbeUpdate]:  # type: ignore[type-arg]
+        await self.admit(request, context)
         try:
             async for upd in self.dispatcher.run(request):
                 yield upd
@@ -191,13 +237,23 @@ class Collector:
         self.server: grpc.aio.Server | None = None
         self.ports: list[int] = []
         self._sweeper: asyncio.Task[None] | None = None
+        self._pruner: asyncio.Task[None] | None = None
+        self.counters = IngestCounters()
+        self.metrics = CollectorMetrics(self.state, self.counters)
+        self.metrics_server: MetricsServer | None = None
+        self.limiter = TokenBucket(cfg.probe_rate, cfg.probe_burst)
+        token = read_token(cfg.token_file)
+        self.auth = TokenAuthInterceptor(token) if token else None
+        self.credentials = security.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=grpcutil.server_options(max_message=self.cfg.max_message_bytes))
+        server = grpc.aio.server(options=grpcutil.server_options(max_message=self.cfg.max_message_bytes),
+                                 interceptors=[self.auth] if self.auth else None)
         agent_pb2_grpc.add_AgentHubServicer_to_server(
-            AgentHubService(self.state, self.store, self.dispatcher), server)
+            AgentHubService(self.state, self.store, self.dispatcher, self.counters), server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(
-            ClusterService(self.state, self.store, self.dispatcher, self.listen[0]), server)
+            ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter,
+                           self.cfg.allow_cidrs), server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = [
@@ -212,7 +268,10 @@ class Collector:
             if target.startswith("unix://"):
                 _prepare_socket(Path(target[len("unix://"):]))
             try:
-                port = server.add_insecure_port(target)
+                if self.credentials is not None and not target.startswith("unix"):
+                    port = server.add_secure_port(target, self.credentials)
+                else:  # a unix socket is guarded by file permissions (and the token)
+                    port = server.add_insecure_port(target)
             except RuntimeError as exc:
                 raise ConfigError(f"cannot listen on {addr}: {exc}") from None
             if port == 0 and not target.startswith("unix"):
@@ -223,6 +282,11 @@ class Collector:
             await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
         self.server = server
         self._sweeper = asyncio.create_task(self._sweep())
+        self._pruner = asyncio.create_task(self._prune_loop())
+        self.metrics.start()
+        if self.cfg.metrics_listen:
+            self.metrics_server = MetricsServer(self.metrics.registry, self.cfg.metrics_listen)
+            await self.metrics_server.start()
         log.info("cniscope collector %s listening on %s (db %s)", VERSION, ", ".join(self.listen), self.cfg.db)
 
     async def _sweep(self) -> None:
@@ -230,9 +294,39 @@ class Collector:
             await asyncio.sleep(1.0)
             self.state.sweep(time.time_ns())
 
+    async def prune(self, now_ns: int | None = None) -> retention.PruneReport:
+        """Apply retention once: raw samples older than retention_hours become per-minute aggregates."""
+        now = now_ns or time.time_ns()
+        cutoff = now - int(self.cfg.retention_hours * 3600e9)
+        total = retention.PruneReport()
+        nodes = await self.store.call(retention.nodes_with_samples, self.store.conn)
+        for node in nodes:  # one node per transaction: ingest commits interleave
+            rep = await self.store.call(retention.prune_node, self.store.conn, node, cutoff, self.store.watermarks)
+            total.samples_aggregated += rep.samples_aggregated
+            total.samples_deleted += rep.samples_deleted
+            total.batches_deleted += rep.batches_deleted
+        agg_cutoff = now - int(retention.AGGREGATE_DAYS * 86400e9)
+        total.aggregates_deleted = await self.store.call(retention.prune_aggregates, self.store.conn, agg_cutoff)
+        return total
+
+    async def _prune_loop(self) -> None:
+        while True:
+            await asyncio.sleep(retention.PRUNE_EVERY)
+            try:
+                rep = await self.prune()
+                if rep.samples_deleted:
+                    log.info("retention: %d raw samples → %d per-minute aggregates, %d batch rows pruned",
+                             rep.samples_deleted, rep.samples_aggregated, rep.batches_deleted)
+            except Exception:  # retention never stops ingest
+                log.exception("retention pass failed")
+
     async def stop(self, grace: float = 1.0) -> None:
-        if self._sweeper:
-            self._sweeper.cancel()
+        for t in (self._sweeper, self._pruner):
+            if t is not None:
+                t.cancel()
+        await self.metrics.stop()
+        if self.metrics_server is not None:
+            await self.metrics_server.stop()
         if self.server is not None:
             await self.server.stop(grace)
         self.store.close()

@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2
+from cniscope.collector.clockskew import SkewTracker
 
 log = logging.getLogger("cniscope.collector")
 
@@ -21,6 +22,7 @@ GONE = cluster_pb2.NODE_STATUS_GONE
 class Session:
     node: str
     boot_id: str
+    replay_boots: frozenset[str] = frozenset()   # earlier boots this agent replays from its spool
     outbox: asyncio.Queue[agent_pb2.CollectorMessage] = field(
         default_factory=lambda: asyncio.Queue(maxsize=10_000))
     closed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -47,6 +49,7 @@ class ClusterState:
         self.stale_after = stale_after
         self.peer_version = 0
         self.recent_logs: list[common_pb2.LogEvent] = []
+        self.skew = SkewTracker()
 
     # ---- watchers ----------------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue[cluster_pb2.ClusterEvent]:
@@ -87,11 +90,22 @@ class ClusterState:
         )
         if hello.HasField("capabilities"):
             st.capabilities.CopyFrom(hello.capabilities)
+        st.boots = 1
+        self.skew.reset(hello.node)
         if prev is not None:
             st.reconnects = prev.reconnects + 1
+            st.boots = max(prev.boots, 1)
+            st.seq_gaps = prev.seq_gaps
             if prev.boot_id == hello.boot_id:
                 st.figures.update(prev.figures)
                 st.last_seq = prev.last_seq
+            else:
+                st.boots += 1
+                self.log_event("warning", f"agent restarted: boot {prev.boot_id[:8]} (last seq {prev.last_seq}) "
+                                          f"→ {hello.boot_id[:8]}", hello.node)
+        if hello.time_unix_nano:
+            st.clock_skew_ms = self.skew.observe(hello.node, hello.time_unix_nano, now_ns)
+            st.clock_skewed = self.skew.flagged(st.clock_skew_ms)
         self.nodes[hello.node] = st
         self.sessions[hello.node] = session
         self.publish(cluster_pb2.ClusterEvent(node=st))
@@ -127,10 +141,21 @@ class ClusterState:
         st.last_seen_unix_nano = now_ns
         if st.status != CONNECTED and node in self.sessions:
             st.status = CONNECTED
+        if batch.boot_id != st.boot_id:  # an earlier boot's batch replayed from the agent's disk spool
+            return
+        if batch.seq > st.last_seq + 1:
+            st.seq_gaps += batch.seq - st.last_seq - 1
         st.last_seq = max(st.last_seq, batch.seq)
         st.spool_dropped = max(st.spool_dropped, batch.spool_dropped)
         if batch.time_unix_nano:
-            st.clock_skew_ms = round((batch.time_unix_nano - now_ns) / 1e6, 3)
+            st.clock_skew_ms = self.skew.observe(node, batch.time_unix_nano, now_ns)
+            flagged = self.skew.flagged(st.clock_skew_ms)
+            if flagged != st.clock_skewed:
+                st.clock_skewed = flagged
+                self.log_event("warning" if flagged else "info",
+                               f"clock off by {st.clock_skew_ms:+.1f} ms (limit ±{self.skew.limit_ms:.0f} ms)"
+                               if flagged else f"clock back within ±{self.skew.limit_ms:.0f} ms "
+                                               f"({st.clock_skew_ms:+.1f} ms)", node)
         for s in batch.samples:
             st.figures[series_key(s)] = s.value
         self.publish(cluster_pb2.ClusterEvent(node=st))

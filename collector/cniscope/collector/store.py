@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from cniscope.api.v1 import agent_pb2, common_pb2
+from cniscope.collector import retention
 from cniscope.core.errors import StoreError
 
 T = TypeVar("T")
@@ -59,6 +60,7 @@ class Store:
         self._exec = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
         self._local = threading.local()
         self._conn: sqlite3.Connection | None = None
+        self.watermarks: dict[tuple[str, str], int] = {}  # (node, boot_id) → seqs pruned by retention
         try:
             self._open()
         except sqlite3.Error as exc:
@@ -75,6 +77,7 @@ class Store:
         conn.execute("PRAGMA busy_timeout=5000")
         conn.executescript(SCHEMA)
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
+        self.watermarks = retention.load_watermarks(conn)
         self._conn = conn
 
     @property
@@ -105,9 +108,16 @@ class Store:
             )
             if hello.HasField("capabilities"):
                 self._put_caps(hello.node, hello.boot_id, hello.capabilities, now_ns)
-        row = c.execute("SELECT MAX(seq) FROM batches WHERE node=? AND boot_id=?",
-                        (hello.node, hello.boot_id)).fetchone()
-        return int(row[0] or 0)
+        return self.acked_seq(hello.node, hello.boot_id)
+
+    def acked_seq(self, node: str, boot_id: str) -> int:
+        """The highest seq durable for (node, boot_id), including seqs retention has pruned."""
+        row = self.conn.execute("SELECT MAX(seq) FROM batches WHERE node=? AND boot_id=?", (node, boot_id)).fetchone()
+        return max(int(row[0] or 0), self.watermarks.get((node, boot_id), 0))
+
+    def replay_acked(self, node: str, boot_ids: list[str]) -> dict[str, int]:
+        """For earlier boots an agent will replay from its on-disk spool: what is already durable."""
+        return {b: self.acked_seq(node, b) for b in boot_ids}
 
     def _put_caps(self, node: str, boot_id: str, rep: common_pb2.CapabilityReport, now_ns: int) -> None:
         self.conn.execute("INSERT OR REPLACE INTO capabilities VALUES (?,?,?,?)",
@@ -120,6 +130,8 @@ class Store:
     def commit_batch(self, node: str, batch: agent_pb2.Batch, received_ns: int) -> bool:
         """Commit one batch atomically. False when it was a duplicate (already stored)."""
         c = self.conn
+        if batch.seq <= self.watermarks.get((node, batch.boot_id), 0):
+            return False  # its row was pruned by retention, but it was stored once
         with _tx(c):
             cur = c.execute(
                 "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?,?,?)",

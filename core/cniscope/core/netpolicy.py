@@ -2,8 +2,9 @@
 
 Addresses are normalised first (``0xa9fea9fe``, ``2852039166``, ``[::ffff:a.b.c.d]`` all become the
 IPv4 address they mean) and names are resolved before the check, so no spelling slips through.
-Loopback, link-local, multicast, unspecified and the metadata address are refused unless the
-address is a known peer's.
+Loopback, link-local (the cloud metadata address lives there), multicast, unspecified and reserved
+addresses are refused always — even when an agent advertises one as its own address; a known peer's
+address is exempt only from the allow-list.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from collections.abc import Iterable
 from cniscope.core.errors import ForbiddenTarget, ValidationError
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
+LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
 
 
 def parse_cidrs(spec: str | Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -52,9 +56,11 @@ def parse_address(text: str) -> IPAddress | None:
             return None
         ip = ipaddress.IPv4Address(packed)
     if isinstance(ip, ipaddress.IPv6Address):
-        mapped = ip.ipv4_mapped or ip.sixtofour
+        mapped = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if mapped is not None:
             return mapped
+        if ip in NAT64:
+            return ipaddress.IPv4Address(ip.packed[12:])
         if ip.packed[:12] == b"\x00" * 12 and not ip.is_unspecified and not ip.is_loopback:
             return ipaddress.IPv4Address(ip.packed[12:])  # deprecated IPv4-compatible form
     return ip
@@ -80,6 +86,11 @@ def resolve(text: str) -> list[IPAddress]:
     return out
 
 
+def forbidden_reason(ip: IPAddress) -> str | None:
+    """Why no probe may ever go to ``ip`` (None when it may, subject to the allow-list)."""
+    return _special(ip)
+
+
 def _special(ip: IPAddress) -> str | None:
     if ip.is_loopback:
         return "loopback"
@@ -89,8 +100,12 @@ def _special(ip: IPAddress) -> str | None:
         return "multicast"
     if ip.is_unspecified:
         return "unspecified"
-    if ip.is_reserved and ip not in ipaddress.ip_network("198.18.0.0/15"):
+    if ip.is_reserved and ip not in LAB_RANGE:
         return "reserved"
+    if isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("0.0.0.0/8"):
+        return "this-network (0/8)"
+    if ip.version == 4 and int(ip) == 0xFFFFFFFF:
+        return "broadcast"
     return None
 
 
@@ -104,11 +119,11 @@ def check_target(text: str, peer_addresses: Iterable[str], allow: str | Iterable
     nets = parse_cidrs(allow)
     addrs = resolve(text)
     for ip in addrs:
-        if ip in peers:
-            continue
         why = _special(ip)
         if why:
             raise ForbiddenTarget(f"target {text!r} → {ip} refused: {why}")
+        if ip in peers:
+            continue
         if not any(ip.version == n.version and ip in n for n in nets):
             raise ForbiddenTarget(
                 f"target {text!r} → {ip} is neither a known agent nor inside the allow-list "

@@ -1,0 +1,105 @@
+"""The collector's Prometheus ``/metrics``: every node's latest samples (exported generically, one gauge
+family per sample name), node status, latest probe results, spool and ingest counters, and each
+inspection unit's duration and success."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
+
+from cniscope.api.v1 import cluster_pb2, common_pb2
+from cniscope.collector.state import ClusterState
+from cniscope.core.metricshttp import gauge_families, metric_name
+
+
+@dataclass
+class IngestCounters:
+    batches: int = 0          # committed (fresh) batches
+    duplicates: int = 0       # resent batches already durable
+    refused: int = 0          # hostile or broken messages refused with a status
+    samples: int = 0
+
+
+class CollectorMetrics:
+    def __init__(self, state: ClusterState, counters: IngestCounters) -> None:
+        self.state = state
+        self.counters = counters
+        self.latest: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        self.probes: dict[tuple[str, str, str, str], common_pb2.ProbeResult] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._follow(self.state.subscribe()))
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _follow(self, q: asyncio.Queue[cluster_pb2.ClusterEvent]) -> None:
+        try:
+            while True:
+                self.on_event(await q.get())
+        finally:
+            self.state.unsubscribe(q)
+
+    def on_event(self, ev: cluster_pb2.ClusterEvent) -> None:
+        which = ev.WhichOneof("body")
+        if which == "samples":
+            series = self.latest.setdefault(ev.samples.node, {})
+            for s in ev.samples.samples:
+                series[(s.name, tuple(sorted(s.labels.items())))] = s.value
+        elif which == "probe_result":
+            r = ev.probe_result
+            self.probes[(r.kind, r.source_node, r.target_node or r.target_address, r.path)] = r
+
+    def collect(self) -> Iterator[Any]:
+        st = self.state
+        connected = GaugeMetricFamily("cniscope_node_connected", "1 when the node's agent is connected", labels=["node"])
+        status = GaugeMetricFamily("cniscope_node_status", "node status (1 connected, 2 stale, 3 gone)", labels=["node"])
+        dropped = GaugeMetricFamily("cniscope_node_spool_dropped", "batches the agent's spool bound forced out", labels=["node"])
+        skew = GaugeMetricFamily("cniscope_node_clock_skew_ms", "agent clock minus collector clock", labels=["node"])
+        skewed = GaugeMetricFamily("cniscope_node_clock_skewed", "1 when the clock is off by more than the limit", labels=["node"])
+        reconnects = GaugeMetricFamily("cniscope_node_reconnects", "reconnects seen by the collector", labels=["node"])
+        last_seq = GaugeMetricFamily("cniscope_node_last_seq", "highest batch seq of the current boot", labels=["node"])
+        unit_dur = GaugeMetricFamily("cniscope_unit_duration_seconds", "inspection unit duration", labels=["node", "unit"])
+        unit_ok = GaugeMetricFamily("cniscope_unit_success", "1 when the unit succeeded", labels=["node", "unit"])
+        unit_av = GaugeMetricFamily("cniscope_unit_available", "1 when the unit applies on this node", labels=["node", "unit"])
+        for name, ns in sorted(st.nodes.items()):
+            connected.add_metric([name], 1.0 if name in st.sessions else 0.0)
+            status.add_metric([name], float(ns.status))
+            dropped.add_metric([name], float(ns.spool_dropped))
+            skew.add_metric([name], ns.clock_skew_ms)
+            skewed.add_metric([name], 1.0 if ns.clock_skewed else 0.0)
+            reconnects.add_metric([name], float(ns.reconnects))
+            last_seq.add_metric([name], float(ns.last_seq))
+            for u in ns.capabilities.units:
+                unit_dur.add_metric([name, u.name], u.duration_seconds)
+                unit_ok.add_metric([name, u.name], 1.0 if u.ok else 0.0)
+                unit_av.add_metric([name, u.name], 1.0 if u.available else 0.0)
+        yield from (connected, status, dropped, skew, skewed, reconnects, last_seq, unit_dur, unit_ok, unit_av)
+        rows = [(n, {**dict(lbl), "node": node}, v)
+                for node, series in sorted(self.latest.items()) for (n, lbl), v in series.items()]
+        yield from gauge_families(rows, "latest value reported by the node")
+        probe_rows = []
+        for (kind, src, dst, path), r in sorted(self.probes.items()):
+            base = {"kind": kind, "source": src, "target": dst, "path": path}
+            probe_rows.append(("probe_ok", base, 1.0 if r.ok else 0.0))
+            for fig, val in r.figures.items():
+                probe_rows.append((metric_name(f"probe_{kind}_{fig}", ""), base, val))
+        yield from gauge_families(probe_rows, "latest probe result")
+        c = self.counters
+        for n, v, doc in (("cniscope_collector_batches", c.batches, "batches committed"),
+                          ("cniscope_collector_duplicate_batches", c.duplicates, "resent batches dropped as duplicates"),
+                          ("cniscope_collector_refused_messages", c.refused, "agent messages refused"),
+                          ("cniscope_collector_samples", c.samples, "samples committed")):
+            yield CounterMetricFamily(n, doc, value=v)

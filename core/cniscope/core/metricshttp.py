@@ -1,0 +1,116 @@
+"""A minimal asyncio HTTP endpoint for Prometheus ``/metrics`` (text format or OpenMetrics, by Accept).
+
+It runs on the process's own event loop, so the exposition reads state without locks or threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from cniscope.core.errors import ConfigError
+
+log = logging.getLogger("cniscope.metrics")
+
+_NAME_BAD = re.compile(r"[^a-zA-Z0-9_:]")
+MAX_REQUEST = 8192
+
+
+def metric_name(name: str, prefix: str = "cniscope_") -> str:
+    """Any sample name → a valid Prometheus metric name with our prefix."""
+    n = _NAME_BAD.sub("_", name)
+    if not n.startswith(prefix):
+        n = prefix + n
+    return n
+
+
+def label_name(name: str) -> str:
+    n = _NAME_BAD.sub("_", name).replace(":", "_")
+    if not n or n[0].isdigit() or n.startswith("__"):
+        n = "l_" + n.lstrip("_")
+    return n
+
+
+def parse_listen(addr: str) -> tuple[str, int]:
+    host, sep, port = addr.strip().rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"metrics address {addr!r} must be HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+class MetricsServer:
+    def __init__(self, registry: CollectorRegistry, listen: str) -> None:
+        self.registry = registry
+        self.host, self.port = parse_listen(listen)
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        try:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        except OSError as exc:
+            raise ConfigError(f"cannot serve metrics on {self.host}:{self.port}: {exc.strerror}") from None
+        sock = self._server.sockets[0]
+        self.port = int(sock.getsockname()[1])
+        log.info("serving Prometheus metrics on http://%s:%d/metrics", self.host, self.port)
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            if len(head) > MAX_REQUEST:
+                raise ValueError("request too large")
+            lines = head.decode("latin-1").split("\r\n")
+            method, path, _ = (lines[0].split(" ") + ["", "", ""])[:3]
+            headers = {k.strip().lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:] if ln)}
+            if method not in ("GET", "HEAD"):
+                await self._reply(writer, 405, "text/plain", b"method not allowed\n")
+            elif path.split("?")[0] not in ("/metrics", "/"):
+                await self._reply(writer, 404, "text/plain", b"try /metrics\n")
+            else:
+                encoder, ctype = choose_encoder(headers.get("accept", ""))
+                body = encoder(self.registry)
+                await self._reply(writer, 200, ctype, b"" if method == "HEAD" else body, len(body))
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError, ConnectionError):
+            pass
+        except Exception:  # an exposition bug never takes the process down
+            log.exception("metrics request failed")
+            with contextlib.suppress(Exception):
+                await self._reply(writer, 500, "text/plain", b"internal error\n")
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    @staticmethod
+    async def _reply(writer: asyncio.StreamWriter, code: int, ctype: str, body: bytes, length: int | None = None) -> None:
+        reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error"}[code]
+        head = (f"HTTP/1.1 {code} {reason}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body) if length is None else length}\r\nConnection: close\r\n\r\n")
+        writer.write(head.encode() + body)
+        await writer.drain()
+
+
+def gauge_families(rows: list[tuple[str, dict[str, str], float]], doc: str,
+                   prefix: str = "cniscope_") -> list[object]:
+    """(name, labels, value) rows → one gauge family per metric name, every label set kept."""
+    from prometheus_client.metrics_core import Metric
+
+    fams: dict[str, Metric] = {}
+    for name, labels, value in rows:
+        n = metric_name(name, prefix)
+        fam = fams.get(n)
+        if fam is None:
+            fam = fams[n] = Metric(n, doc, "gauge")
+        fam.add_sample(n, {label_name(k): v for k, v in labels.items()}, float(value))
+    return list(fams.values())
