@@ -49,6 +49,10 @@ class AgentConfig:
     metrics_listen: str = ""         # e.g. "0.0.0.0:9471"; empty: off
     allow_cidrs: str = "198.18.0.0/15"
     log_level: str = "info"
+    health_listen: str = ""          # grpc.health.v1 for Kubernetes probes, e.g. "0.0.0.0:9472"; empty: off
+    kubernetes: str = "auto"         # auto: use the API when in a cluster (or KUBECONFIG set); on; off
+    probe_namespace: str = "cniscope-probe"   # where this node's probe pod runs
+    probe_selector: str = "app.kubernetes.io/name=cniscope-probe"
 
 
 @dataclass
@@ -67,6 +71,7 @@ class CollectorConfig:
     probe_burst: int = 20
     retention_hours: float = 24.0
     log_level: str = "info"
+    scaling_namespace: str = "cniscope-probe"  # where a service-scaling run creates its Services
 
 
 def _convert(name: str, typ: Any, raw: str) -> Any:

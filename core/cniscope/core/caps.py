@@ -1,0 +1,99 @@
+"""Linux capabilities of this process, and which cniscope feature needs which.
+
+The agent runs with a short list of capabilities instead of privileged mode (daemonset/). A feature
+whose capability is missing reports ``unavailable: missing CAP_X`` and the rest keeps running. The
+kernel lets CAP_SYS_ADMIN stand in for CAP_BPF and CAP_PERFMON (``bpf_capable()``,
+``perfmon_capable()``), and so does :func:`missing`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+from cniscope.core.errors import Unavailable
+
+# include/uapi/linux/capability.h
+CAP_NUMBERS: dict[str, int] = {
+    "CHOWN": 0, "DAC_OVERRIDE": 1, "DAC_READ_SEARCH": 2, "FOWNER": 3, "FSETID": 4, "KILL": 5,
+    "SETGID": 6, "SETUID": 7, "SETPCAP": 8, "LINUX_IMMUTABLE": 9, "NET_BIND_SERVICE": 10,
+    "NET_BROADCAST": 11, "NET_ADMIN": 12, "NET_RAW": 13, "IPC_LOCK": 14, "IPC_OWNER": 15,
+    "SYS_MODULE": 16, "SYS_RAWIO": 17, "SYS_CHROOT": 18, "SYS_PTRACE": 19, "SYS_PACCT": 20,
+    "SYS_ADMIN": 21, "SYS_BOOT": 22, "SYS_NICE": 23, "SYS_RESOURCE": 24, "SYS_TIME": 25,
+    "SYS_TTY_CONFIG": 26, "MKNOD": 27, "LEASE": 28, "AUDIT_WRITE": 29, "AUDIT_CONTROL": 30,
+    "SETFCAP": 31, "MAC_OVERRIDE": 32, "MAC_ADMIN": 33, "SYSLOG": 34, "WAKE_ALARM": 35,
+    "BLOCK_SUSPEND": 36, "AUDIT_READ": 37, "PERFMON": 38, "BPF": 39, "CHECKPOINT_RESTORE": 40,
+}
+CAP_NAMES = {v: k for k, v in CAP_NUMBERS.items()}
+
+# Capabilities the kernel accepts in place of another.
+STAND_INS: dict[str, tuple[str, ...]] = {"BPF": ("SYS_ADMIN",), "PERFMON": ("SYS_ADMIN",)}
+
+# What each agent feature needs; the DaemonSet adds exactly the union of these (a test checks it).
+FEATURE_CAPS: dict[str, tuple[str, ...]] = {
+    "ebpf_census": ("SYS_ADMIN",),              # BPF_*_GET_NEXT_ID / GET_FD_BY_ID are CAP_SYS_ADMIN only
+    "tracers": ("BPF", "PERFMON"),              # load tracing programs, perf_event_open on tracepoints
+    "iptables_census": ("NET_ADMIN", "NET_RAW"),  # iptables-save: raw socket + IPT_SO_GET_INFO
+    "nft_census": ("NET_ADMIN",),               # nft list ruleset over netlink
+    "xdp_query": ("NET_ADMIN",),                # netlink link dumps with XDP attachment details
+    "pod_path": ("SYS_ADMIN", "SYS_PTRACE"),    # open /proc/PID/ns/net of the probe pod and setns() into it
+    "raw_icmp": ("NET_RAW",),                   # ping through raw ICMP sockets
+    "memlock": ("SYS_RESOURCE",),               # raise RLIMIT_MEMLOCK (kernels before 5.11 charge BPF to it)
+}
+
+T = TypeVar("T")
+
+
+def parse_status(text: str, field: str = "CapEff") -> set[str]:
+    """Capability names from a ``/proc/PID/status`` text (``CapEff:\\t000001ffffffffff``)."""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key == field:
+            mask = int(value.strip(), 16)
+            return {CAP_NAMES.get(i, f"CAP_{i}") for i in range(mask.bit_length()) if mask >> i & 1}
+    raise ValueError(f"no {field} line in status text")
+
+
+def effective(proc: Path = Path("/proc")) -> set[str]:
+    """This process's effective capabilities (read from its own status, never from the host's)."""
+    return parse_status((proc / "self" / "status").read_text())
+
+
+def missing(needed: Iterable[str], have: set[str] | None = None) -> list[str]:
+    """The capabilities of ``needed`` this process lacks, counting the kernel's stand-ins."""
+    eff = effective() if have is None else have
+    out = []
+    for cap in needed:
+        if cap in eff or any(s in eff for s in STAND_INS.get(cap, ())):
+            continue
+        out.append(cap)
+    return out
+
+
+def reason(caps: Iterable[str]) -> str:
+    return "missing " + ", ".join(f"CAP_{c}" for c in caps)
+
+
+def require(*caps: str, have: set[str] | None = None) -> None:
+    """Raise :class:`Unavailable` ("missing CAP_X") when any of ``caps`` is missing."""
+    lack = missing(caps, have)
+    if lack:
+        raise Unavailable(reason(lack))
+
+
+def require_feature(feature: str, have: set[str] | None = None) -> None:
+    require(*FEATURE_CAPS[feature], have=have)
+
+
+def requires(*caps: str) -> Callable[[T], T]:
+    """Mark an inspection unit as needing ``caps``; the capability report checks them before running it."""
+    def mark(fn: T) -> T:
+        fn.__cniscope_caps__ = tuple(caps)  # type: ignore[attr-defined]
+        return fn
+    return mark
+
+
+def required_by(fn: object) -> tuple[str, ...]:
+    caps: tuple[str, ...] = getattr(fn, "__cniscope_caps__", ())
+    return caps

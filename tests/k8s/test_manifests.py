@@ -1,0 +1,234 @@
+"""The kustomization under daemonset/ rendered as `kubectl apply -k` would send it, validated against
+the Kubernetes 1.31 and 1.33 OpenAPI schemas (kubernetes-validate ships them; no network), and held to
+the least-privilege policy: no privileged container, drop ALL, only documented capabilities,
+read-only root filesystems, seccomp, resource requests, Pod Security "restricted" where it can be."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from cniscope.core.config import AgentConfig, CollectorConfig
+from tests.kustomize import Doc, render
+
+ROOT = Path(__file__).resolve().parents[2]
+DS = ROOT / "daemonset"
+OVERLAYS = ["base", "overlays/persistent", "overlays/minimal"]
+K8S_VERSIONS = ["1.31.0", "1.33.0"]
+
+# Every capability the agent may add, and what needs it (README "Kubernetes" documents the same list).
+DOCUMENTED_CAPS = {"BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE"}
+RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                      "persistentVolumeClaim", "projected", "secret"}
+WRITABLE_HOST_PATHS = {"/run/xtables.lock"}   # iptables must take this lock
+
+
+def docs(overlay: str) -> list[Doc]:
+    return render(DS / overlay)
+
+
+def workloads(overlay: str) -> dict[str, Doc]:
+    return {d["metadata"]["name"]: d for d in docs(overlay) if d["kind"] in ("DaemonSet", "Deployment")}
+
+
+def pod_spec(w: Doc) -> dict[str, Any]:
+    spec: dict[str, Any] = w["spec"]["template"]["spec"]
+    return spec
+
+
+def restricted_violations(w: Doc) -> list[str]:
+    """Pod Security Standards, level "restricted" (kubernetes.io/docs/concepts/security/pod-security-standards)."""
+    spec = pod_spec(w)
+    psc = spec.get("securityContext", {})
+    out: list[str] = []
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(key):
+            out.append(f"{key}: true")
+    for v in spec.get("volumes", []):
+        kinds = set(v) - {"name"}
+        if not kinds <= RESTRICTED_VOLUMES:
+            out.append(f"volume {v['name']} of type {sorted(kinds)}")
+    for c in [*spec.get("initContainers", []), *spec["containers"]]:
+        sc = c.get("securityContext", {})
+        if sc.get("privileged"):
+            out.append(f"{c['name']}: privileged")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{c['name']}: allowPrivilegeEscalation not false")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            out.append(f"{c['name']}: does not drop ALL")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"{c['name']}: adds {caps['add']}")
+        if sc.get("runAsNonRoot", psc.get("runAsNonRoot")) is not True:
+            out.append(f"{c['name']}: runAsNonRoot not true")
+        if sc.get("runAsUser", psc.get("runAsUser")) == 0:
+            out.append(f"{c['name']}: runAsUser 0")
+        seccomp = sc.get("seccompProfile", psc.get("seccompProfile", {})).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{c['name']}: seccomp {seccomp}")
+        for p in c.get("ports", []):
+            if p.get("hostPort"):
+                out.append(f"{c['name']}: hostPort {p['hostPort']}")
+    return out
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_manifest_validates_against_the_kubernetes_schema(overlay: str, version: str) -> None:
+    rendered = docs(overlay)
+    assert len(rendered) >= 15
+    for d in rendered:
+        kubernetes_validate.validate(d, version, strict=True)
+
+
+def test_the_schema_check_catches_a_misspelt_field() -> None:
+    ds = copy.deepcopy(workloads("base")["cniscope-agent"])
+    pod_spec(ds)["containers"][0]["securityContext"]["capabilites"] = {"add": ["SYS_ADMIN"]}
+    with pytest.raises(kubernetes_validate.ValidationError, match="capabilites"):
+        kubernetes_validate.validate(ds, "1.31.0", strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_container_is_privileged_and_all_drop_every_capability(overlay: str) -> None:
+    for name, w in workloads(overlay).items():
+        for c in pod_spec(w)["containers"]:
+            sc = c["securityContext"]
+            assert sc.get("privileged", False) is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert sc["readOnlyRootFilesystem"] is True, name
+            assert sc["allowPrivilegeEscalation"] is False, name
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", name
+            assert set(sc["capabilities"].get("add", [])) <= DOCUMENTED_CAPS, name
+            req = c["resources"]["requests"]
+            assert req["cpu"], name
+            assert req["memory"], name
+            assert "memory" in c["resources"]["limits"], name
+            assert "cpu" not in c["resources"].get("limits", {}), f"{name}: a CPU limit throttles probes"
+
+
+def test_each_added_capability_carries_a_comment_saying_what_needs_it() -> None:
+    text = (DS / "base" / "agent-daemonset.yaml").read_text()
+    block = text.split("add:", 1)[1].split("volumeMounts:", 1)[0]
+    found = {}
+    for line in block.splitlines():
+        m = re.match(r"\s*- ([A-Z_]+)\s*(#\s*(.+))?$", line)
+        if m:
+            found[m.group(1)] = (m.group(3) or "").strip()
+    assert set(found) == DOCUMENTED_CAPS
+    for cap, why in found.items():
+        assert len(why) > 15, f"CAP_{cap} has no comment saying which feature needs it"
+
+
+def test_the_agent_runs_on_the_host_with_read_only_host_mounts() -> None:
+    ds = workloads("base")["cniscope-agent"]
+    spec = pod_spec(ds)
+    assert spec["hostNetwork"] is True
+    assert spec["hostPID"] is True
+    assert spec["priorityClassName"] == "cniscope-node"
+    assert {"operator": "Exists"} in spec["tolerations"]
+    c = spec["containers"][0]
+    host_vols = {v["name"]: v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v}
+    for m in c["volumeMounts"]:
+        if m["name"] in host_vols and host_vols[m["name"]] not in WRITABLE_HOST_PATHS:
+            assert m.get("readOnly") is True, f"{m['mountPath']} must be read-only"
+    mounts = {m["mountPath"]: host_vols.get(m["name"]) for m in c["volumeMounts"]}
+    assert mounts["/host/proc"] == "/proc"
+    for p in ("/sys/fs/bpf", "/sys/kernel/tracing", "/lib/modules", "/usr/src", "/run/xtables.lock"):
+        assert mounts[p] == p
+    env = {e["name"]: e for e in c["env"]}
+    assert env["CNISCOPE_NODE"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+    assert env["CNISCOPE_HOST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    assert env["CNISCOPE_HOST_PROC"]["value"] == "/host/proc"
+    assert c["livenessProbe"]["grpc"]["port"] == c["readinessProbe"]["grpc"]["port"]
+    health = env["CNISCOPE_HEALTH_LISTEN"]["value"]
+    assert health.endswith(f":{c['livenessProbe']['grpc']['port']}")
+    assert c["securityContext"]["runAsUser"] == 0
+
+
+@pytest.mark.parametrize("name", ["cniscope-probe", "cniscope-collector"])
+def test_probe_pods_and_collector_meet_pod_security_restricted(name: str) -> None:
+    for overlay in OVERLAYS:
+        assert restricted_violations(workloads(overlay)[name]) == []
+
+
+def test_the_restricted_check_rejects_the_agent() -> None:
+    found = restricted_violations(workloads("base")["cniscope-agent"])
+    assert any("hostNetwork" in v for v in found)
+    assert any("adds" in v for v in found)
+    assert any("hostPath" in v for v in found)
+
+
+def test_namespaces_enforce_the_levels_their_pods_need() -> None:
+    ns = {d["metadata"]["name"]: d["metadata"]["labels"] for d in docs("base") if d["kind"] == "Namespace"}
+    assert ns["cniscope"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert ns["cniscope-probe"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    probe = workloads("base")["cniscope-probe"]
+    assert probe["metadata"]["namespace"] == "cniscope-probe"
+
+
+def test_rbac_grants_only_the_least_verbs() -> None:
+    roles = {(d["kind"], d["metadata"]["name"]): d for d in docs("base")
+             if d["kind"] in ("Role", "ClusterRole")}
+    agent = roles[("ClusterRole", "cniscope-agent")]
+    for rule in agent["rules"]:
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    granted = {r for rule in agent["rules"] for r in rule["resources"]}
+    assert granted == {"nodes", "pods", "services", "endpointslices"}
+    fp = roles[("Role", "cniscope-agent-fingerprint")]
+    assert fp["metadata"]["namespace"] == "kube-system"
+    for rule in fp["rules"]:
+        assert rule["verbs"] == ["get"]
+        assert rule["resourceNames"]
+    col = roles[("Role", "cniscope-collector-scaling")]
+    assert col["metadata"]["namespace"] == "cniscope-probe"
+    writes = {v for rule in col["rules"] for v in rule["verbs"]} - {"get", "list", "watch"}
+    assert writes == {"create", "delete"}
+    assert [r["resources"] for r in col["rules"] if "create" in r["verbs"]] == [["services"]]
+    for d in docs("base"):
+        for rule in d.get("rules", []):
+            assert "*" not in rule["verbs"]
+            assert "*" not in rule["resources"]
+            assert not {"secrets", "escalate", "bind", "impersonate"} & {*rule["verbs"], *rule["resources"]}
+
+
+def test_every_cniscope_setting_in_the_manifests_is_a_real_setting() -> None:
+    known = {"CNISCOPE_" + f.name.upper() for cls in (AgentConfig, CollectorConfig)
+             for f in dataclasses.fields(cls)}
+    known |= {"CNISCOPE_HOST_PROC", "CNISCOPE_HOST_SYS", "CNISCOPE_HOST_RUN"}
+    for w in workloads("base").values():
+        for c in pod_spec(w)["containers"]:
+            for e in c.get("env", []):
+                assert e["name"] in known, f"{w['metadata']['name']}: {e['name']} is read by nothing"
+
+
+def test_collector_service_and_prometheus_annotations() -> None:
+    svc = next(d for d in docs("base") if d["kind"] == "Service")
+    ports = {p["name"]: p["port"] for p in svc["spec"]["ports"]}
+    assert ports == {"grpc": 7400, "metrics": 9470}
+    assert svc["metadata"]["annotations"]["prometheus.io/port"] == "9470"
+    dep = workloads("base")["cniscope-collector"]
+    assert dep["spec"]["strategy"]["type"] == "Recreate"
+    assert dep["spec"]["replicas"] == 1
+    agent = workloads("base")["cniscope-agent"]
+    assert agent["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+
+
+def test_images_are_set_by_the_kustomization() -> None:
+    for w in workloads("base").values():
+        for c in pod_spec(w)["containers"]:
+            assert c["image"] == "ghcr.io/cniscope/cniscope:0.1.0"
+
+
+def test_persistent_overlay_puts_the_database_on_a_claim() -> None:
+    dep = workloads("overlays/persistent")["cniscope-collector"]
+    vols = {v["name"]: v for v in pod_spec(dep)["volumes"]}
+    assert vols["data"]["persistentVolumeClaim"]["claimName"] == "cniscope-collector-data"
+    assert any(d["kind"] == "PersistentVolumeClaim" for d in docs("overlays/persistent"))
+    base = workloads("base")["cniscope-collector"]
+    assert "emptyDir" in {v["name"]: v for v in pod_spec(base)["volumes"]}["data"]
