@@ -10,43 +10,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from probe_helpers import run_probe, running_cluster  # type: ignore[import-not-found]
 
 from cniscope.api.v1 import cluster_pb2_grpc, common_pb2
 from cniscope.core import grpcutil
-from cniscope.lab.lab import Lab, LabSpec
+from cniscope.lab.lab import Lab
 
 pytestmark = [pytest.mark.netns]
 
 
 @pytest.fixture(scope="module")
 def bw_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    from conftest import new_lab_name, wait_connected  # type: ignore[import-not-found]
-
-    root = tmp_path_factory.mktemp("bw")
-    lab = Lab(LabSpec(name=new_lab_name(), nodes=3), state_root=root / "labs")
-    try:
-        lab.up()
-        lab.start_cluster(db=root / "c.db", sample_interval=1.0)
-        wait_connected(lab, 3)
+    with running_cluster(tmp_path_factory.mktemp("bw")) as lab:
         yield lab
-    finally:
-        lab.down()
-
-
-async def run_probe(address: str, kind: str, src: str, dst: str, path: str = "host",
-                    **params: str) -> tuple[common_pb2.ProbeResult, list[str]]:
-    progress: list[str] = []
-    async with grpcutil.insecure_channel(address) as ch:
-        stub = cluster_pb2_grpc.ClusterStub(ch)
-        req = common_pb2.ProbeRequest(kind=kind, source_node=src, target_node=dst, path=path, params=params)
-        result = None
-        async for upd in stub.RunProbe(req):
-            if upd.WhichOneof("body") == "result":
-                result = upd.result
-            else:
-                progress.append(upd.progress.message)
-        assert result is not None
-        return result, progress
 
 
 def iperf3_pids() -> list[int]:

@@ -24,6 +24,7 @@ from cniscope.agent.probes.base import ProbeContext
 from cniscope.agent.samplers import SAMPLERS
 from cniscope.agent.samplers.base import Sampler
 from cniscope.agent.spool import Spool
+from cniscope.agent.targets import listeners
 from cniscope.agent.targets.iperf import IperfServers
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, common_pb2, targets_pb2
 from cniscope.core import grpcutil, netpolicy, probespec, security
@@ -31,7 +32,7 @@ from cniscope.core.config import AgentConfig, read_token
 from cniscope.core.errors import CniscopeError
 from cniscope.core.hostpaths import HostPaths
 from cniscope.core.metricshttp import MetricsServer
-from cniscope.core.params import ParamSet
+from cniscope.core.params import ParamSet, Value
 from cniscope.core.version import VERSION
 
 log = logging.getLogger("cniscope.agent")
@@ -84,6 +85,7 @@ class Agent:
         self.last_samples: list[common_pb2.Sample] = []
         self.last_results: dict[tuple[str, str, str], common_pb2.ProbeResult] = {}
         self.iperf_servers = IperfServers()
+        self.listeners: listeners.Listeners | None = None
 
     # ---- batches -----------------------------------------------------------------------------
     def seal_batch(self) -> agent_pb2.Batch | None:
@@ -330,6 +332,10 @@ class Agent:
         if req.kind not in PROBES:
             raise CniscopeError(f"probe {req.kind!r} is not implemented by this agent ({VERSION})")
         target = req.target_address
+        if req.kind == "dns":
+            return self._prepare_dns(req, values, path)
+        if path == "service" and not target:
+            raise CniscopeError("the service path needs the Service's ClusterIP as the target address")
         if not target and req.target_node:
             peer = self.peers.get(req.target_node)
             if peer is None:
@@ -349,6 +355,30 @@ class Agent:
             target_node=req.target_node, target_address=address, path=path, params=values,
             netns=netns, target_port=port or self.cfg.target_port, iperf_port=port or self.cfg.iperf_port,
         )
+
+    def _prepare_dns(self, req: common_pb2.ProbeRequest, values: dict[str, Value], path: str) -> ProbeContext:
+        """A dns probe's target is its resolver: the parameter, an explicit address, or resolv.conf."""
+        resolver = str(values.get("resolver") or "") or req.target_address
+        address = ""
+        if resolver:
+            peer_addrs = [a for p in self.peers.values() for a in (p.host_ip, p.pod_ip) if a]
+            address = netpolicy.check_target(resolver, peer_addrs, self.cfg.allow_cidrs)
+            if values.get("resolver"):
+                values["resolver"] = address
+        netns = self.probe_address(path)[1] if path != "host" else ""
+        return ProbeContext(
+            probe_id=req.probe_id, kind=req.kind, source_node=self.cfg.node, target_node=req.target_node,
+            target_address=address, path=path, params=values, netns=netns,
+            target_port=self.cfg.target_port, iperf_port=self.cfg.iperf_port)
+
+    async def _start_listeners(self) -> None:
+        """The accept-and-close port and the HTTP echo endpoint on every probe address."""
+        endpoints = []
+        if self.cfg.host_ip:
+            endpoints.append((self.cfg.host_ip, ""))
+        if self.cfg.pod_ip and self.cfg.pod_netns:
+            endpoints.append((self.cfg.pod_ip, self.cfg.pod_netns))
+        self.listeners = await listeners.start(endpoints, self.cfg.target_port)
 
     async def _run_probe(self, req: common_pb2.ProbeRequest, ctx: ProbeContext) -> None:
         async def progress(fraction: float, message: str) -> None:
@@ -397,6 +427,7 @@ class Agent:
         if self.cfg.metrics_listen:
             metrics_server = MetricsServer(self.metrics.registry, self.cfg.metrics_listen)
             await metrics_server.start()
+        await self._start_listeners()
         tasks = [asyncio.create_task(self.sample_loop(), name="samples"),
                  asyncio.create_task(self.connection_loop(), name="stream")]
         try:
@@ -405,6 +436,8 @@ class Agent:
             for t in [*tasks, *self._probe_tasks]:
                 t.cancel()
             await asyncio.gather(*tasks, *self._probe_tasks, return_exceptions=True)
+            if self.listeners is not None:
+                await self.listeners.close()
             if metrics_server is not None:
                 await metrics_server.stop()
             self.spool.close()

@@ -58,8 +58,10 @@ class Dispatcher:
             raise NotFound(f"source node {req.source_node!r} is not connected ({known})")
         if req.target_node and req.target_node not in self.state.nodes:
             raise NotFound(f"target node {req.target_node!r} is unknown")
-        if not req.target_node and not req.target_address:
+        if not req.target_node and not req.target_address and req.kind != "dns":
             raise ValidationError("a target node or a target address is required")
+        if path == "service" and not req.target_address:
+            raise ValidationError("the service path needs the Service's ClusterIP as the target address")
         out = common_pb2.ProbeRequest()
         out.CopyFrom(req)
         out.path = path

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from cniscope.agent.probes.base import Probe
+from cniscope.agent.probes.connect import ConnectProbe
+from cniscope.agent.probes.dns import DnsProbe
+from cniscope.agent.probes.http import HttpProbe
 from cniscope.agent.probes.rtt import RttProbe
 from cniscope.agent.probes.tcp import TcpProbe
 from cniscope.agent.probes.udp import UdpProbe
@@ -12,3 +15,6 @@ PROBES: Registry[Probe] = Registry("probe")
 PROBES.register("rtt", RttProbe())
 PROBES.register("tcp", TcpProbe())
 PROBES.register("udp", UdpProbe())
+PROBES.register("connect", ConnectProbe())
+PROBES.register("http", HttpProbe())
+PROBES.register("dns", DnsProbe())

@@ -1,0 +1,90 @@
+"""``connect``: N sequential TCP connect+close to a port — the setup cost a "Connection: close"
+client pays per request (SYN, SYN-ACK, and on a ClusterIP the NAT lookup on the way).
+
+Runs on a dedicated thread inside the source namespace with blocking sockets, so the timing holds
+only the kernel's work, not event-loop scheduling. Figures (stable names): ``attempts``, ``connected``,
+``errors``, ``min_us``, ``mean_us``, ``p50_us``, ``p99_us``, ``max_us``, ``conn_per_s`` (successful
+connections per second of wall time); errors by kind (``errors_refused``, ``errors_timeout``,
+``errors_unreachable``, ...) as figures and in the detail.
+"""
+
+from __future__ import annotations
+
+import errno
+import socket
+import time
+from collections import Counter
+
+from cniscope.agent import nsthread
+from cniscope.agent.probes.base import Outcome, ProbeContext, ticking
+from cniscope.core import stats
+
+
+def error_kind(exc: OSError) -> str:
+    if isinstance(exc, ConnectionRefusedError):
+        return "refused"
+    if isinstance(exc, TimeoutError | socket.timeout):
+        return "timeout"
+    if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH):
+        return "unreachable"
+    if isinstance(exc, ConnectionResetError):
+        return "reset"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return "no_local_port"
+    return errno.errorcode.get(exc.errno or 0, type(exc).__name__).lower()
+
+
+def connect_loop(address: str, port: int, count: int, timeout: float) -> tuple[list[float], Counter[str], float]:
+    """Blocking: ``count`` connect+close; returns (setup µs of each success, errors by kind, wall s)."""
+    times: list[float] = []
+    errors: Counter[str] = Counter()
+    t_start = time.perf_counter()
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.settimeout(timeout)
+        try:
+            t0 = time.perf_counter_ns()
+            s.connect((address, port))
+            times.append((time.perf_counter_ns() - t0) / 1000.0)
+        except OSError as exc:
+            errors[error_kind(exc)] += 1
+        finally:
+            s.close()
+    return times, errors, time.perf_counter() - t_start
+
+
+def summarise(times: list[float], errors: Counter[str], wall: float, attempts: int) -> dict[str, float]:
+    f: dict[str, float] = {"attempts": float(attempts), "connected": float(len(times)),
+                           "errors": float(sum(errors.values()))}
+    for kind, n in errors.items():
+        f[f"errors_{kind}"] = float(n)
+    if times:
+        f.update({
+            "min_us": round(min(times), 1),
+            "mean_us": round(stats.mean(times), 1),
+            "p50_us": round(stats.percentile(times, 50), 1),
+            "p99_us": round(stats.percentile(times, 99), 1),
+            "max_us": round(max(times), 1),
+            "conn_per_s": round(len(times) / wall, 1) if wall > 0 else 0.0,
+        })
+    return f
+
+
+class ConnectProbe:
+    kind = "connect"
+
+    async def run(self, ctx: ProbeContext) -> Outcome:
+        p = ctx.params
+        count, timeout = int(p["count"]), float(p["timeout"])
+        port = int(p["port"]) or ctx.target_port
+        target = f"{ctx.target_address}:{port}"
+        async with ticking(ctx, max(1.0, count * 0.0003), f"{count} × connect+close → {target}"):
+            times, errors, wall = await nsthread.run_in(
+                ctx.netns, lambda: connect_loop(ctx.target_address, port, count, timeout))
+        figures = summarise(times, errors, wall, count)
+        detail: dict[str, object] = {"port": port, "errors_by_kind": dict(errors), "wall_s": round(wall, 4)}
+        if not times:
+            kinds = ", ".join(f"{k} ×{n}" for k, n in errors.most_common())
+            return Outcome(ok=False, figures=figures, detail=detail,
+                           error=f"no connection to {target} succeeded ({kinds})")
+        return Outcome(ok=True, figures=figures, detail=detail)

@@ -1,0 +1,95 @@
+"""connect and http probes end to end against the agents' own targets (accept-and-close port,
+HTTP echo) on host and pod paths, same-node pod→pod, and the bad-input list: refused port,
+unreachable target, target outside the allow-list, parameter above its cap."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from probe_helpers import run_probe, running_cluster  # type: ignore[import-not-found]
+
+from cniscope.api.v1 import common_pb2
+from cniscope.lab.lab import Lab
+
+pytestmark = [pytest.mark.netns]
+
+
+@pytest.fixture(scope="module")
+def lab2(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """Two nodes with two pods each: the agent's probe pod is pod 1, pod 2 is a same-node neighbour."""
+    with running_cluster(tmp_path_factory.mktemp("light"), nodes=2, pods_per_node=2) as lab:
+        yield lab
+
+
+def probe(lab: Lab, kind: str, src: str = "node1", dst: str = "node2", path: str = "host",
+          target_address: str = "", **params: str) -> common_pb2.ProbeResult:
+    r: common_pb2.ProbeResult
+    r, _ = asyncio.run(run_probe(lab.local_collector, kind, src, dst, path, target_address, **params))
+    return r
+
+
+@pytest.mark.parametrize("path", ["host", "pod"])
+def test_connect_end_to_end(lab2: Lab, path: str) -> None:
+    r = probe(lab2, "connect", path=path, count="300")
+    assert r.ok, r.error
+    f = r.figures
+    assert f["connected"] == 300
+    assert f["errors"] == 0
+    assert 0 < f["min_us"] <= f["p50_us"] <= f["p99_us"] <= f["max_us"]
+    assert f["conn_per_s"] > 100
+
+
+def test_connect_pod_to_pod_on_the_same_node(lab2: Lab) -> None:
+    # node1's agent originates from its probe pod (pod1-1) to the neighbour pod1-2 on the same node;
+    # the neighbour has no listener, so every connect is answered by a RST: refused, and fast
+    neighbour = lab2.nodes()[0].pods[1]["ip"]
+    r = probe(lab2, "connect", dst="", path="pod", target_address=neighbour, count="20", port="80")
+    assert not r.ok
+    assert r.figures["errors_refused"] == 20
+    assert "refused" in r.error
+    assert "p50_us" not in r.figures
+
+
+def test_http_fixed_qps_200_for_5s(lab2: Lab) -> None:
+    r = probe(lab2, "http", path="pod", qps="200", duration="5")
+    assert r.ok, r.error
+    f = r.figures
+    assert f["actual_qps"] == pytest.approx(200, abs=5)
+    assert f["errors"] == 0
+    assert 0 < f["p50_ms"] <= f["p90_ms"] <= f["p99_ms"] <= f["max_ms"]
+    assert f["connections"] <= 8  # keepalive reuses connections
+
+
+def test_http_connection_close_opens_one_connection_per_request(lab2: Lab) -> None:
+    r = probe(lab2, "http", qps="100", duration="1", keepalive="false")
+    assert r.ok, r.error
+    assert r.figures["connections"] == r.figures["requests"] == 100
+
+
+def test_unreachable_target_is_a_clear_failure(lab2: Lab) -> None:
+    # inside the allow-list, on the fabric subnet, but nobody has that address
+    r = probe(lab2, "connect", dst="", target_address="198.18.0.99", count="2", timeout="0.3", port="80")
+    assert not r.ok
+    kinds = {k for k in r.figures if k.startswith("errors_")}
+    assert kinds & {"errors_timeout", "errors_unreachable"}
+    assert "no connection to 198.18.0.99:80 succeeded" in r.error
+
+
+def test_target_outside_the_allow_list_is_refused_before_any_packet(lab2: Lab) -> None:
+    with pytest.raises(grpc.RpcError) as ei:
+        probe(lab2, "connect", dst="", target_address="10.1.2.3", count="1")
+    assert ei.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "allow-list" in (ei.value.details() or "")
+
+
+def test_parameter_above_its_cap_is_refused(lab2: Lab) -> None:
+    with pytest.raises(grpc.RpcError) as ei:
+        probe(lab2, "http", qps="50000")
+    assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "above the cap" in (ei.value.details() or "")
+    # and the agents keep serving
+    r = probe(lab2, "connect", count="5")
+    assert r.ok, r.error
