@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from cniscope.agent.inspectors.base import Inspector
+from cniscope.agent.inspectors.bpf import inspect_bpf
 from cniscope.agent.inspectors.kernel import inspect_kernel
+from cniscope.agent.inspectors.nic import inspect_nic
 from cniscope.core.registry import Registry
 
 INSPECTORS: Registry[Inspector] = Registry("inspector")
 INSPECTORS.register("kernel", inspect_kernel)
+INSPECTORS.register("bpf", inspect_bpf)
+INSPECTORS.register("nic", inspect_nic)

@@ -1,0 +1,220 @@
+"""eBPF census: every map (id, name, type, sizes, live entries, memlock, pins) and every program
+with its attach points (XDP per interface, tc/tcx, cgroup), through the bpf() syscall. Cilium's maps
+are recognised by their kernel-truncated names and summarised per class with fill ratios."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from cniscope.agent import bpf as bpfmod
+from cniscope.agent import netlink as nl
+from cniscope.agent.bpf import syscall as sc
+from cniscope.agent.bpf.info import link_info, map_info, prog_info
+from cniscope.agent.inspectors.base import UnitResult
+from cniscope.core.errors import ParseError, Unavailable
+from cniscope.core.hostpaths import HostPaths
+
+# Cilium map names as the kernel keeps them (15 characters), by class.
+CILIUM_CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("service", ("cilium_lb4_serv", "cilium_lb6_serv", "cilium_lb4_reve", "cilium_lb6_reve")),
+    ("backend", ("cilium_lb4_back", "cilium_lb6_back")),
+    ("conntrack", ("cilium_ct4_glob", "cilium_ct6_glob", "cilium_ct_any4_", "cilium_ct_any6_")),
+    ("nat", ("cilium_snat_v4_", "cilium_snat_v6_")),
+    ("ipcache", ("cilium_ipcache",)),
+    ("policy", ("cilium_policy",)),
+)
+PIN_SCAN_LIMIT = 10_000
+
+
+def cilium_class(name: str) -> str | None:
+    for cls, prefixes in CILIUM_CLASSES:
+        if name.startswith(prefixes):
+            return cls
+    return None
+
+
+def pinned(roots: Iterable[Path], limit: int = PIN_SCAN_LIMIT) -> dict[tuple[str, int], list[str]]:
+    """(kind, id) → pin paths, for every object pinned under the given bpffs roots."""
+    out: dict[tuple[str, int], list[str]] = {}
+    seen = 0
+    for root in roots:
+        if not root.is_dir():
+            continue
+        for dirpath, _, files in os.walk(root):
+            for f in files:
+                seen += 1
+                if seen > limit:
+                    return out
+                path = os.path.join(dirpath, f)
+                try:
+                    with sc.obj_get(path) as fd:
+                        info = sc.fdinfo(fd.fd)
+                except OSError:
+                    continue
+                for kind in ("map", "prog", "link"):
+                    if f"{kind}_id" in info:
+                        out.setdefault((kind, int(info[f"{kind}_id"])), []).append(path)
+                        break
+    return out
+
+
+def one_map(map_id: int, pins: dict[tuple[str, int], list[str]], method: str = "auto") -> dict[str, Any]:
+    """One map's row. A map that vanished since it was listed gives an error row, nothing else."""
+    try:
+        fd = sc.map_fd_by_id(map_id)
+    except sc.BpfError as exc:
+        why = "vanished before it could be opened" if exc.errno == errno.ENOENT else str(exc)
+        return {"id": map_id, "error": why}
+    with fd:
+        try:
+            info = map_info(fd.fd)
+            row: dict[str, Any] = {"id": info.id, "name": info.name, "type": info.type, "key_size": info.key_size,
+                                   "value_size": info.value_size, "max_entries": info.max_entries,
+                                   "flags": info.flags}
+            memlock = sc.fdinfo(fd.fd).get("memlock")
+            row["memlock_bytes"] = int(memlock) if memlock and memlock.isdigit() else None
+            t0 = time.perf_counter()
+            c = bpfmod.count_entries(fd.fd, info, method=method)
+            row.update(entries=c.entries, count_method=c.method, count_syscalls=c.syscalls,
+                       count_seconds=round(time.perf_counter() - t0, 6))
+            if c.note:
+                row["count_note"] = c.note
+        except OSError as exc:
+            return {"id": map_id, "error": str(exc)}
+    if info.max_entries and c.entries is not None and c.method != "fixed":
+        row["fill"] = round(c.entries / info.max_entries, 6)
+    cls = cilium_class(info.name)
+    if cls:
+        row["cilium_class"] = cls
+    row["pins"] = pins.get(("map", info.id), [])
+    return row
+
+
+def map_census(ids: Iterable[int] | None = None, pin_roots: Iterable[Path] = ()) -> list[dict[str, Any]]:
+    pins = pinned(pin_roots)
+    return [one_map(i, pins) for i in (sc.map_ids() if ids is None else ids)]
+
+
+def cilium_summary(maps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for m in maps:
+        cls = m.get("cilium_class")
+        if not cls or m.get("entries") is None:
+            continue
+        s = out.setdefault(cls, {"maps": [], "entries": 0, "max_entries": 0})
+        s["maps"].append(m["name"])
+        s["entries"] += m["entries"]
+        s["max_entries"] += m["max_entries"]
+    for s in out.values():
+        s["fill"] = round(s["entries"] / s["max_entries"], 6) if s["max_entries"] else None
+    return out
+
+
+def parse_bpftool_net(text: str) -> list[dict[str, Any]]:
+    """Attach points from ``bpftool net -j``: XDP, tc (cls_bpf), tcx/netkit when present."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"bpftool net -j: {exc}") from exc
+    if not isinstance(data, list):
+        raise ParseError("bpftool net -j: expected a JSON list")
+    out: list[dict[str, Any]] = []
+    for block in data:
+        if not isinstance(block, dict):
+            raise ParseError("bpftool net -j: expected objects in the list")
+        for hook, rows in block.items():
+            for r in rows if isinstance(rows, list) else []:
+                if not isinstance(r, dict) or "id" not in r:
+                    raise ParseError(f"bpftool net -j: {hook} entry without a program id: {r!r}")
+                out.append({"prog_id": int(r["id"]), "hook": hook, "interface": r.get("devname"),
+                            "ifindex": r.get("ifindex"), "mode": r.get("mode") or r.get("kind"),
+                            "source": "bpftool"})
+    return out
+
+
+def attachments(netns: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """Attach points from bpf links, rtnetlink IFLA_XDP and (for tc cls_bpf) bpftool; plus notes."""
+    out: list[dict[str, Any]] = []
+    notes: list[str] = []
+    names: dict[int, str] = {}
+    try:
+        for link in nl.links(netns):
+            names[link.index] = link.name
+            for mode, pid in link.xdp_prog_ids.items():
+                out.append({"prog_id": pid, "hook": "xdp", "interface": link.name, "ifindex": link.index,
+                            "mode": mode, "source": "netlink"})
+    except OSError as exc:
+        notes.append(f"rtnetlink: {exc}")
+    for lid in sc.link_ids():
+        try:
+            with sc.link_fd_by_id(lid) as fd:
+                li = link_info(fd.fd)
+        except OSError:
+            continue  # detached since listed
+        row: dict[str, Any] = {"prog_id": li.prog_id, "hook": li.type, "link_id": li.id, "source": "link",
+                               "mode": li.attach_type}
+        if li.ifindex is not None:
+            row.update(ifindex=li.ifindex, interface=names.get(li.ifindex))
+        if li.cgroup_id is not None:
+            row["cgroup_id"] = li.cgroup_id
+        out.append(row)
+    if shutil.which("bpftool"):
+        argv = ["bpftool", "net", "-j"]
+        if netns:
+            argv = ["nsenter", f"--net={netns}", *argv]
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+            if r.returncode == 0:
+                have = {(a["prog_id"], a.get("ifindex")) for a in out}
+                out += [a for a in parse_bpftool_net(r.stdout) if (a["prog_id"], a.get("ifindex")) not in have]
+            else:
+                notes.append(f"bpftool net: {r.stderr.strip()[:200]}")
+        except (OSError, subprocess.TimeoutExpired, ParseError) as exc:
+            notes.append(f"bpftool net: {exc}")
+    else:
+        notes.append("bpftool not installed: tc (cls_bpf) attachments not listed")
+    return out, notes
+
+
+def prog_census(pin_roots: Iterable[Path] = (), netns: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    pins = pinned(pin_roots)
+    att, notes = attachments(netns)
+    by_prog: dict[int, list[dict[str, Any]]] = {}
+    for a in att:
+        by_prog.setdefault(a["prog_id"], []).append({k: v for k, v in a.items() if k != "prog_id"})
+    rows: list[dict[str, Any]] = []
+    for pid in sc.prog_ids():
+        try:
+            with sc.prog_fd_by_id(pid) as fd:
+                pi = prog_info(fd.fd)
+        except OSError as exc:
+            rows.append({"id": pid, "error": str(exc)})
+            continue
+        rows.append({"id": pi.id, "name": pi.name, "type": pi.type, "tag": pi.tag, "maps": pi.map_ids_count,
+                     "attached": by_prog.get(pi.id, []), "pins": pins.get(("prog", pi.id), [])})
+    return rows, notes
+
+
+def inspect_bpf(paths: HostPaths, netns: str | None = None, extra_pin_roots: Iterable[Path] = ()) -> UnitResult:
+    roots = [paths.sys_path("fs", "bpf"), *extra_pin_roots]
+    try:
+        map_ids = sc.map_ids()
+    except sc.BpfError as exc:
+        if exc.errno in (errno.EPERM, errno.EACCES, errno.ENOSYS):
+            raise Unavailable(f"bpf() not permitted here ({exc.strerror}); needs CAP_BPF/CAP_SYS_ADMIN") from exc
+        raise
+    maps = map_census(map_ids, roots)
+    progs, notes = prog_census(roots, netns)
+    res = UnitResult()
+    res.detail = {"maps": maps, "programs": progs, "cilium": cilium_summary(maps), "notes": notes,
+                  "map_count": len(maps), "prog_count": len(progs),
+                  "pin_roots": [str(r) for r in roots if r.is_dir()]}
+    return res
