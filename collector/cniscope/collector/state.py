@@ -106,6 +106,9 @@ class ClusterState:
         if hello.time_unix_nano:
             st.clock_skew_ms = self.skew.observe(hello.node, hello.time_unix_nano, now_ns)
             st.clock_skewed = self.skew.flagged(st.clock_skew_ms)
+            if st.clock_skewed:
+                self.log_event("warning", f"clock off by {st.clock_skew_ms:+.1f} ms "
+                                          f"(limit ±{self.skew.limit_ms:.0f} ms)", hello.node)
         self.nodes[hello.node] = st
         self.sessions[hello.node] = session
         self.publish(cluster_pb2.ClusterEvent(node=st))
