@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cniscope.agent.inspectors.base import Inspector
 from cniscope.agent.inspectors.bpf import inspect_bpf
+from cniscope.agent.inspectors.iptables import inspect_iptables
 from cniscope.agent.inspectors.kernel import inspect_kernel
 from cniscope.agent.inspectors.nic import inspect_nic
 from cniscope.core.registry import Registry
@@ -12,3 +13,4 @@ INSPECTORS: Registry[Inspector] = Registry("inspector")
 INSPECTORS.register("kernel", inspect_kernel)
 INSPECTORS.register("bpf", inspect_bpf)
 INSPECTORS.register("nic", inspect_nic)
+INSPECTORS.register("iptables", inspect_iptables)
