@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from cniscope.agent.inspectors.base import Inspector
 from cniscope.agent.inspectors.bpf import inspect_bpf
+from cniscope.agent.inspectors.cluster import inspect_cluster
 from cniscope.agent.inspectors.iptables import inspect_iptables
 from cniscope.agent.inspectors.kernel import inspect_kernel
 from cniscope.agent.inspectors.nic import inspect_nic
@@ -14,3 +15,4 @@ INSPECTORS.register("kernel", inspect_kernel)
 INSPECTORS.register("bpf", inspect_bpf)
 INSPECTORS.register("nic", inspect_nic)
 INSPECTORS.register("iptables", inspect_iptables)
+INSPECTORS.register("cluster", inspect_cluster)

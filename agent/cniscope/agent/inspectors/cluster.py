@@ -1,0 +1,36 @@
+"""The data-plane fingerprint and this node's metadata: from the Kubernetes API when there is one,
+else from what runs on the node (the lab)."""
+
+from __future__ import annotations
+
+from cniscope.agent.inspectors.base import READY, UNKNOWN, UnitResult
+from cniscope.core.config import AgentConfig, load
+from cniscope.core.errors import Unavailable
+from cniscope.core.fingerprint import from_node
+from cniscope.core.hostpaths import HostPaths
+
+
+def inspect_cluster(paths: HostPaths) -> UnitResult:
+    from cniscope.agent import k8s
+
+    cfg = load(AgentConfig)
+    res = UnitResult()
+    try:
+        view = k8s.ClusterView.connect(cfg.kubernetes)
+    except Unavailable as exc:
+        view, why = None, str(exc)
+    else:
+        why = "no Kubernetes API here" if view is None else ""
+    if view is not None:
+        try:
+            fp = view.fingerprint()
+            res.detail["node"] = view.node(cfg.node).to_dict()
+            res.item("kubernetes_api", READY, "fingerprint from the API server")
+        except Unavailable as exc:
+            fp, why = from_node(k8s.node_facts(paths)), str(exc)
+            res.item("kubernetes_api", UNKNOWN, why)
+    else:
+        fp = from_node(k8s.node_facts(paths))
+        res.item("kubernetes_api", UNKNOWN, why)
+    res.detail["fingerprint"] = fp.to_dict()
+    return res

@@ -1,0 +1,65 @@
+"""Services for a service-scaling run, created and garbage-collected by label.
+
+Every Service made here carries ``app.kubernetes.io/managed-by=cniscope``; :meth:`ServiceScaler.delete_all`
+lists by that label and deletes only what it finds, so nothing else in the namespace is touched. They
+select the probe pods, so the data plane programs real backends for each one (4 → 104 → 1000 …).
+Blocking calls: run them in a thread (``asyncio.to_thread``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cniscope.core import kube
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_SELECTOR = f"{MANAGED_BY}=cniscope"
+PROBE_SELECTOR = {"app.kubernetes.io/name": "cniscope-probe"}
+
+
+class ServiceScaler:
+    def __init__(self, namespace: str = "cniscope-probe", api_client: Any = None, *,
+                 prefix: str = "cniscope-scale", port: int = 7411) -> None:
+        from kubernetes import client
+
+        self.namespace, self.prefix, self.port = namespace, prefix, port
+        self.core = client.CoreV1Api(api_client if api_client is not None else kube.api_client())
+
+    def service_body(self, index: int, run: str = "") -> dict[str, Any]:
+        labels = {MANAGED_BY: "cniscope", "cniscope.io/role": "scaling"}
+        if run:
+            labels["cniscope.io/run"] = run
+        return {
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": f"{self.prefix}-{index:05d}", "namespace": self.namespace, "labels": labels},
+            "spec": {"type": "ClusterIP", "selector": dict(PROBE_SELECTOR),
+                     "ports": [{"name": "accept", "port": self.port, "targetPort": self.port, "protocol": "TCP"}]},
+        }
+
+    def list_names(self) -> list[str]:
+        listed = kube.call(self.core.list_namespaced_service, self.namespace, label_selector=MANAGED_SELECTOR,
+                           what=f"list services in {self.namespace}")
+        return sorted(i["metadata"]["name"] for i in (listed or {}).get("items", []))
+
+    def create_services(self, n: int, run: str = "") -> list[str]:
+        """Make sure ``n`` managed Services exist (creating only the missing ones); return their names."""
+        if n < 0:
+            raise ValueError("n must be >= 0")
+        have = set(self.list_names())
+        names = []
+        for i in range(n):
+            body = self.service_body(i, run)
+            name = body["metadata"]["name"]
+            if name not in have:
+                kube.call(self.core.create_namespaced_service, self.namespace, body,
+                          what=f"create service {self.namespace}/{name}")
+            names.append(name)
+        return names
+
+    def delete_all(self) -> int:
+        """Delete every Service labelled managed-by=cniscope in the namespace; return how many."""
+        names = self.list_names()
+        for name in names:
+            kube.call(self.core.delete_namespaced_service, name, self.namespace,
+                      what=f"delete service {self.namespace}/{name}")
+        return len(names)

@@ -1,0 +1,80 @@
+"""Reaching the Kubernetes API, for the agent and the collector only.
+
+The ``kubernetes`` package (extra ``k8s``) is imported inside these functions, never at module level,
+so ``cniscope --help`` and the lab never load it. Without an API server (the lab, a laptop) nothing
+here is called: :func:`wanted` says no and callers fall back to what they see locally.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cniscope.core.errors import CniscopeError, ConfigError, Unavailable
+
+TIMEOUT = 5.0
+
+
+def wanted(mode: str, env: Mapping[str, str] | None = None) -> bool:
+    """Use the API? ``on``: always; ``off``: never; ``auto``: inside a pod, or when a kubeconfig is named."""
+    e = os.environ if env is None else env
+    if mode not in ("auto", "on", "off"):
+        raise ConfigError(f"CNISCOPE_KUBERNETES must be auto, on or off, not {mode!r}")
+    if mode != "auto":
+        return mode == "on"
+    return bool(e.get("KUBERNETES_SERVICE_HOST") or e.get("KUBECONFIG"))
+
+
+def api_client(env: Mapping[str, str] | None = None) -> Any:
+    """A ``kubernetes.client.ApiClient`` from $KUBECONFIG, else the pod's service account."""
+    e = os.environ if env is None else env
+    try:
+        from kubernetes import client, config
+    except ImportError:
+        raise Unavailable("the kubernetes package is not installed (pip install 'cniscope[k8s]')") from None
+    cfg = client.Configuration()
+    try:
+        if e.get("KUBECONFIG"):
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=e["KUBECONFIG"].split(os.pathsep)[0], client_configuration=cfg)
+        else:
+            loader = config.incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
+                token_filename=e.get("CNISCOPE_SA_TOKEN", config.incluster_config.SERVICE_TOKEN_FILENAME),
+                cert_filename=e.get("CNISCOPE_SA_CA", config.incluster_config.SERVICE_CERT_FILENAME),
+                environ=e,
+            )
+            loader.load_and_set(cfg)  # type: ignore[no-untyped-call]
+    except config.ConfigException as exc:
+        raise Unavailable(f"no Kubernetes configuration: {exc}") from None
+    cfg.retries = 1
+    return client.ApiClient(cfg)
+
+
+def call(fn: Callable[..., Any], *args: Any, what: str, **kwargs: Any) -> dict[str, Any] | None:
+    """Run one API call for raw JSON; 404 → None, 401/403 → Unavailable saying which grant is missing."""
+    from kubernetes.client.exceptions import ApiException
+    from urllib3.exceptions import HTTPError
+
+    try:
+        resp = fn(*args, _preload_content=False, _request_timeout=TIMEOUT, **kwargs)
+        data: dict[str, Any] = json.loads(resp.data)
+        return data
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        if exc.status in (401, 403):
+            raise Unavailable(f"{what}: {exc.status} {_message(exc) or exc.reason}") from None
+        if exc.status == 0:
+            raise Unavailable(f"{what}: API server unreachable ({exc.reason})") from None
+        raise CniscopeError(f"{what}: API server answered {exc.status} {_message(exc) or exc.reason}") from None
+    except (HTTPError, OSError) as exc:
+        raise Unavailable(f"{what}: API server unreachable ({type(exc).__name__})") from None
+
+
+def _message(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.body).get("message", ""))
+    except (TypeError, ValueError, AttributeError):
+        return ""
