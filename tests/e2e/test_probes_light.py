@@ -5,13 +5,16 @@ unreachable target, target outside the allow-list, parameter above its cap."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 from probe_helpers import run_probe, running_cluster  # type: ignore[import-not-found]
 
 from cniscope.api.v1 import common_pb2
+from cniscope.lab import labdns
 from cniscope.lab.lab import Lab
 
 pytestmark = [pytest.mark.netns]
@@ -93,3 +96,42 @@ def test_parameter_above_its_cap_is_refused(lab2: Lab) -> None:
     # and the agents keep serving
     r = probe(lab2, "connect", count="5")
     assert r.ok, r.error
+
+
+def test_dns_through_the_pods_resolver_answers(lab2: Lab) -> None:
+    r = probe(lab2, "dns", dst="", path="pod", count="40")
+    assert r.ok, r.error
+    f = r.figures
+    assert f["answered"] == 40
+    assert f["failures"] == 0
+    assert 0 < f["p50_ms"] <= f["p99_ms"]
+    detail = json.loads(r.detail_json)
+    assert detail["resolver_from"].endswith("/resolv.conf")
+    assert r.target_address == labdns.KUBE_DNS_IP  # asked through the kube-dns ClusterIP (DNAT)
+
+
+def test_dns_unknown_name_counts_nxdomain_failures_not_latency(lab2: Lab) -> None:
+    r = probe(lab2, "dns", dst="", path="pod", count="15", name="nosuch.default.svc.cluster.local")
+    assert not r.ok
+    assert r.figures["failures_nxdomain"] == 15
+    assert r.figures["answered"] == 0
+    assert "p50_ms" not in r.figures
+    assert "nxdomain" in r.error
+
+
+def test_dns_explicit_resolver_from_the_host_path(lab2: Lab) -> None:
+    r = probe(lab2, "dns", src="node2", dst="", count="10", name="node1.lab", resolver=labdns.DNS_IP)
+    assert r.ok, r.error
+    assert r.figures["answered"] == 10
+
+
+def test_lab_dns_is_removed_by_down(lab_factory: object) -> None:
+    lab: Lab = lab_factory(nodes=1)  # type: ignore[operator]
+    lab.start_dns()
+    rec = lab.record(labdns.ROLE)
+    assert rec is not None
+    conf = labdns.ETC_NETNS / lab.nodes()[0].pod_netns / "resolv.conf"
+    assert conf.read_text().startswith(f"nameserver {labdns.KUBE_DNS_IP}")
+    lab.down()
+    assert not conf.exists()
+    assert not Path(f"/proc/{rec.pid}").exists() or "dnsmasq" not in Path(f"/proc/{rec.pid}/cmdline").read_text()

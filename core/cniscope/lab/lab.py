@@ -189,6 +189,9 @@ class Lab:
             if name.startswith(self.prefix + "-"):
                 netns.delete(name)
                 removed.append(f"netns {name}")
+        from cniscope.lab import labdns
+
+        removed.extend(f"file {d}/resolv.conf" for d in labdns.remove_files(self))
         if self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
         return removed
@@ -260,6 +263,7 @@ class Lab:
                 *exe, "collector", "--listen", self.collector_address,
                 "--listen", self.local_collector, "--db", str(dbp), *extra_collector_args,
             ])
+        self.start_dns()
         for node in self.nodes():
             role = f"agent:{node.name}"
             if self._alive(role):
@@ -270,6 +274,12 @@ class Lab:
                 "--pod-netns", str(netns.NETNS_DIR / node.pod_netns),
                 "--sample-interval", str(sample_interval), *extra_agent_args,
             ], env={"CNISCOPE_LAB": self.spec.name})
+
+    def start_dns(self) -> str:
+        """dnsmasq for the lab's names behind a kube-dns-like ClusterIP (see ``labdns``)."""
+        from cniscope.lab import labdns
+
+        return labdns.start(self)
 
     def _alive(self, role: str) -> bool:
         rec = self.record(role)

@@ -90,6 +90,7 @@ class DnsProbe:
             if not resolver:
                 return Outcome.failure(f"no resolver given and {conf} names no nameserver")
             source = str(conf)
+            ctx.target_address = resolver  # the result names the resolver that was asked
         count, name, rdtype = int(p["count"]), str(p["name"]), str(p["rdtype"])
         async with ticking(ctx, max(1.0, count * 0.002), f"{count} × {rdtype} {name} @ {resolver}"):
             times, failures = await nsthread.run_in(
