@@ -1,0 +1,118 @@
+"""NIC/XDP: the read-only xdp-features report against the opt-in attach test, and XDP programs in
+the census, on interfaces created in a private network namespace."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from bpfhelpers import xdp_netns  # type: ignore[import-not-found]  # noqa: E402
+
+from cniscope.agent import netlink as nl  # noqa: E402
+from cniscope.agent.bpf import syscall as sc  # noqa: E402
+from cniscope.agent.inspectors.bpf import prog_census  # noqa: E402
+from cniscope.agent.inspectors.nic import nic_report  # noqa: E402
+from cniscope.agent.xdp_test import run_xdp_test  # noqa: E402
+from cniscope.core.errors import NotFound, ValidationError  # noqa: E402
+
+pytestmark = [pytest.mark.netns, pytest.mark.bpf]
+
+
+@pytest.fixture
+def ns() -> Iterator[tuple[str, dict[str, str]]]:
+    with xdp_netns("n") as made:
+        yield made
+
+
+def _link(netns: str, name: str) -> nl.Link:
+    return next(link for link in nl.links(netns) if link.name == name)
+
+
+def test_feature_report_veth_native_others_generic_only(ns: tuple[str, dict[str, str]]) -> None:
+    path, kinds = ns
+    assert {"veth", "bridge", "macvlan", "vxlan"} <= set(kinds.values())
+    rows = {r["name"]: r for r in nic_report(path)}
+    assert rows["va"]["xdp_native"] is True
+    assert "basic" in rows["va"]["xdp_features"]
+    assert rows["va"]["driver"] == "veth"
+    assert rows["va"]["speed"] == "virtual"
+    for ifname, kind in kinds.items():
+        if kind != "veth":
+            assert rows[ifname]["xdp_native"] is False, (ifname, rows[ifname])
+            assert rows[ifname]["kind"] == kind
+    assert all(r["xdp_mode"] == "none" for r in rows.values())
+
+
+def test_opt_in_attach_agrees_with_read_only_report(ns: tuple[str, dict[str, str]]) -> None:
+    path, kinds = ns
+    for ifname, kind in kinds.items():
+        out = run_xdp_test(ifname, ["native", "generic", "link"], netns=path)
+        res = out["results"]
+        assert out["agrees"] is True, out
+        assert res["native"]["ok"] is (kind == "veth"), out
+        assert res["generic"]["ok"]
+        assert res["generic"]["attached_mode"] == "generic"
+        assert res["link"]["ok"]
+        assert res["link"]["attached_mode"] == ("native" if kind == "veth" else "generic")
+        if kind != "veth":
+            assert "native mode" in res["native"]["extack"]
+        assert out["left_attached"] == "none"
+    # nothing else in the namespace was touched
+    assert all(link.xdp_mode == "none" for link in nl.links(path))
+
+
+def test_opt_in_never_replaces_an_existing_program(ns: tuple[str, dict[str, str]]) -> None:
+    path, _ = ns
+    va = _link(path, "va")
+    with sc.prog_load_xdp_pass("theirs") as prog:
+        nl.set_xdp(va.index, prog.fd, nl.XDP_FLAGS_DRV_MODE, netns=path)
+        try:
+            out = run_xdp_test("va", [], netns=path)
+            assert "refused" in out
+            assert out["results"] == {}
+            assert _link(path, "va").xdp_mode == "native"
+        finally:
+            nl.set_xdp(va.index, -1, nl.XDP_FLAGS_DRV_MODE, netns=path)
+
+
+def test_opt_in_refuses_unknown_interface_and_mode(ns: tuple[str, dict[str, str]]) -> None:
+    path, _ = ns
+    with pytest.raises(NotFound):
+        run_xdp_test("nosuch0", ["native"], netns=path)
+    with pytest.raises(ValidationError):
+        run_xdp_test("va", ["offload"], netns=path)
+
+
+def test_census_lists_xdp_programs_with_mode(ns: tuple[str, dict[str, str]]) -> None:
+    path, _ = ns
+    va, br = _link(path, "va"), _link(path, "br0")
+    vb = _link(path, "vb")
+    with sc.prog_load_xdp_pass("cns_census") as prog:
+        pid = next(p["id"] for p in prog_census(netns=path)[0] if p.get("name") == "cns_census")
+        nl.set_xdp(va.index, prog.fd, nl.XDP_FLAGS_DRV_MODE, netns=path)
+        nl.set_xdp(br.index, prog.fd, nl.XDP_FLAGS_SKB_MODE, netns=path)
+        try:
+            with nl.in_netns(path):
+                link = sc.link_create(prog.fd, vb.index, sc.ATTACH_BPF_XDP)
+            with link:
+                rows = {p["id"]: p for p in prog_census(netns=path)[0]}
+                att = rows[pid]["attached"]
+                assert rows[pid]["type"] == "xdp"
+                assert {"hook": "xdp", "interface": "va", "ifindex": va.index, "mode": "native",
+                        "source": "netlink"} in att
+                assert {"hook": "xdp", "interface": "br0", "ifindex": br.index, "mode": "generic",
+                        "source": "netlink"} in att
+                assert any(a["source"] == "link" and a["interface"] == "vb" for a in att)
+                nic = {r["name"]: r for r in nic_report(path)}
+                assert nic["va"]["xdp_mode"] == "native"
+                assert nic["va"]["xdp_prog_ids"] == {"native": pid}
+                assert nic["br0"]["xdp_mode"] == "generic"
+        finally:
+            nl.set_xdp(va.index, -1, nl.XDP_FLAGS_DRV_MODE, netns=path)
+            nl.set_xdp(br.index, -1, nl.XDP_FLAGS_SKB_MODE, netns=path)
+    assert all(link.xdp_mode == "none" for link in nl.links(path))
