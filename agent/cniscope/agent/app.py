@@ -10,13 +10,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 import uuid
 from collections.abc import AsyncIterator
 
 import grpc
 
-from cniscope.agent import capabilities
+from cniscope.agent import capabilities, mesh
 from cniscope.agent.backoff import Backoff
 from cniscope.agent.metrics import AgentMetrics
 from cniscope.agent.probes import PROBES
@@ -380,6 +381,49 @@ class Agent:
             endpoints.append((self.cfg.pod_ip, self.cfg.pod_netns))
         self.listeners = await listeners.start(endpoints, self.cfg.target_port)
 
+    # ---- the light mesh ----------------------------------------------------------------------
+    async def mesh_loop(self) -> None:
+        """rtt to a hash-chosen, bounded subset of peers every ``mesh_interval`` (see ``mesh``)."""
+        interval = self.cfg.mesh_interval
+        if interval <= 0:
+            return
+        rng = random.Random(self.boot_id)
+        await asyncio.sleep(rng.uniform(0, interval))  # agents started together do not ping in step
+        while True:
+            t0 = time.monotonic()
+            peers = mesh.choose_peers(self.cfg.node, self.peers, self.cfg.mesh_fanout)
+            for peer, off in zip(peers, mesh.offsets(len(peers), interval, 0.2, rng), strict=True):
+                delay = t0 + off - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if peer in self.peers and not self._bandwidth_busy():
+                    await self.mesh_probe(peer)
+            await asyncio.sleep(max(0.0, t0 + interval * rng.uniform(0.9, 1.1) - time.monotonic()))
+
+    def _bandwidth_busy(self) -> bool:
+        return self._bandwidth_lock.locked() or bool(self.iperf_servers.servers)
+
+    async def mesh_probe(self, peer: str) -> None:
+        p = self.peers[peer]
+        path = "pod" if (self.cfg.pod_ip and self.cfg.pod_netns and p.pod_ip) else "host"
+        req = common_pb2.ProbeRequest(probe_id=f"mesh-{uuid.uuid4().hex[:12]}", kind="rtt",
+                                      source_node=self.cfg.node, target_node=peer, path=path,
+                                      params=mesh.MESH_PARAMS)
+        try:
+            ctx = self.prepare_probe(req)
+        except CniscopeError as exc:
+            log.debug("mesh rtt to %s skipped: %s", peer, exc)
+            return
+        ctx.params["mesh"] = True  # marks the stored result (params) as a mesh measurement
+        started = time.time_ns()
+        try:
+            out = await PROBES.get("rtt").run(ctx)
+        except Exception as exc:  # a failed mesh probe is a result, never a dead loop
+            self._record_result(req, ctx, started=started, error=f"{type(exc).__name__}: {exc}")
+            return
+        self._record_result(req, ctx, started=started, ok=out.ok, error=out.error, figures=out.figures,
+                            detail={**out.detail, "mesh": True})
+
     async def _run_probe(self, req: common_pb2.ProbeRequest, ctx: ProbeContext) -> None:
         async def progress(fraction: float, message: str) -> None:
             self._post(agent_pb2.AgentMessage(probe_progress=common_pb2.ProbeProgress(
@@ -429,7 +473,8 @@ class Agent:
             await metrics_server.start()
         await self._start_listeners()
         tasks = [asyncio.create_task(self.sample_loop(), name="samples"),
-                 asyncio.create_task(self.connection_loop(), name="stream")]
+                 asyncio.create_task(self.connection_loop(), name="stream"),
+                 asyncio.create_task(self.mesh_loop(), name="mesh")]
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -52,6 +53,10 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
             first = await asyncio.wait_for(it.__anext__(), timeout=30)
         except (StopAsyncIteration, TimeoutError):
             return
+        except DecodeError:
+            self.counters.refused += 1
+            self.state.log_event("warning", f"refused an undecodable first message from {peer}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message is not a valid AgentMessage")
         if first.WhichOneof("body") != "hello":
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be Hello")
         hello = first.hello
@@ -113,46 +118,54 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
 
     async def _read(self, it: AsyncIterator[agent_pb2.AgentMessage], session: Session,
                     context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
-        async for msg in it:
-            which = msg.WhichOneof("body")
-            if which == "batch":
-                b = msg.batch
-                try:
-                    check_batch(b, session.boot_id, session.replay_boots)
-                except Refused as exc:
-                    self.counters.refused += 1
-                    self.state.log_event("warning", f"refused batch: {exc}", session.node)
-                    raise
-                now = time.time_ns()
-                fresh = await self.store.call(self.store.commit_batch, session.node, b, now)
-                session.send(agent_pb2.CollectorMessage(ack=agent_pb2.Ack(boot_id=b.boot_id, seq=b.seq)))
-                if fresh:
-                    self.counters.batches += 1
-                    self.counters.samples += len(b.samples)
-                else:
-                    self.counters.duplicates += 1
-                if fresh:
-                    self.state.on_batch(session.node, b, now)
-                    for r in b.probe_results:
-                        self.dispatcher.on_result(r)
-                        self.state.publish(cluster_pb2.ClusterEvent(probe_result=r))
-            elif which == "probe_progress":
-                self.dispatcher.on_progress(msg.probe_progress)
-                self.state.publish(cluster_pb2.ClusterEvent(probe_progress=msg.probe_progress))
-            elif which == "command_ack":
-                self.dispatcher.on_ack(msg.command_ack, session.node)
-            elif which == "capabilities":
-                try:
-                    check_capabilities(msg.capabilities)
-                except Refused:
-                    self.counters.refused += 1
-                    raise
-                await self.store.call(self.store.record_capabilities, session.node, session.boot_id,
-                                      msg.capabilities, time.time_ns())
-                self.state.on_capabilities(session.node, msg.capabilities)
-            elif which == "hello":
-                raise Refused("FAILED_PRECONDITION", "a second Hello on the same stream")
-            # an unknown body (newer agent) is ignored: forward compatible
+        try:
+            async for msg in it:
+                await self._on_message(msg, session)
+        except DecodeError:
+            self.counters.refused += 1
+            self.state.log_event("warning", "refused an undecodable message", session.node)
+            raise Refused("INVALID_ARGUMENT", "message is not a valid AgentMessage") from None
+
+    async def _on_message(self, msg: agent_pb2.AgentMessage, session: Session) -> None:
+        which = msg.WhichOneof("body")
+        if which == "batch":
+            b = msg.batch
+            try:
+                check_batch(b, session.boot_id, session.replay_boots)
+            except Refused as exc:
+                self.counters.refused += 1
+                self.state.log_event("warning", f"refused batch: {exc}", session.node)
+                raise
+            now = time.time_ns()
+            fresh = await self.store.call(self.store.commit_batch, session.node, b, now)
+            session.send(agent_pb2.CollectorMessage(ack=agent_pb2.Ack(boot_id=b.boot_id, seq=b.seq)))
+            if fresh:
+                self.counters.batches += 1
+                self.counters.samples += len(b.samples)
+            else:
+                self.counters.duplicates += 1
+            if fresh:
+                self.state.on_batch(session.node, b, now)
+                for r in b.probe_results:
+                    self.dispatcher.on_result(r)
+                    self.state.publish(cluster_pb2.ClusterEvent(probe_result=r))
+        elif which == "probe_progress":
+            self.dispatcher.on_progress(msg.probe_progress)
+            self.state.publish(cluster_pb2.ClusterEvent(probe_progress=msg.probe_progress))
+        elif which == "command_ack":
+            self.dispatcher.on_ack(msg.command_ack, session.node)
+        elif which == "capabilities":
+            try:
+                check_capabilities(msg.capabilities)
+            except Refused:
+                self.counters.refused += 1
+                raise
+            await self.store.call(self.store.record_capabilities, session.node, session.boot_id,
+                                  msg.capabilities, time.time_ns())
+            self.state.on_capabilities(session.node, msg.capabilities)
+        elif which == "hello":
+            raise Refused("FAILED_PRECONDITION", "a second Hello on the same stream")
+        # an unknown body (newer agent) is ignored: forward compatible
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServicer):
