@@ -19,6 +19,7 @@ import grpc
 
 from cniscope.agent import capabilities, mesh
 from cniscope.agent.backoff import Backoff
+from cniscope.agent.health import HealthServer
 from cniscope.agent.metrics import AgentMetrics
 from cniscope.agent.probes import PROBES
 from cniscope.agent.probes.base import ProbeContext
@@ -28,7 +29,7 @@ from cniscope.agent.spool import Spool
 from cniscope.agent.targets import listeners
 from cniscope.agent.targets.iperf import IperfServers
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, common_pb2, targets_pb2
-from cniscope.core import grpcutil, netpolicy, probespec, security
+from cniscope.core import caps, grpcutil, netpolicy, probespec, security
 from cniscope.core.config import AgentConfig, read_token
 from cniscope.core.errors import CniscopeError
 from cniscope.core.hostpaths import HostPaths
@@ -350,6 +351,7 @@ class Agent:
         peer_addrs = [a for p in self.peers.values() for a in (p.host_ip, p.pod_ip) if a]
         address = netpolicy.check_target(target, peer_addrs, self.cfg.allow_cidrs)
         netns = self.probe_address(path)[1] if path != "host" else ""
+        caps.require_probe(req.kind, path, netns)  # "missing CAP_X" before any packet leaves
         port = req.target_port or 0
         return ProbeContext(
             probe_id=req.probe_id, kind=req.kind, source_node=self.cfg.node,
@@ -465,8 +467,29 @@ class Agent:
         self.seal_batch()
 
     # ---- lifecycle ---------------------------------------------------------------------------
+    async def _discover_probe_pod(self) -> None:
+        """In Kubernetes: this node's probe pod's IP and network namespace, for the pod paths."""
+        from cniscope.core import kube
+
+        if self.cfg.pod_netns or not kube.wanted(self.cfg.kubernetes):
+            return
+        from cniscope.agent import k8s
+
+        try:
+            view = await asyncio.to_thread(k8s.ClusterView.connect, self.cfg.kubernetes)
+            if view is not None:
+                await asyncio.to_thread(k8s.discover_probe_pod, self.cfg, self.paths, view, 30.0)
+        except CniscopeError as exc:
+            log.warning("no probe pod for the pod paths: %s", exc)
+
     async def run(self) -> None:
+        health_server = HealthServer(self.cfg.health_listen) if self.cfg.health_listen else None
+        if health_server is not None:
+            await health_server.start()
+        await self._discover_probe_pod()
         self.capabilities = await asyncio.to_thread(capabilities.collect, self.paths)
+        if health_server is not None:
+            await health_server.ready()
         metrics_server = None
         if self.cfg.metrics_listen:
             metrics_server = MetricsServer(self.metrics.registry, self.cfg.metrics_listen)
@@ -485,6 +508,8 @@ class Agent:
                 await self.listeners.close()
             if metrics_server is not None:
                 await metrics_server.stop()
+            if health_server is not None:
+                await health_server.stop()
             self.spool.close()
             await self.iperf_servers.close()
 

@@ -13,6 +13,7 @@ import time
 
 from cniscope.agent.inspectors import INSPECTORS
 from cniscope.api.v1 import common_pb2
+from cniscope.core import caps
 from cniscope.core.errors import Unavailable
 from cniscope.core.hostpaths import HostPaths
 
@@ -26,6 +27,7 @@ def collect(paths: HostPaths | None = None, only: list[str] | None = None) -> co
         t0 = time.perf_counter()
         ur = common_pb2.UnitReport(name=name)
         try:
+            caps.require(*(caps.required_by(unit) or caps.FEATURE_CAPS.get(name, ())))
             res = unit(hp)
             ur.ok, ur.available = True, True
             ur.detail_json = json.dumps(res.detail, sort_keys=True, default=str)

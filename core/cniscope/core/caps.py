@@ -30,17 +30,19 @@ CAP_NAMES = {v: k for k, v in CAP_NUMBERS.items()}
 # Capabilities the kernel accepts in place of another.
 STAND_INS: dict[str, tuple[str, ...]] = {"BPF": ("SYS_ADMIN",), "PERFMON": ("SYS_ADMIN",)}
 
-# What each agent feature needs; the DaemonSet adds exactly the union of these (a test checks it).
+# What each agent feature needs; keys that name an inspection unit gate that unit. The DaemonSet adds
+# exactly the union of these (a test checks it).
 FEATURE_CAPS: dict[str, tuple[str, ...]] = {
-    "ebpf_census": ("SYS_ADMIN",),              # BPF_*_GET_NEXT_ID / GET_FD_BY_ID are CAP_SYS_ADMIN only
-    "tracers": ("BPF", "PERFMON"),              # load tracing programs, perf_event_open on tracepoints
-    "iptables_census": ("NET_ADMIN", "NET_RAW"),  # iptables-save: raw socket + IPT_SO_GET_INFO
-    "nft_census": ("NET_ADMIN",),               # nft list ruleset over netlink
-    "xdp_query": ("NET_ADMIN",),                # netlink link dumps with XDP attachment details
-    "pod_path": ("SYS_ADMIN", "SYS_PTRACE"),    # open /proc/PID/ns/net of the probe pod and setns() into it
-    "raw_icmp": ("NET_RAW",),                   # ping through raw ICMP sockets
-    "memlock": ("SYS_RESOURCE",),               # raise RLIMIT_MEMLOCK (kernels before 5.11 charge BPF to it)
+    "bpf": ("SYS_ADMIN",),                # eBPF census: BPF_*_GET_NEXT_ID / GET_FD_BY_ID are CAP_SYS_ADMIN only
+    "iptables": ("NET_ADMIN",),           # iptables/nft census: iptables-save and nft list need CAP_NET_ADMIN
+    "tracers": ("BPF", "PERFMON"),        # load tracing programs, perf_event_open on tracepoints
+    "pod_path": ("SYS_ADMIN",),           # setns() into the pod network namespace (pod and service paths)
+    "probe_pod_netns": ("SYS_PTRACE",),   # open another process's /proc/PID/ns/net (the probe pod, Kubernetes)
+    "raw_icmp": ("NET_RAW",),             # rtt: ping over raw ICMP when ICMP datagram sockets are not allowed
+    "memlock": ("SYS_RESOURCE",),         # raise RLIMIT_MEMLOCK: only kernels before 5.11 charge BPF maps to it
 }
+# Features whose capability matters only on some kernels: (major, minor) from which it is not needed.
+NOT_NEEDED_FROM: dict[str, tuple[int, int]] = {"memlock": (5, 11)}
 
 T = TypeVar("T")
 
@@ -82,8 +84,10 @@ def require(*caps: str, have: set[str] | None = None) -> None:
         raise Unavailable(reason(lack))
 
 
-def require_feature(feature: str, have: set[str] | None = None) -> None:
-    require(*FEATURE_CAPS[feature], have=have)
+def require_feature(feature: str, have: set[str] | None = None, release: str = "") -> None:
+    lack = feature_missing(feature, have, release)
+    if lack:
+        raise Unavailable(reason(lack))
 
 
 def requires(*caps: str) -> Callable[[T], T]:
@@ -97,3 +101,50 @@ def requires(*caps: str) -> Callable[[T], T]:
 def required_by(fn: object) -> tuple[str, ...]:
     caps: tuple[str, ...] = getattr(fn, "__cniscope_caps__", ())
     return caps
+
+
+def kernel_version(release: str) -> tuple[int, int]:
+    m = release.split(".")
+    try:
+        return int(m[0]), int("".join(ch for ch in m[1] if ch.isdigit()) or 0)
+    except (IndexError, ValueError):
+        return (0, 0)
+
+
+def feature_missing(feature: str, have: set[str] | None = None, release: str = "") -> list[str]:
+    """The capabilities ``feature`` lacks here ([] when it is usable or not needed on this kernel)."""
+    since = NOT_NEEDED_FROM.get(feature)
+    if since and release and kernel_version(release) >= since:
+        return []
+    return missing(FEATURE_CAPS[feature], have)
+
+
+def icmp_dgram_allowed(proc: Path = Path("/proc")) -> bool:
+    """May this process open unprivileged ICMP sockets (net.ipv4.ping_group_range covers its gid)?"""
+    import os
+
+    try:
+        lo, hi = (int(x) for x in (proc / "sys/net/ipv4/ping_group_range").read_text().split())
+    except (OSError, ValueError):
+        return False
+    return any(lo <= g <= hi for g in {os.getgid(), *os.getgroups()})
+
+
+def probe_features(kind: str, path: str, netns: str = "") -> list[str]:
+    """Features a probe of ``kind`` on ``path`` needs; checked before any packet leaves."""
+    out = []
+    if netns:
+        out.append("pod_path")
+        if "/proc/" in netns:
+            out.append("probe_pod_netns")
+    if kind == "rtt" and not icmp_dgram_allowed():
+        out.append("raw_icmp")
+    return out
+
+
+def require_probe(kind: str, path: str, netns: str = "", have: set[str] | None = None) -> None:
+    lack: list[str] = []
+    for f in probe_features(kind, path, netns):
+        lack += [c for c in missing(FEATURE_CAPS[f], have) if c not in lack]
+    if lack:
+        raise Unavailable(reason(lack))

@@ -8,6 +8,7 @@ from cniscope.agent.inspectors.cluster import inspect_cluster
 from cniscope.agent.inspectors.iptables import inspect_iptables
 from cniscope.agent.inspectors.kernel import inspect_kernel
 from cniscope.agent.inspectors.nic import inspect_nic
+from cniscope.agent.inspectors.privileges import inspect_privileges
 from cniscope.agent.inspectors.readiness import inspect_readiness
 from cniscope.core.registry import Registry
 
@@ -17,4 +18,5 @@ INSPECTORS.register("bpf", inspect_bpf)
 INSPECTORS.register("nic", inspect_nic)
 INSPECTORS.register("iptables", inspect_iptables)
 INSPECTORS.register("cluster", inspect_cluster)
+INSPECTORS.register("privileges", inspect_privileges)
 INSPECTORS.register("readiness", inspect_readiness)
