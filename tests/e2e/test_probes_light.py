@@ -39,7 +39,7 @@ def test_connect_end_to_end(lab2: Lab, path: str) -> None:
     r = probe(lab2, "connect", path=path, count="300")
     assert r.ok, r.error
     f = r.figures
-    assert f["connected"] == 300
+    assert f["connected"] == 300, dict(f)
     assert f["errors"] == 0
     assert 0 < f["min_us"] <= f["p50_us"] <= f["p99_us"] <= f["max_us"]
     assert f["conn_per_s"] > 100
