@@ -5,6 +5,7 @@ from __future__ import annotations
 from cniscope.agent.inspectors.base import Inspector
 from cniscope.agent.inspectors.bpf import inspect_bpf
 from cniscope.agent.inspectors.cluster import inspect_cluster
+from cniscope.agent.inspectors.footprint import inspect_footprint
 from cniscope.agent.inspectors.iptables import inspect_iptables
 from cniscope.agent.inspectors.kernel import inspect_kernel
 from cniscope.agent.inspectors.nic import inspect_nic
@@ -20,3 +21,4 @@ INSPECTORS.register("iptables", inspect_iptables)
 INSPECTORS.register("cluster", inspect_cluster)
 INSPECTORS.register("privileges", inspect_privileges)
 INSPECTORS.register("readiness", inspect_readiness)
+INSPECTORS.register("cni_footprint", inspect_footprint)
