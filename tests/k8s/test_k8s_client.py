@@ -273,3 +273,23 @@ def test_service_creation_forbidden(api: FakeApiServer, tmp_path: Path) -> None:
     scaler = ServiceScaler("kube-system", kube.api_client(env_for(api, tmp_path)))
     with pytest.raises(Unavailable, match="403"):
         scaler.create_services(1)
+
+
+def test_cli_prints_the_fingerprint(api: FakeApiServer, tmp_path: Path) -> None:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    api.load("scenario_c.json")
+    env = {**os.environ, **env_for(api, tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "cniscope.cli", "k8s", "fingerprint", "-o", "json"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["scenario"], out["kube_proxy"], out["routing"]) == ("C", "ebpf", "tunnel-vxlan")
+    api.forbidden.add(CM + "cilium-config")
+    r = subprocess.run([sys.executable, "-m", "cniscope.cli", "k8s", "fingerprint"],
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode != 0
+    assert "403" in r.stderr

@@ -2,7 +2,8 @@
 
 Every Service made here carries ``app.kubernetes.io/managed-by=cniscope``; :meth:`ServiceScaler.delete_all`
 lists by that label and deletes only what it finds, so nothing else in the namespace is touched. They
-select the probe pods, so the data plane programs real backends for each one (4 → 104 → 1000 …).
+select the probe pods (whose ``cniscope probe-pod`` process accepts on 7421), so the data plane
+programs real backends for each one (4 → 104 → 1000 …).
 Blocking calls: run them in a thread (``asyncio.to_thread``).
 """
 
@@ -19,10 +20,10 @@ PROBE_SELECTOR = {"app.kubernetes.io/name": "cniscope-probe"}
 
 class ServiceScaler:
     def __init__(self, namespace: str = "cniscope-probe", api_client: Any = None, *,
-                 prefix: str = "cniscope-scale", port: int = 7411) -> None:
+                 prefix: str = "cniscope-scale", port: int = 7411, target_port: int = 7421) -> None:
         from kubernetes import client
 
-        self.namespace, self.prefix, self.port = namespace, prefix, port
+        self.namespace, self.prefix, self.port, self.target_port = namespace, prefix, port, target_port
         self.core = client.CoreV1Api(api_client if api_client is not None else kube.api_client())
 
     def service_body(self, index: int, run: str = "") -> dict[str, Any]:
@@ -33,7 +34,7 @@ class ServiceScaler:
             "apiVersion": "v1", "kind": "Service",
             "metadata": {"name": f"{self.prefix}-{index:05d}", "namespace": self.namespace, "labels": labels},
             "spec": {"type": "ClusterIP", "selector": dict(PROBE_SELECTOR),
-                     "ports": [{"name": "accept", "port": self.port, "targetPort": self.port, "protocol": "TCP"}]},
+                     "ports": [{"name": "accept", "port": self.port, "targetPort": self.target_port, "protocol": "TCP"}]},
         }
 
     def list_names(self) -> list[str]:
