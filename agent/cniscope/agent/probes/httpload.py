@@ -47,7 +47,7 @@ def parse_response_head(head: bytes) -> tuple[int, dict[str, str]]:
         raise HttpError("protocol", str(exc)) from None
     lines = text.split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not _ascii_int(parts[1], 3):
         raise HttpError("protocol", f"bad status line {lines[0][:80]!r}")
     headers: dict[str, str] = {}
     for ln in lines[1:]:
@@ -57,6 +57,10 @@ def parse_response_head(head: bytes) -> tuple[int, dict[str, str]]:
                 raise HttpError("protocol", f"bad header line {ln[:80]!r}")
             headers[k.strip().lower()] = v.strip()
     return int(parts[1]), headers
+
+
+def _ascii_int(s: str, max_len: int) -> bool:
+    return 0 < len(s) <= max_len and s.isascii() and s.isdigit()
 
 
 class Connection:
@@ -71,7 +75,7 @@ class Connection:
         head = await self.reader.readuntil(b"\r\n\r\n")
         status, headers = parse_response_head(head)
         length = headers.get("content-length")
-        if length is None or not length.isdigit():
+        if length is None or not _ascii_int(length, 12):
             raise HttpError("protocol", "response without a Content-Length")
         if int(length):
             await self.reader.readexactly(int(length))
