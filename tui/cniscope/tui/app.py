@@ -1,162 +1,159 @@
-"""The live terminal UI: every node, live, and probes fired from the keyboard."""
+"""The live terminal UI: every node, the mesh, probes, runs and the collector's log.
+
+The app owns the model and the only connection to the collector; events are applied to the model by
+a worker and screens redraw from it on a fixed tick, so a burst of events never floods the UI and no
+screen ever waits on I/O.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+import uuid
+from collections.abc import Callable, Iterable
+from typing import ClassVar
 
 from textual import work
-from textual.app import App, ComposeResult
+from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingType
-from textual.containers import Vertical
-from textual.widgets import DataTable, Footer, Header, RichLog, Static
+from textual.screen import Screen
 
-from cniscope.api.v1 import cluster_pb2, common_pb2
+from cniscope.api.v1 import common_pb2
 from cniscope.core.errors import CniscopeError
-from cniscope.core.render import STATUS, ago, probe_result_text
+from cniscope.core.render import probe_result_text
 from cniscope.tui.client import ClusterClient, ConnectionState, GrpcClusterClient, ReplayClient
+from cniscope.tui.commands import NodeCommands, binding_commands
+from cniscope.tui.model import ClusterModel
+from cniscope.tui.screens.base import CniscopeScreen
+from cniscope.tui.screens.log import LogScreen
+from cniscope.tui.screens.mesh import MeshScreen
+from cniscope.tui.screens.node_detail import NodeDetailScreen
+from cniscope.tui.screens.nodes import NodesScreen
+from cniscope.tui.screens.probe_form import ProbeForm
+from cniscope.tui.screens.probes import ProbesScreen
+from cniscope.tui.screens.runs import RunsScreen
 
-COLUMNS: list[tuple[str, str]] = [
-    ("node", "NODE"), ("status", "STATUS"), ("host_ip", "HOST IP"), ("pod_ip", "POD IP"),
-    ("seen", "LAST SEEN"), ("cpu", "CPU m"), ("rss", "RSS MiB"), ("version", "VERSION"),
-]
-STATUS_STYLE = {1: "green", 2: "yellow", 3: "red"}
+Clock = Callable[[], int]
 
 
 class CniscopeApp(App[None]):
     TITLE = "cniscope"
-    CSS = """
-    #nodes { height: 1fr; }
-    #probe { height: auto; min-height: 3; border: round $accent; padding: 0 1; }
-    #log { height: 8; border: round $panel; }
-    """
+    CSS_PATH = "app.tcss"
+    MODES: ClassVar[dict[str, type[Screen[None]]]] = {  # type: ignore[assignment]
+        "nodes": NodesScreen, "mesh": MeshScreen, "probes": ProbesScreen, "runs": RunsScreen, "log": LogScreen,
+    }
+    DEFAULT_MODE = "nodes"
+    COMMANDS = App.COMMANDS | {NodeCommands}
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("r", "rtt('host')", "RTT host→host"),
-        Binding("R", "rtt('pod')", "RTT pod→pod"),
+        Binding("1", "switch_mode('nodes')", "Nodes"),
+        Binding("2", "switch_mode('mesh')", "Mesh"),
+        Binding("3", "switch_mode('probes')", "Probes"),
+        Binding("4", "switch_mode('runs')", "Runs"),
+        Binding("5", "switch_mode('log')", "Log"),
+        Binding("p", "probe_form", "Probe…"),
         Binding("q", "quit", "Quit"),
     ]
 
-    def __init__(self, client: ClusterClient, clock: Any = None) -> None:
+    def __init__(self, client: ClusterClient, clock: Clock | None = None, refresh_hz: float = 2.0) -> None:
         super().__init__()
         self.client = client
-        self.nodes: dict[str, cluster_pb2.NodeState] = {}
-        self.connected = False
+        self.model = ClusterModel()
         self.last_result: common_pb2.ProbeResult | None = None
-        self._clock = clock or time.time_ns
+        self.probe_line = "Enter: node detail · p: probe form · r/R: RTT to the next node · /: filter · s: sort"
+        self._clock: Clock = clock or time.time_ns
+        self.refresh_hz = refresh_hz
 
-    def compose(self) -> ComposeResult:
-        yield Header(show_clock=False)
-        with Vertical():
-            table: DataTable[Any] = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
-            yield table
-            yield Static("press r to measure RTT from the selected node to the next one (R: pod to pod)",
-                         id="probe")
-            yield RichLog(id="log", max_lines=500, markup=False, wrap=False)
-        yield Footer()
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def now_ns(self) -> int:
+        return self._clock()
 
     def on_mount(self) -> None:
-        table = self.query_one("#nodes", DataTable)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
-        self._set_connection(False, "connecting…")
         self.watch_events()
-        self.set_interval(1.0, self._tick)
+        self.set_interval(1.0 / self.refresh_hz, self.sync_now)
 
-    def _set_connection(self, up: bool, detail: str = "") -> None:
-        self.connected = up
-        state = "connected" if up else f"disconnected{': ' + detail if detail else ''}"
-        self.sub_title = f"{self.client.address} · {len(self.nodes)} nodes · {state}"
+    def sync_now(self) -> None:
+        """Redraw the current screen from the model (the refresh tick; also called after actions)."""
+        if isinstance(self.screen, CniscopeScreen):
+            self.screen.sync_all()
+
+    async def on_unmount(self) -> None:
+        await self.client.close()
 
     @work(exclusive=True, group="watch")
     async def watch_events(self) -> None:
         async for ev in self.client.events():
             if isinstance(ev, ConnectionState):
-                self._set_connection(ev.connected, ev.detail)
-                if not ev.connected:
-                    self._log_line(f"collector unreachable: {ev.detail}")
+                was = self.model.connected
+                self.model.set_connection(ev.connected, ev.detail)
+                if was and not ev.connected:
+                    self.model.add_log(self.now_ns(), "warning", "", f"collector unreachable: {ev.detail}")
+                    self.sync_now()
                 continue
-            which = ev.WhichOneof("body")
-            if which == "node":
-                self._upsert(ev.node)
-            elif which == "probe_result":
-                self._show_result(ev.probe_result)
-            elif which == "log":
-                self._log_line(f"{ev.log.node + ': ' if ev.log.node else ''}{ev.log.message}")
-            elif which == "snapshot_done":
-                self._set_connection(True)
+            self.model.apply(ev)
 
-    def _log_line(self, text: str) -> None:
-        self.query_one("#log", RichLog).write(text)
-
-    def _cells(self, st: cluster_pb2.NodeState) -> dict[str, Any]:
-        cpu = st.figures.get("agent_cpu_millicores")
-        rss = st.figures.get("agent_rss_bytes")
-        status = STATUS.get(st.status, "?")
-        style = STATUS_STYLE.get(st.status, "")
-        return {
-            "node": st.node,
-            "status": f"[{style}]{status}[/]" if style else status,
-            "host_ip": st.host_ip, "pod_ip": st.pod_ip,
-            "seen": ago(st.last_seen_unix_nano, self._clock()),
-            "cpu": f"{cpu:.1f}" if cpu is not None else "-",
-            "rss": f"{rss / 2**20:.0f}" if rss is not None else "-",
-            "version": st.agent_version,
-        }
-
-    def _upsert(self, st: cluster_pb2.NodeState) -> None:
-        from rich.text import Text
-
-        table = self.query_one("#nodes", DataTable)
-        cells = {k: Text.from_markup(v) if k == "status" else v for k, v in self._cells(st).items()}
-        if st.node in self.nodes:
-            old = self._cells(self.nodes[st.node])
-            for key, _ in COLUMNS:
-                if old[key] != self._cells(st)[key]:
-                    table.update_cell(st.node, key, cells[key])
-        else:
-            table.add_row(*(cells[k] for k, _ in COLUMNS), key=st.node)
-        copy = cluster_pb2.NodeState()
-        copy.CopyFrom(st)
-        self.nodes[st.node] = copy
-        self._set_connection(self.connected)
-
-    def _tick(self) -> None:
-        table = self.query_one("#nodes", DataTable)
-        for name, st in self.nodes.items():
-            table.update_cell(name, "seen", ago(st.last_seen_unix_nano, self._clock()))
-
-    def _show_result(self, r: common_pb2.ProbeResult) -> None:
-        self.last_result = r
-        self.query_one("#probe", Static).update(probe_result_text(r))
-
-    def action_rtt(self, path: str) -> None:
-        table = self.query_one("#nodes", DataTable)
-        names = [str(k.value) for k in table.rows]
-        if len(names) < 2:
-            self.notify("need at least two nodes", severity="warning")
-            return
-        src = names[table.cursor_row] if 0 <= table.cursor_row < len(names) else names[0]
-        dst = names[(names.index(src) + 1) % len(names)]
-        self.fire_probe(common_pb2.ProbeRequest(kind="rtt", source_node=src, target_node=dst, path=path,
-                                                params={"count": "10", "interval": "0.05"}))
-
-    @work(group="probes")
-    async def fire_probe(self, req: common_pb2.ProbeRequest) -> None:
-        panel = self.query_one("#probe", Static)
-        panel.update(f"{req.kind} {req.source_node} → {req.target_node} ({req.path}) …")
+    # ---- probes --------------------------------------------------------------------------------
+    async def run_probe(self, req: common_pb2.ProbeRequest) -> common_pb2.ProbeResult:
+        """Run one probe through the collector, keeping the model up to date; raises CniscopeError."""
+        if not req.probe_id:
+            req.probe_id = f"tui-{uuid.uuid4().hex[:12]}"
+        entry = self.model.start_probe(req, self.now_ns())
         try:
             async for upd in self.client.run_probe(req):
                 if upd.WhichOneof("body") == "progress":
-                    panel.update(f"{req.kind} {req.source_node} → {req.target_node} ({req.path}) "
-                                 f"{upd.progress.fraction:.0%} {upd.progress.message}")
+                    self.model.update_probe(entry, upd.progress.fraction, upd.progress.message)
                 else:
-                    self._show_result(upd.result)
+                    self.model.finish_probe(entry, upd.result)
+                    return upd.result
+            raise CniscopeError("the collector ended the probe without a result")
+        except CniscopeError as exc:
+            self.model.finish_probe(entry, None, f"{exc.title}: {exc}")
+            raise
+
+    @work(group="probes")
+    async def fire_probe(self, req: common_pb2.ProbeRequest) -> None:
+        what = f"{req.kind} {req.source_node} → {req.target_node or req.target_address} ({req.path or 'host'})"
+        self.probe_line = f"{what} …"
+        self.sync_now()
+        try:
+            r = await self.run_probe(req)
         except CniscopeError as exc:
             self.notify(str(exc), title=exc.title, severity="error")
-            panel.update(f"{req.kind} {req.source_node} → {req.target_node}: {exc.title}: {exc}")
+            self.probe_line = f"{what}: {exc.title}: {exc}"
+        else:
+            self.last_result = r
+            self.probe_line = probe_result_text(r)
+            if not r.ok:
+                self.notify(r.error, title=f"{req.kind} probe failed", severity="warning")
+        self.sync_now()
 
-    async def on_unmount(self) -> None:
-        await self.client.close()
+    def push_probe_form(self, source: str | None = None, target: str | None = None, kind: str = "rtt") -> None:
+        nodes = sorted(self.model.nodes)
+        if not nodes:
+            self.notify("no nodes yet", severity="warning")
+            return
+
+        def fire(req: common_pb2.ProbeRequest | None) -> None:
+            if req is not None:
+                self.fire_probe(req)
+                if self.current_mode != "probes":
+                    self.notify(f"{req.kind} {req.source_node} → {req.target_node} fired (3: Probes)", timeout=3)
+
+        self.push_screen(ProbeForm(nodes, kind=kind, source=source, target=target), fire)
+
+    def action_probe_form(self) -> None:
+        src = None
+        if isinstance(self.screen, NodesScreen):
+            src = self.screen.selected_node()
+        elif isinstance(self.screen, NodeDetailScreen):
+            src = self.screen.node
+        self.push_probe_form(source=src)
+
+    def open_node(self, name: str) -> None:
+        if name in self.model.nodes:
+            self.push_screen(NodeDetailScreen(name))
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from binding_commands(self, screen)
+        yield from super().get_system_commands(screen)
 
 
 def make_client(collector: str, replay: str | None, record: str | None) -> ClusterClient:

@@ -4,6 +4,7 @@ recorded-stream implementation (``--replay``), so tests and demos are determinis
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 import time
@@ -18,6 +19,7 @@ from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
 from cniscope.core import grpcutil
 from cniscope.core.config import read_token
 from cniscope.core.errors import CniscopeError, ConnectionFailed
+from cniscope.tui.runs import RunSummary, RunsUnavailable, run_from_dict
 
 log = logging.getLogger("cniscope.tui")
 
@@ -27,6 +29,12 @@ class ClusterClient(Protocol):
 
     def events(self) -> AsyncIterator[cluster_pb2.ClusterEvent | ConnectionState]: ...
     def run_probe(self, req: common_pb2.ProbeRequest) -> AsyncIterator[cluster_pb2.ProbeUpdate]: ...
+    async def probe_history(self, kind: str, src: str, dst: str, limit: int = 50) -> list[common_pb2.ProbeResult]:
+        """Stored results for one pair, newest last."""
+        ...
+    async def list_runs(self) -> list[RunSummary]:
+        """Stored runs; raises RunsUnavailable when the collector has no runs API."""
+        ...
     async def close(self) -> None: ...
 
 
@@ -44,12 +52,20 @@ class ConnectionState:
 class GrpcClusterClient:
     def __init__(self, address: str, record: str | None = None, token_file: str = "") -> None:
         self.address = address
-        self._channel = grpcutil.insecure_channel(address)
-        self._stub = cluster_pb2_grpc.ClusterStub(self._channel)
+        # grpc.aio binds a channel to the running event loop: create it on first use, inside the app
+        self._channel: grpc.aio.Channel | None = None
+        self._stub_: cluster_pb2_grpc.ClusterAsyncStub | None = None
         tok = read_token(token_file)
         self._md: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {tok}"),) if tok else ()
         self._record: IO[str] | None = open(record, "w") if record else None  # noqa: SIM115
         self._t0 = time.monotonic()
+
+    @property
+    def _stub(self) -> cluster_pb2_grpc.ClusterAsyncStub:
+        if self._stub_ is None:
+            self._channel = grpcutil.insecure_channel(self.address)
+            self._stub_ = cluster_pb2_grpc.ClusterStub(self._channel)
+        return self._stub_
 
     async def events(self) -> AsyncIterator[cluster_pb2.ClusterEvent | ConnectionState]:
         """Watch forever: reconnects with backoff, yields ConnectionState on every change."""
@@ -89,25 +105,49 @@ class GrpcClusterClient:
             raise CniscopeError(exc.details() or exc.code().name,
                                 title=exc.code().name.lower().replace("_", " ")) from None
 
+    async def probe_history(self, kind: str, src: str, dst: str, limit: int = 50) -> list[common_pb2.ProbeResult]:
+        req = cluster_pb2.ListProbeResultsRequest(kind=kind, source_node=src, target_node=dst, limit=limit)
+        try:
+            resp = await self._stub.ListProbeResults(req, metadata=self._md, timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            raise ConnectionFailed(f"probe history from {self.address}: {exc.details()}") from None
+        return sorted(resp.results, key=lambda r: r.finished_unix_nano)
+
+    async def list_runs(self) -> list[RunSummary]:
+        # The collector's Cluster API has no runs service in v1; a collector that serves one plugs
+        # in here. Until then the Runs screen says so instead of guessing.
+        raise RunsUnavailable("no runs API on this collector")
+
     async def close(self) -> None:
-        await self._channel.close()
+        if self._channel is not None:
+            await self._channel.close()
         if self._record is not None:
             self._record.close()
 
 
 class ReplayClient:
-    """Replays a recording (JSON lines: {"t": seconds, "event": ClusterEvent as JSON})."""
+    """Replays a recording (JSON lines: {"t": seconds, "event": ClusterEvent as JSON}; ``.gz`` too).
+
+    A line may instead carry {"runs": [...]} (stored runs as the Runs screen shows them); a recording
+    without such a line behaves like a collector without a runs API.
+    """
 
     def __init__(self, path: str | Path, speed: float = 0.0) -> None:
-        self.address = f"replay:{path}"
+        self.address = f"replay:{Path(path).name}"
         self.path = Path(path)
         self.speed = speed  # 0: as fast as possible; 1: real time
         self.probe_results: dict[tuple[str, str, str], common_pb2.ProbeResult] = {}
+        self.history: list[common_pb2.ProbeResult] = []
+        self.runs: list[RunSummary] | None = None
+        self.done = False  # every recorded event has been yielded
 
     def load(self) -> list[tuple[float, cluster_pb2.ClusterEvent]]:
         out = []
         try:
-            lines = self.path.read_text().splitlines()
+            if self.path.suffix == ".gz":
+                lines = gzip.decompress(self.path.read_bytes()).decode().splitlines()
+            else:
+                lines = self.path.read_text().splitlines()
         except OSError as exc:
             raise CniscopeError(f"cannot read recording {self.path}: {exc.strerror}") from None
         for n, line in enumerate(lines, 1):
@@ -115,13 +155,17 @@ class ReplayClient:
                 continue
             try:
                 obj = json.loads(line)
+                if "runs" in obj:
+                    self.runs = [run_from_dict(r) for r in obj["runs"]]
+                    continue
                 ev = json_format.ParseDict(obj["event"], cluster_pb2.ClusterEvent())
-            except (ValueError, KeyError, json_format.ParseError) as exc:
+            except (ValueError, KeyError, TypeError, json_format.ParseError) as exc:
                 raise CniscopeError(f"{self.path}:{n}: not a recorded event ({exc})") from None
             out.append((float(obj.get("t", 0.0)), ev))
             if ev.WhichOneof("body") == "probe_result":
                 r = ev.probe_result
                 self.probe_results[(r.kind, r.source_node, r.target_node)] = r
+                self.history.append(r)
         return out
 
     async def events(self) -> AsyncIterator[cluster_pb2.ClusterEvent | ConnectionState]:
@@ -133,6 +177,7 @@ class ReplayClient:
                 await asyncio.sleep((t - last) / self.speed)
             last = t
             yield ev
+        self.done = True
         await asyncio.Event().wait()  # a replay stays "connected" and idle at its end
 
     async def run_probe(self, req: common_pb2.ProbeRequest) -> AsyncIterator[cluster_pb2.ProbeUpdate]:
@@ -142,6 +187,15 @@ class ReplayClient:
             rec = common_pb2.ProbeResult(kind=req.kind, source_node=req.source_node, target_node=req.target_node,
                                          path=req.path, ok=False, error="no such probe in the recording")
         yield cluster_pb2.ProbeUpdate(result=rec)
+
+    async def probe_history(self, kind: str, src: str, dst: str, limit: int = 50) -> list[common_pb2.ProbeResult]:
+        found = [r for r in self.history if (r.kind, r.source_node, r.target_node) == (kind, src, dst)]
+        return found[-limit:]
+
+    async def list_runs(self) -> list[RunSummary]:
+        if self.runs is None:
+            raise RunsUnavailable("no runs API on this collector (the recording holds no runs)")
+        return list(self.runs)
 
     async def close(self) -> None:
         return None

@@ -1,0 +1,59 @@
+"""Common frame of every screen: the cluster bar on top, the body, the key footer below.
+
+Screens never await I/O; they read the app's model on the app's refresh tick (``sync``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
+
+from textual.app import ComposeResult
+from textual.screen import Screen
+from textual.widgets import Footer
+
+from cniscope.tui.model import ClusterModel
+from cniscope.tui.widgets.cluster_bar import ClusterBar
+
+if TYPE_CHECKING:
+    from cniscope.tui.app import CniscopeApp
+
+
+class CniscopeScreen(Screen[None]):
+    TITLE_TEXT = ""
+    _ready = False
+
+    @property
+    def capp(self) -> CniscopeApp:
+        return cast("CniscopeApp", self.app)
+
+    @property
+    def model(self) -> ClusterModel:
+        return self.capp.model
+
+    def compose(self) -> ComposeResult:
+        yield ClusterBar(id="bar")
+        yield from self.compose_body()
+        yield Footer()
+
+    def compose_body(self) -> ComposeResult:
+        yield from ()
+
+    def on_screen_resume(self) -> None:
+        self.sync_all()
+
+    def on_mount(self) -> None:
+        self.setup()
+        self._ready = True
+        self.sync_all()
+
+    def setup(self) -> None:
+        """Build what compose cannot (table columns, focus); runs once before the first sync."""
+
+    def sync_all(self) -> None:
+        if not self._ready:
+            return
+        self.query_one(ClusterBar).show(self.model, self.capp.client.address, self.TITLE_TEXT)
+        self.sync()
+
+    def sync(self) -> None:
+        """Bring the body up to date with the model; cheap when nothing changed."""
