@@ -232,3 +232,16 @@ def test_persistent_overlay_puts_the_database_on_a_claim() -> None:
     assert any(d["kind"] == "PersistentVolumeClaim" for d in docs("overlays/persistent"))
     base = workloads("base")["cniscope-collector"]
     assert "emptyDir" in {v["name"]: v for v in pod_spec(base)["volumes"]}["data"]
+
+
+def test_added_capabilities_are_exactly_what_the_features_need() -> None:
+    from cniscope.core.caps import FEATURE_CAPS
+
+    needed = {c for caps in FEATURE_CAPS.values() for c in caps}
+    ds = workloads("base")["cniscope-agent"]
+    added = set(pod_spec(ds)["containers"][0]["securityContext"]["capabilities"]["add"])
+    assert added == needed == DOCUMENTED_CAPS
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Kubernetes", 1)[1]
+    for cap in DOCUMENTED_CAPS:
+        assert f"CAP_{cap}" in section, f"README's Kubernetes section does not say what CAP_{cap} is for"
