@@ -77,9 +77,12 @@ def _nft(run: Runner, skip_ip_tables: set[str]) -> P.NftCensus:
         if fam == "ip" and name in skip_ip_tables:
             continue  # an iptables-nft table, already counted from iptables-nft-save
         t = run(["nft", "-j", "list", "table", fam, name])
-        if t.rc != 0:
-            raise CniscopeError(f"nft list table {fam} {name}: {(t.stderr.strip().splitlines() or ['?'])[-1]}")
-        census.merge(P.parse_nft_json(t.stdout))
+        try:
+            if t.rc != 0:
+                raise CniscopeError(f"{(t.stderr.strip().splitlines() or ['?'])[-1]}")
+            census.merge(P.parse_nft_json(t.stdout))
+        except (CniscopeError, ParseError) as exc:  # one table's failure costs that table only
+            census.errors.append(f"table {fam} {name}: {exc}")
     return census
 
 
@@ -137,6 +140,7 @@ def census(run: Runner = run_host, *, sysroot: Path = Path("/sys"),
         nd = nc.to_dict()
         nd["kube_proxy"] = nc.kube_proxy()
         d["nft"] = nd
+        errors += [f"nft: {e}" for e in nc.errors]
     except Unavailable as exc:
         d["nft"] = {"unavailable": str(exc)}
         unavailable.append("nft")

@@ -137,6 +137,7 @@ class NftTable:
 class NftCensus:
     tables: dict[str, NftTable] = field(default_factory=dict)  # "family name" -> table
     version: str = ""
+    errors: list[str] = field(default_factory=list)
 
     @property
     def rules(self) -> int:
@@ -159,7 +160,7 @@ class NftCensus:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rules": self.rules, "version": self.version,
+        return {"rules": self.rules, "version": self.version, "errors": self.errors,
                 "tables": {k: t.to_dict() for k, t in self.tables.items()}}
 
 
