@@ -24,11 +24,14 @@ def inspect_cluster(paths: HostPaths) -> UnitResult:
     if view is not None:
         try:
             fp = view.fingerprint()
-            res.detail["node"] = view.node(cfg.node).to_dict()
             res.item("kubernetes_api", READY, "fingerprint from the API server")
         except Unavailable as exc:
             fp, why = from_node(k8s.node_facts(paths)), str(exc)
             res.item("kubernetes_api", UNKNOWN, why)
+        try:
+            res.detail["node"] = view.node(cfg.node).to_dict()
+        except Unavailable as exc:
+            res.detail["node_error"] = str(exc)
     else:
         fp = from_node(k8s.node_facts(paths))
         res.item("kubernetes_api", UNKNOWN, why)
