@@ -11,6 +11,7 @@ from cniscope.agent.inspectors.kernel import inspect_kernel
 from cniscope.agent.inspectors.nic import inspect_nic
 from cniscope.agent.inspectors.privileges import inspect_privileges
 from cniscope.agent.inspectors.readiness import inspect_readiness
+from cniscope.agent.inspectors.tracers import inspect_tracers
 from cniscope.core.registry import Registry
 
 INSPECTORS: Registry[Inspector] = Registry("inspector")
@@ -22,3 +23,4 @@ INSPECTORS.register("cluster", inspect_cluster)
 INSPECTORS.register("privileges", inspect_privileges)
 INSPECTORS.register("readiness", inspect_readiness)
 INSPECTORS.register("cni_footprint", inspect_footprint)
+INSPECTORS.register("tracers", inspect_tracers)

@@ -1,0 +1,26 @@
+"""Whether each bcc tracer could run here — bcc importable, kernel headers, tracefs and its
+tracepoint — without compiling or loading anything."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from cniscope.agent.inspectors.base import NOT_READY, READY, UnitResult
+from cniscope.agent.tracers import TRACERS
+from cniscope.agent.tracers.base import environment_problem
+from cniscope.core.hostpaths import HostPaths
+
+
+def inspect_tracers(paths: HostPaths) -> UnitResult:
+    res = UnitResult()
+    # find_spec, not import: importing bcc loads LLVM, far too heavy for a capability report
+    bcc_problem = None if importlib.util.find_spec("bcc") is not None else \
+        "bcc is not importable; install Debian's python3-bpfcc"
+    for name, factory in TRACERS.items():
+        events = getattr(factory, "events", [])
+        problem = bcc_problem or environment_problem(events, tracefs=paths.sys_path("kernel", "tracing"))
+        res.detail[name] = {"events": events, "available": problem is None,
+                            **({"reason": f"unavailable: {problem}"} if problem else {})}
+        res.item(f"tracer_{name}", NOT_READY if problem else READY,
+                 problem or f"bcc and tracepoint {', '.join(events)} present")
+    return res
