@@ -245,3 +245,20 @@ def test_added_capabilities_are_exactly_what_the_features_need() -> None:
     section = readme.split("## Kubernetes", 1)[1]
     for cap in DOCUMENTED_CAPS:
         assert f"CAP_{cap}" in section, f"README's Kubernetes section does not say what CAP_{cap} is for"
+
+
+def test_container_args_are_commands_the_image_understands() -> None:
+    from cniscope.agent.health import READINESS
+    from cniscope.cli import build_parser
+
+    parser = build_parser()
+    for w in workloads("base").values():
+        for c in pod_spec(w)["containers"]:
+            ns = parser.parse_args(c["args"])
+            assert callable(ns.func), c["args"]
+    probe = pod_spec(workloads("base")["cniscope-probe"])["containers"][0]
+    port = int(probe["args"][probe["args"].index("--port") + 1])
+    assert probe["readinessProbe"]["tcpSocket"]["port"] == port
+    assert probe["livenessProbe"]["httpGet"]["port"] == port + 1
+    agent = pod_spec(workloads("base")["cniscope-agent"])["containers"][0]
+    assert agent["readinessProbe"]["grpc"]["service"] == READINESS
