@@ -30,7 +30,8 @@ def bare_ns() -> Iterator[str]:
 
 
 def _census(ns: str) -> dict[str, object]:
-    return census(in_netns(netns.NETNS_DIR / ns), metrics_address="off").detail
+    path = str(netns.NETNS_DIR / ns)
+    return census(in_netns(path), metrics_address="off", netns_path=path).detail
 
 
 @pytest.mark.netns

@@ -37,7 +37,7 @@ def recorded(**over: str) -> object:
 
 
 def test_all_backends_counted_and_mode_detected() -> None:
-    d = census(recorded(), metrics_address="off").detail  # type: ignore[arg-type]
+    d = census(recorded(), metrics_address="off", fast_tables=False).detail  # type: ignore[arg-type]
     assert d["iptables-nft"]["tables"]["nat"]["rules"] == 48
     assert d["iptables-legacy"]["rules"] == 48
     # ip filter / ip nat belong to iptables-nft and are not listed twice through nft
@@ -49,7 +49,7 @@ def test_all_backends_counted_and_mode_detected() -> None:
 
 def test_unparseable_line_costs_only_that_backend() -> None:
     d = census(recorded(iptables_nft_save="nft_save_kp4_garbage.txt"),  # type: ignore[arg-type]
-               metrics_address="off").detail
+               metrics_address="off", fast_tables=False).detail
     assert "unrecognised iptables-save line" in d["iptables-nft"]["error"]
     assert d["iptables-legacy"]["rules"] == 48
     # without iptables-nft's view, nft lists its tables itself: the same 48 NAT rules, seen through nft
@@ -61,7 +61,7 @@ def test_unparseable_line_costs_only_that_backend() -> None:
 
 def test_missing_tools_are_unavailable_not_errors() -> None:
     d = census(recorded(iptables_legacy_save="missing", nft_list_tables="missing"),  # type: ignore[arg-type]
-               metrics_address="off").detail
+               metrics_address="off", fast_tables=False).detail
     assert d["iptables-legacy"] == {"unavailable": "iptables-legacy-save not installed"}
     assert d["nft"] == {"unavailable": "nft not installed"}
     assert d["kube_proxy"]["mode"] == "iptables"
@@ -69,7 +69,7 @@ def test_missing_tools_are_unavailable_not_errors() -> None:
     assert d["errors"] == []
     with pytest.raises(Unavailable):
         census(recorded(iptables_legacy_save="missing", iptables_nft_save="missing",  # type: ignore[arg-type]
-                        nft_list_tables="missing"), metrics_address="off")
+                        nft_list_tables="missing"), metrics_address="off", fast_tables=False)
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -101,16 +101,16 @@ def metrics_server() -> Iterator[tuple[str, type[_Handler]]]:
 def test_kube_proxy_metrics_over_http(metrics_server: tuple[str, type[_Handler]]) -> None:
     address, handler = metrics_server
     handler.body = (FIX / "kube_proxy_metrics.txt").read_bytes()
-    kp = census(recorded(), metrics_address=address).detail["kube_proxy"]  # type: ignore[arg-type]
+    kp = census(recorded(), metrics_address=address, fast_tables=False).detail["kube_proxy"]  # type: ignore[arg-type]
     assert kp["metrics"]["rules"]["iptables_nat"] == 10059
     assert kp["metrics"]["sync_mean_ms"] == 170.0
     assert kp["reported_mode"] == "iptables"
     handler.body = (FIX / "kube_proxy_metrics_bad.txt").read_bytes()
-    d = census(recorded(), metrics_address=address).detail  # type: ignore[arg-type]
+    d = census(recorded(), metrics_address=address, fast_tables=False).detail  # type: ignore[arg-type]
     assert "error" in d["kube_proxy"]["metrics"]
     assert d["errors"][0].startswith("kube-proxy metrics:")
 
 
 def test_kube_proxy_metrics_unreachable_is_unavailable() -> None:
-    kp = census(recorded(), metrics_address="127.0.0.1:9").detail["kube_proxy"]  # type: ignore[arg-type]
+    kp = census(recorded(), metrics_address="127.0.0.1:9", fast_tables=False).detail["kube_proxy"]  # type: ignore[arg-type]
     assert "not reachable" in kp["metrics"]["unavailable"]

@@ -107,3 +107,17 @@ def test_histogram_quantile_edges() -> None:
     assert P.histogram_quantile(0.5, []) is None
     assert P.histogram_quantile(0.5, [(1.0, 0.0), (float("inf"), 0.0)]) is None
     assert P.histogram_quantile(0.99, [(1.0, 1.0), (float("inf"), 100.0)]) == 1.0
+
+
+def test_report_folds_per_service_chains() -> None:
+    d = P.parse_iptables_save(kp.render_iptables(kp.plan(104, EPS))).to_dict()
+    chains = d["tables"]["nat"]["chains"]
+    assert chains["KUBE-SEP-*"] == {"chains": 312, "rules": 624}
+    assert chains["KUBE-SVC-*"] == {"chains": 104, "rules": 312}
+    assert chains["KUBE-SERVICES"] == 105
+    assert len(chains) == 4 + 4 + 2
+    n = P.parse_nft_json((FIX / "nft_kube_proxy_kp4.json").read_text()).to_dict()
+    rbc = n["tables"]["ip kube-proxy"]["rules_by_chain"]
+    assert rbc["endpoint-*"] == {"chains": 12, "rules": 24}
+    assert rbc["service-*"] == {"chains": 4, "rules": 4}
+    assert P.chain_group("KUBE-SEP-SHORT") == "KUBE-SEP-SHORT"

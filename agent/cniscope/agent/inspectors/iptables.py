@@ -68,12 +68,36 @@ def _save(run: Runner, tool: str) -> P.SaveCensus:
     return census
 
 
-def _nft(run: Runner, skip_ip_tables: set[str]) -> P.NftCensus:
+NFPROTO = {1: "inet", 2: "ip", 3: "arp", 5: "netdev", 7: "bridge", 10: "ip6"}
+
+
+def tables_via_netlink(netns_path: str | None) -> list[tuple[str, str]]:
+    """The nftables table list from one NFT_MSG_GETTABLE dump. ``nft list tables`` fetches the whole
+    ruleset first (~0.2 s with 10,000 rules); this costs a few milliseconds."""
+    from pyroute2.nftables.main import NFTables
+
+    from cniscope.agent import netlink
+
+    with netlink.in_netns(netns_path), NFTables(nfgen_family=0) as nft:
+        return [(NFPROTO.get(int(m["nfgen_family"]), str(m["nfgen_family"])), str(m.get_attr("NFTA_TABLE_NAME")))
+                for m in nft.get_tables()]
+
+
+def _tables(run: Runner, netns_path: str | None, fast: bool) -> list[tuple[str, str]]:
+    if fast and shutil.which("nft") is not None:
+        try:
+            return tables_via_netlink(netns_path)
+        except Exception:  # noqa: S110 - pyroute2 missing or refused: the nft tool still answers
+            pass
     out = run(["nft", "list", "tables"])
     if out.rc != 0:
         raise CniscopeError(f"nft list tables: {(out.stderr.strip().splitlines() or ['?'])[-1]}")
+    return P.parse_nft_tables(out.stdout)
+
+
+def _nft(run: Runner, skip_ip_tables: set[str], netns_path: str | None = None, fast: bool = True) -> P.NftCensus:
     census = P.NftCensus()
-    for fam, name in P.parse_nft_tables(out.stdout):
+    for fam, name in _tables(run, netns_path, fast):
         if fam == "ip" and name in skip_ip_tables:
             continue  # an iptables-nft table, already counted from iptables-nft-save
         t = run(["nft", "-j", "list", "table", fam, name])
@@ -114,9 +138,10 @@ def _mode(res: dict[str, Any], sysroot: Path) -> tuple[str, str]:
     return "none", "no kube-proxy rules in iptables-legacy, iptables-nft or nft"
 
 
-def census(run: Runner = run_host, *, sysroot: Path = Path("/sys"),
-           metrics_address: str | None = None) -> UnitResult:
-    """Everything the unit reports, with the tools run through ``run``. A backend that fails to run or
+def census(run: Runner = run_host, *, sysroot: Path = Path("/sys"), metrics_address: str | None = None,
+           netns_path: str | None = None, fast_tables: bool = True) -> UnitResult:
+    """Everything the unit reports, with the tools run through ``run`` (and the nft table list read
+    over netlink in ``netns_path`` unless ``fast_tables`` is off). A backend that fails to run or
     parse gets an ``error`` entry; the others are still reported."""
     res = UnitResult()
     d: dict[str, Any] = {}
@@ -136,7 +161,7 @@ def census(run: Runner = run_host, *, sysroot: Path = Path("/sys"),
             d[backend] = {"error": str(exc)}
             errors.append(f"{backend}: {exc}")
     try:
-        nc = _nft(run, nft_ip_tables)
+        nc = _nft(run, nft_ip_tables, netns_path, fast_tables)
         nd = nc.to_dict()
         nd["kube_proxy"] = nc.kube_proxy()
         d["nft"] = nd

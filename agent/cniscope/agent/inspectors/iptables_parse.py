@@ -5,12 +5,37 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from cniscope.core.errors import ParseError
 
 BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+# per-Service / per-endpoint chains are summarised by family in reports (thousands of them otherwise)
+_HASHED = re.compile(r"^(KUBE-(?:SVC|SEP|FW|XLB|EXT|SVL)-)[A-Z0-9]{16}$|^(service-|endpoint-|external-|firewall-)")
+
+
+def chain_group(name: str) -> str:
+    m = _HASHED.match(name)
+    if m is None:
+        return name
+    return (m.group(1) or m.group(2)) + "*"
+
+
+def grouped(counts: dict[str, int]) -> dict[str, int | dict[str, int]]:
+    """Chain -> rules, with hashed per-Service chains folded into ``PREFIX*`` -> {chains, rules}."""
+    out: dict[str, int | dict[str, int]] = {}
+    for name, rules in counts.items():
+        g = chain_group(name)
+        if g == name:
+            out[name] = rules
+        else:
+            agg = out.setdefault(g, {"chains": 0, "rules": 0})
+            assert isinstance(agg, dict)
+            agg["chains"] += 1
+            agg["rules"] += rules
+    return out
 
 
 @dataclass
@@ -48,7 +73,7 @@ class SaveCensus:
             "tables": {
                 t: {"rules": sum(c.rules for c in chains.values()),
                     "user_chains": sum(1 for c in chains.values() if c.policy == "-"),
-                    "chains": {n: c.rules for n, c in chains.items()}}
+                    "chains": grouped({n: c.rules for n, c in chains.items()})}
                 for t, chains in self.tables.items()
             },
             "kube": {"services_rules": self.kube_services_rules, "svc_chains": self.kube_svc_chains,
@@ -129,7 +154,7 @@ class NftTable:
 
     def to_dict(self) -> dict[str, Any]:
         return {"family": self.family, "name": self.name, "rules": self.rules, "chains": len(self.chains),
-                "rules_by_chain": self.chains, "hooks": self.hooks,
+                "rules_by_chain": grouped(self.chains), "hooks": self.hooks,
                 "sets": {k: {"elements": v, "map": k in self.maps} for k, v in self.sets.items()}}
 
 
