@@ -30,7 +30,6 @@ class CollectorMetrics:
     def __init__(self, state: ClusterState, counters: IngestCounters) -> None:
         self.state = state
         self.counters = counters
-        self.latest: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
         self.probes: dict[tuple[str, str, str, str], common_pb2.ProbeResult] = {}
         self._task: asyncio.Task[None] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -54,11 +53,7 @@ class CollectorMetrics:
 
     def on_event(self, ev: cluster_pb2.ClusterEvent) -> None:
         which = ev.WhichOneof("body")
-        if which == "samples":
-            series = self.latest.setdefault(ev.samples.node, {})
-            for s in ev.samples.samples:
-                series[(s.name, tuple(sorted(s.labels.items())))] = s.value
-        elif which == "probe_result":
+        if which == "probe_result":
             r = ev.probe_result
             self.probes[(r.kind, r.source_node, r.target_node or r.target_address, r.path)] = r
 
@@ -87,8 +82,8 @@ class CollectorMetrics:
                 unit_ok.add_metric([name, u.name], 1.0 if u.ok else 0.0)
                 unit_av.add_metric([name, u.name], 1.0 if u.available else 0.0)
         yield from (connected, status, dropped, skew, skewed, reconnects, last_seq, unit_dur, unit_ok, unit_av)
-        rows = [(n, {**dict(lbl), "node": node}, v)
-                for node, series in sorted(self.latest.items()) for (n, lbl), v in series.items()]
+        rows = [(s.name, {**dict(s.labels), "node": node}, s.value)
+                for node, series in sorted(st.latest.items()) for s in series.values()]
         yield from gauge_families(rows, "latest value reported by the node")
         probe_rows = []
         for (kind, src, dst, path), r in sorted(self.probes.items()):

@@ -19,6 +19,7 @@ from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_
 from cniscope.collector import retention
 from cniscope.collector.auth import TokenAuthInterceptor
 from cniscope.collector.dispatcher import Dispatcher
+from cniscope.collector.groupcommit import GroupCommitter
 from cniscope.collector.metrics import CollectorMetrics, IngestCounters
 from cniscope.collector.ratelimit import TokenBucket
 from cniscope.collector.state import ClusterState, Session
@@ -44,6 +45,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         self.store = store
         self.dispatcher = dispatcher
         self.counters = counters or IngestCounters()
+        self.committer = GroupCommitter(store)
 
     async def Connect(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],  # noqa: N802
                       context: grpc.aio.ServicerContext) -> AsyncIterator[agent_pb2.CollectorMessage]:  # type: ignore[type-arg]
@@ -137,7 +139,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 self.state.log_event("warning", f"refused batch: {exc}", session.node)
                 raise
             now = time.time_ns()
-            fresh = await self.store.call(self.store.commit_batch, session.node, b, now)
+            fresh = await self.committer.commit(session.node, b, now)
             session.send(agent_pb2.CollectorMessage(ack=agent_pb2.Ack(boot_id=b.boot_id, seq=b.seq)))
             if fresh:
                 self.counters.batches += 1
@@ -248,6 +250,7 @@ class Collector:
         self.state = ClusterState(stale_after=cfg.stale_after)
         self.dispatcher = Dispatcher(self.state, self.store)
         self.server: grpc.aio.Server | None = None
+        self.hub: AgentHubService | None = None
         self.ports: list[int] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
@@ -262,8 +265,8 @@ class Collector:
     async def start(self) -> None:
         server = grpc.aio.server(options=grpcutil.server_options(max_message=self.cfg.max_message_bytes),
                                  interceptors=[self.auth] if self.auth else None)
-        agent_pb2_grpc.add_AgentHubServicer_to_server(
-            AgentHubService(self.state, self.store, self.dispatcher, self.counters), server)
+        self.hub = AgentHubService(self.state, self.store, self.dispatcher, self.counters)
+        agent_pb2_grpc.add_AgentHubServicer_to_server(self.hub, server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(
             ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter,
                            self.cfg.allow_cidrs), server)
@@ -342,6 +345,8 @@ class Collector:
             await self.metrics_server.stop()
         if self.server is not None:
             await self.server.stop(grace)
+        if self.hub is not None:
+            await self.hub.committer.stop()
         self.store.close()
 
     async def wait(self) -> None:

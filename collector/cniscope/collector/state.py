@@ -35,10 +35,20 @@ class Session:
             return False
 
 
+_KEYS: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+
+
 def series_key(s: common_pb2.Sample) -> str:
+    """``name{k=v,...}`` with sorted labels; memoised, since agents repeat the same series every batch."""
     if not s.labels:
         return s.name
-    return s.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(s.labels.items())) + "}"
+    ck = (s.name, tuple(s.labels.items()))
+    key = _KEYS.get(ck)
+    if key is None:
+        if len(_KEYS) > 100_000:
+            _KEYS.clear()
+        key = _KEYS[ck] = s.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(ck[1])) + "}"
+    return key
 
 
 class ClusterState:
@@ -50,6 +60,7 @@ class ClusterState:
         self.peer_version = 0
         self.recent_logs: list[common_pb2.LogEvent] = []
         self.skew = SkewTracker()
+        self.latest: dict[str, dict[str, common_pb2.Sample]] = {}  # node → series key → latest sample
 
     # ---- watchers ----------------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue[cluster_pb2.ClusterEvent]:
@@ -159,8 +170,12 @@ class ClusterState:
                                f"clock off by {st.clock_skew_ms:+.1f} ms (limit ±{self.skew.limit_ms:.0f} ms)"
                                if flagged else f"clock back within ±{self.skew.limit_ms:.0f} ms "
                                                f"({st.clock_skew_ms:+.1f} ms)", node)
+        latest = self.latest.setdefault(node, {})
+        figures = st.figures
         for s in batch.samples:
-            st.figures[series_key(s)] = s.value
+            key = series_key(s)
+            figures[key] = s.value
+            latest[key] = s
         self.publish(cluster_pb2.ClusterEvent(node=st))
         if batch.samples:
             self.publish(cluster_pb2.ClusterEvent(

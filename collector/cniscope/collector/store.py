@@ -61,6 +61,7 @@ class Store:
         self._local = threading.local()
         self._conn: sqlite3.Connection | None = None
         self.watermarks: dict[tuple[str, str], int] = {}  # (node, boot_id) → seqs pruned by retention
+        self._label_cache: dict[tuple[tuple[str, str], ...], str] = {}
         try:
             self._open()
         except sqlite3.Error as exc:
@@ -129,32 +130,58 @@ class Store:
 
     def commit_batch(self, node: str, batch: agent_pb2.Batch, received_ns: int) -> bool:
         """Commit one batch atomically. False when it was a duplicate (already stored)."""
+        return self.commit_batches([(node, batch, received_ns)])[0]
+
+    def commit_batches(self, items: list[tuple[str, agent_pb2.Batch, int]]) -> list[bool]:
+        """Commit several batches in ONE transaction (group commit); per batch: False when a duplicate.
+
+        Either all of them are durable when this returns, or (on error) none is, so acks sent after
+        it never cover a lost batch.
+        """
         c = self.conn
-        if batch.seq <= self.watermarks.get((node, batch.boot_id), 0):
-            return False  # its row was pruned by retention, but it was stored once
+        fresh: list[bool] = []
+        seen: dict[tuple[str, str], int] = {}
         with _tx(c):
-            cur = c.execute(
-                "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?,?,?)",
-                (node, batch.boot_id, batch.seq, batch.time_unix_nano, received_ns, len(batch.samples),
-                 batch.spool_dropped),
-            )
-            if cur.rowcount == 0:
-                return False
-            if batch.samples:
-                c.executemany(
-                    "INSERT INTO samples VALUES (?,?,?,?,?,?,?)",
-                    [(node, batch.boot_id, batch.seq, s.name,
-                      json.dumps(dict(s.labels), sort_keys=True) if s.labels else "{}",
-                      s.value, s.time_unix_nano or batch.time_unix_nano) for s in batch.samples],
+            for node, batch, received_ns in items:
+                if batch.seq <= self.watermarks.get((node, batch.boot_id), 0):
+                    fresh.append(False)  # its row was pruned by retention, but it was stored once
+                    continue
+                cur = c.execute(
+                    "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?,?,?)",
+                    (node, batch.boot_id, batch.seq, batch.time_unix_nano, received_ns, len(batch.samples),
+                     batch.spool_dropped),
                 )
-            for r in batch.probe_results:
-                self._put_result(r)
-            for e in batch.events:
-                c.execute("INSERT INTO events VALUES (?,?,?,?)",
-                          (e.time_unix_nano, e.level, e.node or node, e.message))
-            c.execute("UPDATE nodes SET last_seen_ns=? WHERE node=? AND boot_id=?",
-                      (received_ns, node, batch.boot_id))
-        return True
+                if cur.rowcount == 0:
+                    fresh.append(False)
+                    continue
+                fresh.append(True)
+                if batch.samples:
+                    t_default = batch.time_unix_nano
+                    labels = self._labels_json
+                    c.executemany(
+                        "INSERT INTO samples VALUES (?,?,?,?,?,?,?)",
+                        [(node, batch.boot_id, batch.seq, s.name, labels(s) if s.labels else "{}",
+                          s.value, s.time_unix_nano or t_default) for s in batch.samples],
+                    )
+                for r in batch.probe_results:
+                    self._put_result(r)
+                for e in batch.events:
+                    c.execute("INSERT INTO events VALUES (?,?,?,?)",
+                              (e.time_unix_nano, e.level, e.node or node, e.message))
+                seen[(node, batch.boot_id)] = max(received_ns, seen.get((node, batch.boot_id), 0))
+            for (node, boot), t in seen.items():
+                c.execute("UPDATE nodes SET last_seen_ns=? WHERE node=? AND boot_id=?", (t, node, boot))
+        return fresh
+
+    def _labels_json(self, s: common_pb2.Sample) -> str:
+        """Canonical JSON of a sample's labels, memoised: an agent sends the same label sets every time."""
+        key = tuple(s.labels.items())
+        out = self._label_cache.get(key)
+        if out is None:
+            if len(self._label_cache) > 50_000:
+                self._label_cache.clear()
+            out = self._label_cache[key] = json.dumps(dict(key), sort_keys=True)
+        return out
 
     def _put_result(self, r: common_pb2.ProbeResult) -> None:
         self.conn.execute(

@@ -40,10 +40,9 @@ def _check_id(what: str, value: str) -> None:
 
 
 def _check_labels(what: str, labels: Mapping[str, str]) -> None:
-    items = dict(labels)
-    if len(items) > MAX_LABELS:
-        raise _bad(f"{what}: {len(items)} labels (cap {MAX_LABELS})")
-    for k, v in items.items():
+    if len(labels) > MAX_LABELS:
+        raise _bad(f"{what}: {len(labels)} labels (cap {MAX_LABELS})")
+    for k, v in labels.items():
         if not k or len(k) > MAX_LABEL_LEN or len(v) > MAX_LABEL_LEN:
             raise _bad(f"{what}: label {k[:32]!r} empty or longer than {MAX_LABEL_LEN} characters")
 
@@ -117,7 +116,8 @@ def check_batch(b: agent_pb2.Batch, boot_id: str, replay_boots: Collection[str] 
             raise _bad(f"sample {s.name[:64]} has a non-finite value")
         if s.time_unix_nano < 0:
             raise _bad(f"sample {s.name[:64]} has a negative timestamp")
-        _check_labels(f"sample {s.name[:64]}", s.labels)
+        if s.labels:
+            _check_labels(f"sample {s.name[:64]}", s.labels)
     for r in b.probe_results:
         _check_id("probe result probe_id", r.probe_id)
         if len(r.kind) > 32 or len(r.error) > MAX_TEXT or len(r.detail_json) > 4 * MAX_TEXT:
