@@ -103,3 +103,21 @@ def test_units_reach_the_collector(lab: Lab, tmp_path: object, capsys: pytest.Ca
         assert "NODE1" in capsys.readouterr().out
     finally:
         kp.flush(nodes[0].netns, "iptables-nft")
+
+
+def test_xdp_test_missing_from_build(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cniscope.agent.xdp_test", None)  # import fails as in a slim build
+    assert main(["node", "xdp-test", "lo"]) == 3
+    assert "not available in this build" in capsys.readouterr().err
+
+
+@pytest.mark.bpf
+def test_xdp_test_on_loopback_reports_the_kernel_refusal(capsys: pytest.CaptureFixture[str]) -> None:
+    """lo has no native XDP: driver mode is refused with the kernel's words and nothing stays attached."""
+    assert main(["node", "xdp-test", "lo", "--mode", "driver", "-o", "json"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["results"]["native"]["ok"] is False
+    assert d["agrees"] is True
+    assert d["left_attached"] == "none"
