@@ -152,7 +152,7 @@ class FakeApiServer:
                         if ev is None:
                             break
                         obj = ev["object"]
-                        if not (_labels_match(obj, label) and _fields_match(obj, fsel)):
+                        if ev["type"] != "ERROR" and not (_labels_match(obj, label) and _fields_match(obj, fsel)):
                             continue
                         line = json.dumps(ev).encode() + b"\n"
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))

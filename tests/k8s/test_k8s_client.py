@@ -293,3 +293,22 @@ def test_cli_prints_the_fingerprint(api: FakeApiServer, tmp_path: Path) -> None:
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode != 0
     assert "403" in r.stderr
+
+
+def test_an_expired_watch_is_unavailable_not_a_crash(api: FakeApiServer, tmp_path: Path) -> None:
+    from tests.k8s.apiserver import status
+
+    api.pods.append(probe_pod("Pending"))
+    for _ in range(2):   # the client re-watches once after a 410 by itself; the second one is ours
+        api.events.put({"type": "ERROR", "object": status(410, "Expired", "too old resource version: 1 (1000)")})
+    with pytest.raises(Unavailable, match="410"):
+        view(api, tmp_path).probe_pod(NODE, "cniscope-probe", "app.kubernetes.io/name=cniscope-probe", timeout=3)
+
+
+def test_scaler_without_an_api_server_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cniscope.core.config import CollectorConfig
+
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(Unavailable, match="no Kubernetes configuration"):
+        ServiceScaler.from_config(CollectorConfig())

@@ -119,6 +119,8 @@ class ClusterView:
     def probe_pod(self, node: str, namespace: str, selector: str, timeout: float = 0.0) -> ProbePod | None:
         """This node's probe pod once it runs with an IP; list first, then watch up to ``timeout`` seconds."""
         from kubernetes import watch
+        from kubernetes.client.exceptions import ApiException
+        from urllib3.exceptions import HTTPError
 
         what = f"list pods in {namespace}"
         field = f"spec.nodeName={node}"
@@ -145,6 +147,8 @@ class ClusterView:
                     return pod
                 if time.monotonic() > deadline:
                     break
+        except (ApiException, HTTPError, OSError) as exc:   # 410 Gone, a dropped stream: say so, do not crash
+            raise Unavailable(f"watching pods in {namespace}: {getattr(exc, 'status', '') or type(exc).__name__}") from None
         finally:
             w.stop()  # type: ignore[no-untyped-call]
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from cniscope.core import kube
+from cniscope.core.config import CollectorConfig
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_SELECTOR = f"{MANAGED_BY}=cniscope"
@@ -25,6 +26,12 @@ class ServiceScaler:
 
         self.namespace, self.prefix, self.port, self.target_port = namespace, prefix, port, target_port
         self.core = client.CoreV1Api(api_client if api_client is not None else kube.api_client())
+
+    @classmethod
+    def from_config(cls, cfg: CollectorConfig) -> ServiceScaler:
+        """The scaler for ``cfg.scaling_namespace`` (CNISCOPE_SCALING_NAMESPACE), using $KUBECONFIG or
+        the pod's service account; raises Unavailable where there is no API server (the lab)."""
+        return cls(cfg.scaling_namespace, kube.api_client())
 
     def service_body(self, index: int, run: str = "") -> dict[str, Any]:
         labels = {MANAGED_BY: "cniscope", "cniscope.io/role": "scaling"}
