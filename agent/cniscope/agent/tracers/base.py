@@ -13,7 +13,7 @@ from typing import Any
 
 from cniscope.agent.bpf.btf import Btf
 from cniscope.api.v1 import common_pb2
-from cniscope.core.errors import ParseError, Unavailable
+from cniscope.core.errors import NotFound, ParseError, Unavailable
 
 HERE = Path(__file__).parent
 TRACEFS = Path("/sys/kernel/tracing")
@@ -62,7 +62,12 @@ def kernel_offsets(btf_path: Path = Path("/sys/kernel/btf/vmlinux")) -> dict[str
 
 def netns_inode(path: str | None) -> int:
     """The inode number of a network namespace file (/run/netns/NAME, /proc/PID/ns/net); 0 = all."""
-    return 0 if not path else os.stat(path).st_ino
+    if not path:
+        return 0
+    try:
+        return os.stat(path).st_ino
+    except FileNotFoundError:
+        raise NotFound(f"no network namespace at {path}") from None
 
 
 class BccTracer:
@@ -88,7 +93,7 @@ class BccTracer:
             raise Unavailable(problem)
         bcc = import_bcc()
         try:
-            b = bcc.BPF(src_file=str(self.source), cflags=[f"-I{HERE}"])
+            b = bcc.BPF(src_file=os.fsencode(self.source), cflags=[f"-I{HERE}"])
         except Exception as exc:  # bcc raises bare Exception on compile/load failure
             raise Unavailable(f"{self.name}: BPF program did not load: {exc}") from exc
         self._bpf = b
@@ -120,7 +125,7 @@ class BccTracer:
     def table(self, name: str) -> Any:
         if self._bpf is None:
             raise RuntimeError(f"tracer {self.name} is not started")
-        return self._bpf.get_table(name)
+        return self._bpf.get_table(name.encode())
 
     def array(self, name: str) -> list[int]:
         t = self.table(name)
