@@ -175,3 +175,23 @@ def test_container_cgroup_is_summed(fakes: Fakes) -> None:
                     break
                 except OSError:
                     time.sleep(0.05)
+
+
+def test_fake_proc_root_with_hostile_files(tmp_path: Path) -> None:
+    """A configurable proc root (DaemonSet: /host/proc): a well-formed process is read, a torn stat
+    file and a garbage cgroup file cost nothing else."""
+    good = tmp_path / "42"
+    good.mkdir()
+    (good / "comm").write_text("kube-proxy\n")
+    stat = "42 (kube-proxy) S 1 42 42 0 -1 4194560 0 0 0 0 150 50 0 0 20 0 9 0 777 0 2560 " + "0 " * 30
+    (good / "stat").write_text(stat)
+    (good / "cgroup").write_text("garbage-without-colons\n0::/kubepods.slice/x.scope\n")
+    bad = tmp_path / "43"
+    bad.mkdir()
+    (bad / "comm").write_text("flanneld\n")
+    (bad / "stat").write_text("43 (flanneld) S 1")
+    s = CniFootprintSampler(HostPaths(proc=tmp_path, sys=tmp_path / "sys"), rescan_seconds=3600)
+    out = s.sample(time.time_ns())
+    assert by(out, "cni_rss_bytes", "kube-proxy") == 2560 * os.sysconf("SC_PAGE_SIZE")
+    assert by(out, "cni_rss_bytes", "flanneld") is None
+    assert [t.name for t in s.tracked.values()] == ["kube-proxy"]

@@ -87,7 +87,10 @@ def container_cgroups(paths: HostPaths, pid: int) -> dict[str, Path]:
         return out
     root = paths.sys_path("fs", "cgroup")
     for line in lines:
-        hid, ctrls, cg_path = line.split(":", 2)
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, ctrls, cg_path = parts
         if not CONTAINER_CGROUP.search(cg_path):
             continue
         rel = cg_path.lstrip("/")
