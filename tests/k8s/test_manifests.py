@@ -19,7 +19,7 @@ from tests.kustomize import Doc, render
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = ROOT / "daemonset"
-OVERLAYS = ["base", "overlays/persistent", "overlays/minimal"]
+OVERLAYS = ["base", "overlays/persistent", "overlays/minimal", "overlays/auth"]
 K8S_VERSIONS = ["1.31.0", "1.33.0"]
 
 # Every capability the agent may add, and what needs it (README "Kubernetes" documents the same list).
@@ -262,3 +262,19 @@ def test_container_args_are_commands_the_image_understands() -> None:
     assert probe["livenessProbe"]["httpGet"]["port"] == port + 1
     agent = pod_spec(workloads("base")["cniscope-agent"])["containers"][0]
     assert agent["readinessProbe"]["grpc"]["service"] == READINESS
+
+
+def test_auth_overlay_gives_agents_and_collector_the_same_token_file() -> None:
+    paths = set()
+    for name in ("cniscope-agent", "cniscope-collector"):
+        spec = pod_spec(workloads("overlays/auth")[name])
+        vol = next(v for v in spec["volumes"] if v["name"] == "token")
+        assert vol["secret"]["secretName"] == "cniscope-token"
+        assert "optional" not in vol["secret"]            # no Secret, no pod: fail closed
+        c = spec["containers"][0]
+        mount = next(m for m in c["volumeMounts"] if m["name"] == "token")
+        assert mount["readOnly"] is True
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        paths.add(env["CNISCOPE_TOKEN_FILE"])
+        assert env["CNISCOPE_TOKEN_FILE"].startswith(mount["mountPath"] + "/")
+    assert len(paths) == 1
