@@ -22,6 +22,7 @@ from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.groupcommit import GroupCommitter
 from cniscope.collector.metrics import CollectorMetrics, IngestCounters
 from cniscope.collector.ratelimit import TokenBucket
+from cniscope.collector.runs.api import RunsService
 from cniscope.collector.state import ClusterState, Session
 from cniscope.collector.store import Store
 from cniscope.collector.validate import Refused, check_batch, check_capabilities, check_hello
@@ -250,6 +251,7 @@ class Collector:
         self.state = ClusterState(stale_after=cfg.stale_after)
         self.dispatcher = Dispatcher(self.state, self.store)
         self.server: grpc.aio.Server | None = None
+        self.runs: RunsService | None = None
         self.hub: AgentHubService | None = None
         self.ports: list[int] = []
         self._sweeper: asyncio.Task[None] | None = None
@@ -270,11 +272,18 @@ class Collector:
         cluster_pb2_grpc.add_ClusterServicer_to_server(
             ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter,
                            self.cfg.allow_cidrs), server)
+        from cniscope.api.v1 import runs_pb2, runs_pb2_grpc
+        from cniscope.collector.runs import store as runs_store
+
+        await self.store.call(runs_store.mark_interrupted, self.store.conn, time.time_ns())
+        self.runs = RunsService(self.state, self.store, self.dispatcher)
+        runs_pb2_grpc.add_RunsServicer_to_server(self.runs, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = [
             agent_pb2.DESCRIPTOR.services_by_name["AgentHub"].full_name,
             cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name,
+            runs_pb2.DESCRIPTOR.services_by_name["Runs"].full_name,
             health.SERVICE_NAME,
             reflection.SERVICE_NAME,
         ]
@@ -294,7 +303,7 @@ class Collector:
                 raise ConfigError(f"cannot listen on {addr}: address in use or not available here")
             self.ports.append(port)
         await server.start()
-        for svc in ["", *names[:2]]:
+        for svc in ["", *names[:3]]:
             await health_servicer.set(svc, health_pb2.HealthCheckResponse.SERVING)
         self.server = server
         self._sweeper = asyncio.create_task(self._sweep())
@@ -337,6 +346,8 @@ class Collector:
                 log.exception("retention pass failed")
 
     async def stop(self, grace: float = 1.0) -> None:
+        if self.runs is not None:  # a run stops its probes and removes its rules before the store closes
+            await self.runs.manager.stop_all()
         for t in (self._sweeper, self._pruner):
             if t is not None:
                 t.cancel()

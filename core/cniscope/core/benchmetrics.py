@@ -44,7 +44,7 @@ class _Figure:
 _GROUPS: dict[str, tuple[str, dict[str, _Figure]]] = {
     "tcp": ("TCP throughput", {"gbps": _Figure("TCP throughput", "Gbit/s", HIGHER, 2),
                                "retransmits": _Figure("TCP retransmits", "", LOWER, 0)}),
-    "udp": ("UDP throughput and loss", {"gbps": _Figure("UDP throughput", "Gbit/s", HIGHER, 2),
+    "udp": ("UDP throughput and loss", {"gbps": _Figure("UDP throughput", "Gbit/s", HIGHER, 3),
                                         "loss_pct": _Figure("UDP loss", "%", LOWER, 2),
                                         "jitter_ms": _Figure("UDP jitter", "ms", LOWER, 3)}),
     "rtt": ("Pod-to-pod RTT", {"p50": _Figure("RTT p50", "µs", LOWER, 0),

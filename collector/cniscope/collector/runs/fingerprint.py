@@ -1,0 +1,96 @@
+"""A run's fingerprint from what the agents report: CNI and version, kube-proxy mode and backend,
+routing, IPAM, tuning flags, kernel, node type. A lab says so itself ("lab: netns, iptables-nft")."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from cniscope.api.v1 import cluster_pb2, common_pb2
+
+FABRIC = ipaddress.ip_network("198.18.0.0/24")
+LAB_PODS = ipaddress.ip_network("198.19.0.0/16")
+
+
+def _unit(rep: common_pb2.CapabilityReport, name: str) -> dict[str, Any]:
+    for u in rep.units:
+        if u.name == name and u.ok and u.available and u.detail_json:
+            try:
+                d = json.loads(u.detail_json)
+            except ValueError:
+                return {}
+            return d if isinstance(d, dict) else {}
+    return {}
+
+
+def is_lab(st: cluster_pb2.NodeState) -> bool:
+    try:
+        host = ipaddress.ip_address(st.host_ip)
+        pod = ipaddress.ip_address(st.pod_ip) if st.pod_ip else None
+    except ValueError:
+        return False
+    return host in FABRIC and (pod is None or pod in LAB_PODS)
+
+
+def census_nat_rules(rep: common_pb2.CapabilityReport) -> tuple[float | None, str]:
+    """NAT rules on a node from its iptables/nft census: (rules, backend)."""
+    d = _unit(rep, "iptables")
+    if not d:
+        return None, ""
+    kp = d.get("kube_proxy") or {}
+    if isinstance(kp, dict) and kp.get("nat_rules") is not None:
+        return float(kp["nat_rules"]), str(kp.get("backend", ""))
+    best: tuple[float | None, str] = (None, "")
+    for b in ("iptables-nft", "iptables-legacy"):
+        r = d.get(b)
+        if isinstance(r, dict) and "tables" in r:  # the backend ran: no nat table means 0 rules
+            n = (r["tables"].get("nat") or {}).get("rules", 0)
+            if isinstance(n, int | float) and (best[0] is None or n > best[0]):
+                best = (float(n), b)
+    return best
+
+
+def derive(nodes: Mapping[str, cluster_pb2.NodeState]) -> dict[str, str]:
+    """One fingerprint for the nodes of a run; differing values across nodes are shown as mixed."""
+    per: dict[str, dict[str, str]] = {}
+    for name, st in sorted(nodes.items()):
+        rep = st.capabilities
+        fp = _unit(rep, "cluster").get("fingerprint") or {}
+        meta = _unit(rep, "cluster").get("node") or {}
+        census = _unit(rep, "iptables")
+        kp = (census.get("kube_proxy") or {}) if census else {}
+        f: dict[str, str] = {}
+        cni = str(fp.get("cni", "unknown"))
+        f["cni"] = cni + (f" {fp['cni_version']}" if fp.get("cni_version") else "")
+        kube_proxy = str(fp.get("kube_proxy", "unknown"))
+        if kube_proxy in ("unknown", "none") and isinstance(kp, dict) and kp.get("mode") not in (None, "none"):
+            kube_proxy = f"{kp['mode']} (rules seen)"
+        f["kube_proxy"] = kube_proxy
+        if isinstance(kp, dict) and kp.get("backend"):
+            f["kube_proxy_backend"] = str(kp["backend"])
+        f["routing"] = str(fp.get("routing", "unknown"))
+        f["ipam"] = str(fp.get("ipam", "unknown"))
+        f["tuning"] = ", ".join(fp.get("tuning") or []) or "none detected"
+        f["kernel"] = rep.kernel or "unknown"
+        if is_lab(st):
+            backend = f.get("kube_proxy_backend") or "iptables-nft"
+            f["node_type"] = "lab"
+            f["environment"] = f"lab: netns, {backend}"
+        else:
+            f["node_type"] = str(meta.get("instance_type") or "unknown")
+            f["environment"] = "kubernetes" if fp.get("source") == "kubernetes" else "node (no Kubernetes API)"
+        ready = sorted(i.name for i in rep.items if i.state == common_pb2.READINESS_READY)
+        if ready:
+            f["kernel_ready"] = ", ".join(ready)
+        per[name] = f
+    if not per:
+        return {"nodes": "0"}
+    keys = list(dict.fromkeys(k for f in per.values() for k in f))
+    out: dict[str, str] = {}
+    for k in keys:
+        vals = sorted({f.get(k, "") for f in per.values()})
+        out[k] = vals[0] if len(vals) == 1 else "mixed: " + "; ".join(f"{n}={f.get(k, '')}" for n, f in per.items())
+    out["nodes"] = str(len(per))
+    return out

@@ -1,0 +1,282 @@
+"""Service scaling: N Services per step, then NAT rule counts and pod→Service connect setup.
+
+Where the Services come from is a :class:`ServiceBackend`. In the lab, :class:`LabServices` writes
+kube-proxy's iptables-mode ruleset (iptables-nft or iptables-legacy, full restore per step, as
+kube-proxy syncs) or its nftables verdict-map table (loaded incrementally) into **every** node
+namespace, so traffic from a pod to a ClusterIP really walks the rules. In Kubernetes the Services are
+created through the API (``cniscope.collector.k8s.ServiceScaler``) by an adapter with the same shape.
+
+The probed Service is the last one created: the last rule of KUBE-SERVICES, the worst case of the
+linear chain walk, and an ordinary lookup for the verdict map.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from cniscope.api.v1 import common_pb2, runs_pb2
+from cniscope.collector.dispatcher import Dispatcher
+from cniscope.collector.runs import store as rstore
+from cniscope.collector.runs.manager import ActiveRun, RunManager
+from cniscope.collector.state import ClusterState
+from cniscope.core import benchmetrics as bm
+from cniscope.core import stats
+from cniscope.core.errors import CniscopeError, ValidationError
+
+if TYPE_CHECKING:
+    from cniscope.lab.lab import Lab
+
+MAX_SERVICES = 5000
+DEFAULT_CONNECTS = 200
+SERVICE_PORT = 7411  # the agents' accept-and-close port: the endpoints really answer
+
+
+@dataclass(frozen=True)
+class Applied:
+    target_ip: str
+    target_port: int
+    rules: dict[str, int]        # NAT rules per node, counted from the kernel after loading
+    sync_seconds: float          # slowest node's load
+
+
+class ServiceBackend(Protocol):
+    name: str
+
+    def apply(self, n: int) -> Applied:
+        """Make exactly ``n`` Services exist and the data plane programmed on every node (blocking)."""
+        ...
+
+    def cleanup(self) -> None:
+        """Remove every Service and rule this backend created (blocking, idempotent)."""
+        ...
+
+
+@dataclass
+class LabServices:
+    """kube-proxy-shaped rules in every node namespace of a lab."""
+
+    node_netns: list[str]
+    endpoints: list[str]
+    backend: str = "iptables-nft"
+    name: str = field(init=False)
+    _loaded: int = 0
+
+    def __post_init__(self) -> None:
+        from cniscope.lab import kubeproxy
+
+        if self.backend not in kubeproxy.BACKENDS:
+            raise ValidationError(f"backend must be one of {', '.join(kubeproxy.BACKENDS)}, got {self.backend!r}")
+        self.name = self.backend
+
+    def _plan(self, n: int, first: int = 0) -> list[object]:
+        from cniscope.lab import kubeproxy
+
+        return list(kubeproxy.plan(n, self.endpoints, port=SERVICE_PORT, target_port=SERVICE_PORT, first=first))
+
+    def apply(self, n: int) -> Applied:
+        from cniscope.lab import kubeproxy
+
+        if n < 1:
+            raise ValidationError("a scaling step needs at least one Service")
+        slowest = 0.0
+        for ns in self.node_netns:
+            t0 = time.perf_counter()
+            if self.backend == "nft" and 0 < self._loaded < n:
+                kubeproxy.add_nft(ns, kubeproxy.plan(n - self._loaded, self.endpoints, port=SERVICE_PORT,
+                                                     target_port=SERVICE_PORT, first=self._loaded))
+            else:
+                kubeproxy.load(ns, kubeproxy.plan(n, self.endpoints, port=SERVICE_PORT, target_port=SERVICE_PORT),
+                               self.backend)  # type: ignore[arg-type]
+            slowest = max(slowest, time.perf_counter() - t0)
+        self._loaded = n
+        last = kubeproxy.plan(1, self.endpoints, port=SERVICE_PORT, target_port=SERVICE_PORT, first=n - 1)[0]
+        return Applied(last.cluster_ip, SERVICE_PORT, {ns: count_rules(ns, self.backend) for ns in self.node_netns},
+                       slowest)
+
+    def cleanup(self) -> None:
+        from cniscope.lab import kubeproxy
+
+        for ns in self.node_netns:
+            try:
+                kubeproxy.flush(ns, self.backend)  # type: ignore[arg-type]
+            except Exception:  # a node namespace already gone has nothing left to clean
+                continue
+        self._loaded = 0
+
+
+def count_rules(ns: str, backend: str) -> int:
+    """NAT rules as the kernel holds them: ``-A`` lines of the nat table, or rules of kube-proxy's
+    nft table."""
+    from cniscope.lab import netns
+
+    if backend == "nft":
+        out = netns.run(netns.nsenter_argv(ns, ["nft", "-j", "list", "table", "ip", "kube-proxy"]))
+        return sum(1 for o in json.loads(out).get("nftables", []) if "rule" in o)
+    tool = {"iptables-nft": "iptables-nft-save", "iptables-legacy": "iptables-legacy-save"}[backend]
+    out = netns.run(netns.nsenter_argv(ns, [tool, "-t", "nat"]))
+    return sum(1 for line in out.splitlines() if line.startswith("-A "))
+
+
+def lab_backend(lab_name: str, backend: str) -> LabServices:
+    from cniscope.lab.lab import Lab, LabSpec
+
+    lab = _existing_lab(lab_name) if lab_name is not None else Lab(LabSpec())
+    nodes = lab.nodes()
+    eps = [p["ip"] for n in nodes for p in n.pods]
+    return LabServices([n.netns for n in nodes], eps, backend)
+
+
+def _existing_lab(name: str) -> Lab:
+    from cniscope.lab.lab import STATE_ROOT, Lab, LabSpec
+
+    try:
+        spec = json.loads((STATE_ROOT / (name or "cniscope") / "state.json").read_text())["spec"]
+        return Lab(LabSpec(name=name or "cniscope", nodes=spec["nodes"], pods_per_node=spec["pods_per_node"]))
+    except (OSError, ValueError, KeyError):
+        return Lab(LabSpec(name=name or "cniscope"))
+
+
+def resolve_backends(req: runs_pb2.ServiceScalingRequest) -> list[str]:
+    wanted = list(req.backends) or [req.backend or "auto"]
+    out = []
+    for b in wanted:
+        if b == "auto":
+            out.append("iptables-nft")
+        elif b in ("iptables-nft", "iptables-legacy", "nft"):
+            out.append(b)
+        else:
+            raise ValidationError(f"backend must be auto, iptables-nft, iptables-legacy or nft, got {b!r}")
+    return list(dict.fromkeys(out))
+
+
+def slope_ns_per_rule(points: list[tuple[float, float]]) -> float | None:
+    """Least-squares slope of setup time (µs) over rule count, in ns per rule."""
+    if len(points) < 2:
+        return None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = stats.mean(xs), stats.mean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    if sxx == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx * 1000.0
+
+
+_SAFE = re.compile(r"[^a-z0-9]+")
+
+
+def metric_prefix(backend: str) -> str:
+    return _SAFE.sub("_", backend.lower()).strip("_")
+
+
+@dataclass
+class ScalingRun:
+    state: ClusterState
+    dispatcher: Dispatcher
+    manager: RunManager
+    backend_factory: object = None  # (lab_name, backend) -> ServiceBackend; the lab by default
+
+    async def start(self, req: runs_pb2.ServiceScalingRequest) -> ActiveRun:
+        counts = sorted(set(req.counts)) or [4, 104, 1000]
+        if counts[0] < 1 or counts[-1] > MAX_SERVICES:
+            raise ValidationError(f"service counts must be 1..{MAX_SERVICES}")
+        backends = resolve_backends(req)
+        sources = sorted(self.state.sessions)
+        if not sources:
+            raise ValidationError("no agent is connected")
+        repeat = req.repeat or 3
+        connects = req.connects or DEFAULT_CONNECTS
+        run = runs_pb2.Run(label=req.label or f"services {','.join(map(str, counts))}", kind="services",
+                           suite="services", repeat=repeat, pairs=[f"{sources[0]}→ClusterIP"])
+        factory = self.backend_factory or lab_backend
+
+        async def body(ar: ActiveRun) -> None:
+            await self._body(ar, counts, backends, req.lab, sources[0], repeat, connects, factory)
+
+        return await self.manager.launch(run, body)
+
+    async def _body(self, ar: ActiveRun, counts: list[int], backends: list[str], lab: str, source: str,
+                    repeat: int, connects: int, factory: object) -> None:
+        run = ar.run
+        ar.progress_total = len(backends) * len(counts) * (repeat + 1)
+        table: dict[str, list[dict[str, object]]] = {}
+        for b in backends:
+            assert callable(factory)
+            svc: ServiceBackend = await asyncio.to_thread(factory, lab, b)
+            rows: list[dict[str, object]] = []
+            table[b] = rows
+            try:
+                for n in counts:
+                    ar.check()
+                    ar.emit(f"{b}: programming {n} Services on every node")
+                    applied = await asyncio.to_thread(svc.apply, n)
+                    ar.progress_done += 1
+                    setups_mean: list[float] = []
+                    setups_p99: list[float] = []
+                    errors: list[str] = []
+                    for rep in range(repeat):
+                        ar.check()
+                        ar.emit(f"{b}: {n} Services, connect ×{connects} to {applied.target_ip} (rep {rep + 1}/{repeat})")
+                        res = await self._connect(source, applied.target_ip, applied.target_port, connects)
+                        ar.progress_done += 1
+                        if res.ok and "mean_us" in res.figures:
+                            setups_mean.append(res.figures["mean_us"])
+                            setups_p99.append(res.figures.get("p99_us", float("nan")))
+                        else:
+                            errors.append(res.error or "no connection succeeded")
+                    p = metric_prefix(b)
+                    vals = [(f"svc_{p}_{n}.mean", i, source, v, "") for i, v in enumerate(setups_mean)]
+                    await self.manager.db(rstore.add_values, run.run_id, vals)
+                    rules = max(applied.rules.values()) if applied.rules else 0
+                    row: dict[str, object] = {
+                        "services": n, "rules": rules, "rules_per_node": applied.rules,
+                        "sync_ms": round(applied.sync_seconds * 1000, 1), "target": applied.target_ip}
+                    if setups_mean:
+                        st = bm.aggregate(setups_mean)
+                        row.update(setup_mean_us=st.median, setup_mean_min_us=st.lo, setup_mean_max_us=st.hi,
+                                   setup_p99_us=stats.median([x for x in setups_p99 if x == x]) if setups_p99 else None)
+                    if errors:
+                        row["errors"] = errors[:3]
+                    rows.append(row)
+                    run.detail_json = json.dumps(scaling_detail(table))
+            finally:
+                ar.emit(f"{b}: removing the Services' rules from every node")
+                await asyncio.shield(asyncio.to_thread(svc.cleanup))
+        run.detail_json = json.dumps(scaling_detail(table))
+
+    async def _connect(self, source: str, ip: str, port: int, count: int) -> common_pb2.ProbeResult:
+        req = common_pb2.ProbeRequest(kind="connect", source_node=source, path="service", target_address=ip,
+                                      params={"count": str(count), "port": str(port)})
+        result = common_pb2.ProbeResult(ok=False, error="no result")
+        try:
+            async for upd in self.dispatcher.run(req):
+                if upd.WhichOneof("body") == "result":
+                    result = upd.result
+        except CniscopeError as exc:
+            result = common_pb2.ProbeResult(ok=False, error=f"{exc.title}: {exc}")
+        return result
+
+
+def scaling_detail(table: dict[str, list[dict[str, object]]]) -> dict[str, object]:
+    """Per backend: rows with Δ vs the smallest N and "within noise" marks, and the slope in ns/rule."""
+    out: dict[str, object] = {}
+    for b, rows in table.items():
+        base = rows[0] if rows else None
+        pts: list[tuple[float, float]] = []
+        for r in rows:
+            m = r.get("setup_mean_us")
+            if isinstance(m, float) and isinstance(r.get("rules"), int):
+                pts.append((float(r["rules"]), m))  # type: ignore[arg-type]
+            if base is not None and isinstance(m, float) and isinstance(base.get("setup_mean_us"), float):
+                b0 = bm.FigureStat(base["setup_mean_us"], base["setup_mean_min_us"], base["setup_mean_max_us"])  # type: ignore[arg-type]
+                b1 = bm.FigureStat(m, r["setup_mean_min_us"], r["setup_mean_max_us"])  # type: ignore[arg-type]
+                d = bm.delta("connect.mean", b0, b1)
+                r["delta_us"] = d.abs
+                r["delta_pct"] = d.pct
+                r["verdict"] = d.verdict if r is not base else "baseline"
+        out[b] = {"rows": rows, "slope_ns_per_rule": slope_ns_per_rule(pts)}
+    return {"scaling": out}

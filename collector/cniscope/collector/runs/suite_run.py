@@ -1,0 +1,182 @@
+"""The body of a suite run: refresh the agents' capability reports (fingerprint, census), then every
+item × pair × repetition as a probe through the dispatcher, each figure stored per repetition."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+
+from cniscope.api.v1 import agent_pb2, common_pb2, runs_pb2
+from cniscope.collector.dispatcher import Dispatcher
+from cniscope.collector.runs import fingerprint
+from cniscope.collector.runs import store as rstore
+from cniscope.collector.runs.manager import ActiveRun, RunManager
+from cniscope.collector.runs.suite import Item, choose_pairs, items
+from cniscope.collector.state import ClusterState
+from cniscope.core import probespec
+from cniscope.core.errors import CniscopeError, ValidationError
+
+CAPS_WAIT = 20.0
+
+
+@dataclass
+class SuiteRun:
+    state: ClusterState
+    dispatcher: Dispatcher
+    manager: RunManager
+
+    def prepare(self, req: runs_pb2.StartRunRequest) -> tuple[runs_pb2.Run, list[Item], list[tuple[str, str]]]:
+        if not req.label.strip():
+            raise ValidationError("a run needs a label (e.g. \"E: ENI + tuning\")")
+        its = items(req.suite or "standard", list(req.only))
+        repeat = req.repeat or 3
+        if not 1 <= repeat <= 20:
+            raise ValidationError(f"repeat must be 1..20, got {repeat}")
+        pairs = choose_pairs(list(self.state.sessions), req.pairs)
+        run = runs_pb2.Run(label=req.label.strip(), kind="suite", suite=req.suite or "standard", repeat=repeat,
+                           pairs=[f"{a}→{b}" for a, b in pairs])
+        return run, its, pairs
+
+    async def start(self, req: runs_pb2.StartRunRequest) -> ActiveRun:
+        run, its, pairs = self.prepare(req)
+
+        async def body(ar: ActiveRun) -> None:
+            await self._body(ar, its, pairs)
+
+        return await self.manager.launch(run, body)
+
+    async def refresh_capabilities(self, nodes: list[str]) -> list[str]:
+        """Ask each agent for a fresh capability report; return the nodes that did not answer in time."""
+        before = {n: self.state.nodes[n].capabilities.time_unix_nano for n in nodes if n in self.state.nodes}
+        for n in nodes:
+            s = self.state.sessions.get(n)
+            if s is not None:
+                s.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
+                    command_id=f"caps-{uuid.uuid4().hex[:8]}", refresh_capabilities=agent_pb2.RefreshCapabilities())))
+        deadline = time.monotonic() + CAPS_WAIT
+        waiting = set(before)
+        while waiting and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            waiting = {n for n in waiting if self.state.nodes[n].capabilities.time_unix_nano == before[n]}
+        return sorted(waiting)
+
+    async def _body(self, ar: ActiveRun, its: list[Item], pairs: list[tuple[str, str]]) -> None:
+        run = ar.run
+        probe_items = [i for i in its if i.is_probe]
+        ar.progress_total = run.repeat * len(probe_items) * len(pairs) + 1
+        nodes = sorted({n for p in pairs for n in p} | set(self.state.sessions))
+        ar.emit("refreshing the agents' capability reports (fingerprint, census)")
+        late = await self.refresh_capabilities(nodes)
+        run.fingerprint.update(fingerprint.derive({n: self.state.nodes[n] for n in nodes if n in self.state.nodes}))
+        if late:
+            run.fingerprint["note"] = f"capability report not refreshed in time on {', '.join(late)}"
+        ar.emit("fingerprint: " + ", ".join(f"{k}={v}" for k, v in run.fingerprint.items()
+                                             if k in ("cni", "kube_proxy", "environment")), step=True)
+        detail: dict[str, object] = {}
+        failures: dict[str, list[str]] = defaultdict(list)
+        unknown: set[str] = set()
+        for i in probe_items:
+            try:
+                probespec.spec_for(i.kind)
+            except ValidationError:
+                unknown.add(i.name)
+                ar.skip(i.name, f"probe kind {i.kind!r} is not available on this collector")
+        windows: list[tuple[int, int]] = []
+        for rep in range(run.repeat):
+            t0 = time.time_ns()
+            for item in probe_items:
+                if item.name in unknown:
+                    continue
+                for a, b in pairs:
+                    ar.check()
+                    ar.emit(f"rep {rep + 1}/{run.repeat}: {item.name} {a}→{b if item.needs_target else '(resolver)'}")
+                    res = await self._probe(ar, item, a, b)
+                    ar.progress_done += 1
+                    if res is None:
+                        continue
+                    if not res.ok:
+                        failures[item.name].append(f"rep {rep + 1} {a}→{b}: {res.error}")
+                        continue
+                    rows = [(m, rep, f"{a}→{b}", float(res.figures[f]), res.probe_id)
+                            for m, f in item.figures.items() if f in res.figures]
+                    missing = [f for f in item.figures.values() if f not in res.figures]
+                    if missing:
+                        failures[item.name].append(f"rep {rep + 1}: result lacks {', '.join(missing)}")
+                    await self.manager.db(rstore.add_values, run.run_id, rows)
+            windows.append((t0, time.time_ns()))
+        for item in its:
+            if item.kind == "footprint":
+                await self._footprint(ar, item, windows, nodes)
+            elif item.kind == "census":
+                await self._census(ar, item, nodes)
+        vals = await self.manager.db(rstore.values, run.run_id)
+        assert isinstance(vals, dict)
+        for item in probe_items:
+            if item.name in unknown:
+                continue
+            if not any(m in vals for m in item.figures) and failures[item.name]:
+                ar.skip(item.name, f"every attempt failed, e.g. {failures[item.name][0]}")
+        detail["failures"] = dict(failures)
+        detail["windows"] = windows
+        run.detail_json = json.dumps(detail)
+
+    async def _probe(self, ar: ActiveRun, item: Item, a: str, b: str) -> common_pb2.ProbeResult | None:
+        req = common_pb2.ProbeRequest(kind=item.kind, source_node=a, path=item.path, params=dict(item.params))
+        if item.needs_target:
+            req.target_node = b
+        result = None
+        try:
+            async for upd in self.dispatcher.run(req):
+                if upd.WhichOneof("body") == "result":
+                    result = upd.result
+        except CniscopeError as exc:
+            return common_pb2.ProbeResult(ok=False, error=f"{exc.title}: {exc}", kind=item.kind)
+        return result
+
+    async def _footprint(self, ar: ActiveRun, item: Item, windows: list[tuple[int, int]], nodes: list[str]) -> None:
+        rows = []
+        for rep, (t0, t1) in enumerate(windows):
+            got = await self.manager.db(_footprint_samples, nodes, t0, t1)
+            assert isinstance(got, dict)
+            for metric, sample in item.figures.items():
+                v = got.get(sample)
+                if v is not None:
+                    rows.append((metric, rep, "nodes", v / 2**20 if sample.endswith("_bytes") else v, ""))
+        if rows:
+            await self.manager.db(rstore.add_values, ar.run.run_id, rows)
+        else:
+            ar.skip(item.name, "unavailable: no CNI agent process was sampled on any node during the run "
+                               "(no cni_cpu_millicores / cni_rss_bytes samples)")
+
+    async def _census(self, ar: ActiveRun, item: Item, nodes: list[str]) -> None:
+        counts = []
+        for n in nodes:
+            st = self.state.nodes.get(n)
+            if st is not None:
+                rules, _ = fingerprint.census_nat_rules(st.capabilities)
+                if rules is not None:
+                    counts.append(rules)
+        if not counts:
+            ar.skip(item.name, "unavailable: no iptables/nft census in the agents' capability reports")
+            return
+        ar.run.fingerprint["nat_rules_per_node"] = ", ".join(f"{c:.0f}" for c in counts)
+        await self.manager.db(rstore.add_values, ar.run.run_id, [("nat.rules", 0, "nodes", max(counts), "")])
+
+
+def _footprint_samples(conn: sqlite3.Connection, nodes: list[str], t0: int, t1: int) -> dict[str, float]:
+    """Per sample name: the median over (node, time) of the sum over processes."""
+    from cniscope.core.stats import median
+
+    out: dict[str, float] = {}
+    for name in ("cni_cpu_millicores", "cni_rss_bytes"):
+        q = ("SELECT node, t_ns, SUM(value) FROM samples WHERE name=? AND t_ns BETWEEN ? AND ? "
+             f"AND node IN ({','.join('?' * len(nodes))}) GROUP BY node, t_ns")  # noqa: S608 - placeholders only
+        vals = [float(r[2]) for r in conn.execute(q, (name, t0, t1, *nodes))]
+        if vals:
+            out[name] = median(vals)
+    return out
