@@ -102,3 +102,11 @@ def test_missing_server_port_is_a_clear_failure_and_agent_keeps_serving(bw_clust
     ok, _ = asyncio.run(run_probe(bw_cluster.local_collector, "rtt", "node1", "node3", count="2", interval="0.05"))
     assert ok.ok, ok.error
     assert json.loads(ok.detail_json)["rtts_us"]
+
+
+def test_udp_above_what_the_sender_can_offer_is_marked_invalid(bw_cluster: Lab) -> None:
+    r, _ = asyncio.run(run_probe(bw_cluster.local_collector, "udp", "node1", "node2", "host",
+                                 duration="1", rate_mbps="25000"))
+    assert r.ok, r.error
+    assert r.figures["valid"] == 0.0
+    assert "below 95% of the requested" in json.loads(r.detail_json)["invalid_reason"]
