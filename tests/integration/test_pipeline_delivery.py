@@ -232,3 +232,44 @@ def test_fuzzing_client_never_brings_the_collector_down(fuzz_target: Any, stream
     loop.run_until_complete(kit.until(lambda: col.state.nodes["honest"].last_seq > before, within=5,
                                       what="the honest agent's next batch"))
     assert "honest" in col.state.sessions
+
+
+async def test_slow_collector_backpressure_is_absorbed_by_the_bounded_spool(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit takes 300 ms: acks trail, the spool fills to its bound and no further, drops are
+    counted, and the sampler keeps its 100 ms cadence regardless."""
+    col = await kit.start_collector(tmp_path)
+    real = col.store.commit_batches
+
+    def slow(items: list[Any]) -> list[bool]:
+        time.sleep(0.3)
+        return real(items)
+
+    monkeypatch.setattr(col.store, "commit_batches", slow)
+    agent = _agent(kit.address(col), sample_interval=0.1, spool_max_batches=20)
+    seal_times: list[float] = []
+    sealed = agent.seal_batch
+
+    def timed_seal() -> agent_pb2.Batch | None:
+        seal_times.append(time.monotonic())
+        return sealed()
+
+    monkeypatch.setattr(agent, "seal_batch", timed_seal)
+    task = asyncio.create_task(agent.run())
+    depths: list[int] = []
+    try:
+        await kit.until(lambda: "n1" in col.state.sessions, what="agent")
+        t_end = time.monotonic() + 5.0
+        while time.monotonic() < t_end:
+            depths.append(agent.spool.depth)
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await col.stop()
+    assert max(depths) == 20  # filled to the bound, never beyond
+    assert agent.spool.dropped > 0
+    assert agent.spool.dropped + agent.spool.depth + agent.spool.acked_seq >= agent.seq  # every batch accounted
+    gaps = [b - a for a, b in zip(seal_times[5:], seal_times[6:], strict=False)]
+    assert statistics.median(gaps) == pytest.approx(0.1, abs=0.01)
+    assert max(gaps) < 0.3  # the sampler never waited for the collector (a 300 ms commit)
