@@ -7,6 +7,7 @@ import asyncio
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -239,7 +240,7 @@ async def test_slow_collector_backpressure_is_absorbed_by_the_bounded_spool(tmp_
     """Every commit takes 300 ms: acks trail, the spool fills to its bound and no further, drops are
     counted, and the sampler keeps its 100 ms cadence regardless."""
     col = await kit.start_collector(tmp_path)
-    real = col.store.commit_batches
+    real: Callable[[list[Any]], list[bool]] = col.store.commit_batches
 
     def slow(items: list[Any]) -> list[bool]:
         time.sleep(0.3)
