@@ -3,6 +3,8 @@ the census, on interfaces created in a private network namespace."""
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from bpfhelpers import xdp_netns  # type: ignore[import-not-found]  # noqa: E402
+from bpfhelpers import private_bpffs, xdp_netns  # type: ignore[import-not-found]  # noqa: E402
 
 from cniscope.agent import netlink as nl  # noqa: E402
 from cniscope.agent.bpf import syscall as sc  # noqa: E402
@@ -116,3 +118,34 @@ def test_census_lists_xdp_programs_with_mode(ns: tuple[str, dict[str, str]]) -> 
             nl.set_xdp(va.index, -1, nl.XDP_FLAGS_DRV_MODE, netns=path)
             nl.set_xdp(br.index, -1, nl.XDP_FLAGS_SKB_MODE, netns=path)
     assert all(link.xdp_mode == "none" for link in nl.links(path))
+
+
+def test_census_lists_tcx_and_tc_attachments(ns: tuple[str, dict[str, str]], tmp_path: Path) -> None:
+    """A tcx link (bpf_link) and a classic tc cls_bpf filter (netlink, seen through bpftool)."""
+    if shutil.which("bpftool") is None:
+        pytest.fail("bpftool is in the host setup's package list and must be installed")
+    path, _ = ns
+    va = _link(path, "va")
+    with sc.prog_load(sc.PROG_TYPE_SCHED_CLS, sc.SCHED_CLS_OK_INSNS, "cns_tcx") as tcx, \
+            sc.prog_load(sc.PROG_TYPE_SCHED_CLS, sc.SCHED_CLS_OK_INSNS, "cns_cls") as cls, \
+            private_bpffs(tmp_path / "bpffs") as root:
+        sc.obj_pin(cls.fd, str(root / "cls"))
+        with nl.in_netns(path):
+            link = sc.link_create(tcx.fd, va.index, sc.ATTACH_TCX_INGRESS)
+        tc = ["nsenter", f"--net={path}", "tc"]
+        try:
+            r = subprocess.run([*tc, "qdisc", "add", "dev", "va", "clsact"], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            r = subprocess.run([*tc, "filter", "add", "dev", "va", "egress", "bpf", "da", "object-pinned",
+                                str(root / "cls")], capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr
+            rows = {p.get("name"): p for p in prog_census(pin_roots=[root], netns=path)[0]}
+            tcx_att = rows["cns_tcx"]["attached"]
+            assert [(a["hook"], a["mode"], a["interface"], a["source"]) for a in tcx_att] == \
+                [("tcx", "tcx_ingress", "va", "link")]
+            cls_att = rows["cns_cls"]["attached"]
+            assert [(a["hook"], a["mode"], a["interface"]) for a in cls_att] == [("tc", "clsact/egress", "va")]
+            assert rows["cns_cls"]["pins"] == [str(root / "cls")]
+        finally:
+            subprocess.run([*tc, "qdisc", "del", "dev", "va", "clsact"], capture_output=True)
+            link.close()

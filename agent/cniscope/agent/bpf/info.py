@@ -27,19 +27,22 @@ LINK_TYPES = [
     "unspec", "raw_tracepoint", "tracing", "cgroup", "iter", "netns", "xdp", "perf_event",
     "kprobe_multi", "struct_ops", "netfilter", "tcx", "uprobe_multi", "netkit", "sockmap",
 ]
-ATTACH_TYPES = {
-    0: "cgroup_inet_ingress", 1: "cgroup_inet_egress", 2: "cgroup_inet_sock_create", 3: "cgroup_sock_ops",
-    4: "sk_skb_stream_parser", 5: "sk_skb_stream_verdict", 6: "cgroup_device", 7: "sk_msg_verdict",
-    8: "cgroup_inet4_bind", 9: "cgroup_inet6_bind", 10: "cgroup_inet4_connect", 11: "cgroup_inet6_connect",
-    12: "cgroup_inet4_post_bind", 13: "cgroup_inet6_post_bind", 14: "cgroup_udp4_sendmsg",
-    15: "cgroup_udp6_sendmsg", 18: "cgroup_sysctl", 19: "cgroup_udp4_recvmsg", 20: "cgroup_udp6_recvmsg",
-    21: "cgroup_getsockopt", 22: "cgroup_setsockopt", 37: "xdp", 38: "sk_skb_verdict", 39: "sk_reuseport_select",
-    44: "cgroup_inet4_getpeername", 45: "cgroup_inet6_getpeername", 46: "cgroup_inet4_getsockname",
-    47: "cgroup_inet6_getsockname", 49: "cgroup_inet_sock_release",
-    51: "netfilter", 52: "tcx_ingress", 53: "tcx_egress", 54: "trace_uprobe_multi",
-    55: "cgroup_unix_connect", 56: "cgroup_unix_sendmsg", 57: "cgroup_unix_recvmsg",
-    58: "cgroup_unix_getpeername", 59: "cgroup_unix_getsockname", 60: "netkit_primary", 61: "netkit_peer",
-}
+_ATTACH_NAMES = [
+    "cgroup_inet_ingress", "cgroup_inet_egress", "cgroup_inet_sock_create", "cgroup_sock_ops",
+    "sk_skb_stream_parser", "sk_skb_stream_verdict", "cgroup_device", "sk_msg_verdict", "cgroup_inet4_bind",
+    "cgroup_inet6_bind", "cgroup_inet4_connect", "cgroup_inet6_connect", "cgroup_inet4_post_bind",
+    "cgroup_inet6_post_bind", "cgroup_udp4_sendmsg", "cgroup_udp6_sendmsg", "lirc_mode2", "flow_dissector",
+    "cgroup_sysctl", "cgroup_udp4_recvmsg", "cgroup_udp6_recvmsg", "cgroup_getsockopt", "cgroup_setsockopt",
+    "trace_raw_tp", "trace_fentry", "trace_fexit", "modify_return", "lsm_mac", "trace_iter",
+    "cgroup_inet4_getpeername", "cgroup_inet6_getpeername", "cgroup_inet4_getsockname",
+    "cgroup_inet6_getsockname", "xdp_devmap", "cgroup_inet_sock_release", "xdp_cpumap", "sk_lookup", "xdp",
+    "sk_skb_verdict", "sk_reuseport_select", "sk_reuseport_select_or_migrate", "perf_event",
+    "trace_kprobe_multi", "lsm_cgroup", "struct_ops", "netfilter", "tcx_ingress", "tcx_egress",
+    "trace_uprobe_multi", "cgroup_unix_connect", "cgroup_unix_sendmsg", "cgroup_unix_recvmsg",
+    "cgroup_unix_getpeername", "cgroup_unix_getsockname", "netkit_primary", "netkit_peer",
+    "trace_kprobe_session",
+]
+ATTACH_TYPES = dict(enumerate(_ATTACH_NAMES))  # enum bpf_attach_type
 ARRAY_LIKE = {"array", "percpu_array", "prog_array", "perf_event_array", "cgroup_array", "array_of_maps",
               "devmap", "cpumap", "xskmap", "reuseport_sockarray"}
 UNCOUNTABLE = {"ringbuf", "user_ringbuf", "queue", "stack", "bloom_filter", "stack_trace", "struct_ops",

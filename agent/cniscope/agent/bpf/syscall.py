@@ -308,19 +308,30 @@ ATTACH_BPF_XDP = 37
 XDP_PASS_INSNS = bytes([0xB7, 0x00, 0, 0, 2, 0, 0, 0]) + bytes([0x95, 0, 0, 0, 0, 0, 0, 0])
 
 
-def prog_load_xdp_pass(name: str = "cniscope_pass") -> Fd:
-    """Load ``return XDP_PASS`` from two raw instructions (no compiler); the verifier log on failure."""
-    insns = ctypes.create_string_buffer(XDP_PASS_INSNS, len(XDP_PASS_INSNS))
+PROG_TYPE_SCHED_CLS = 3
+ATTACH_TCX_INGRESS, ATTACH_TCX_EGRESS = 46, 47
+# r0 = 0 (TC_ACT_OK); exit
+SCHED_CLS_OK_INSNS = bytes([0xB7, 0x00, 0, 0, 0, 0, 0, 0]) + bytes([0x95, 0, 0, 0, 0, 0, 0, 0])
+
+
+def prog_load(prog_type: int, insns: bytes, name: str, expected_attach_type: int = 0) -> Fd:
+    """Load raw BPF instructions (no compiler); the verifier log is in the error on failure."""
+    ib = ctypes.create_string_buffer(insns, len(insns))
     lic = ctypes.create_string_buffer(b"GPL")
     log = ctypes.create_string_buffer(4096)
-    st = _ProgLoad(prog_type=PROG_TYPE_XDP, insn_cnt=len(XDP_PASS_INSNS) // 8, insns=addr(insns),
-                   license=addr(lic), log_level=1, log_size=len(log), log_buf=addr(log),
-                   prog_name=name.encode()[:15], expected_attach_type=ATTACH_BPF_XDP)
+    st = _ProgLoad(prog_type=prog_type, insn_cnt=len(insns) // 8, insns=addr(ib), license=addr(lic),
+                   log_level=1, log_size=len(log), log_buf=addr(log), prog_name=name.encode()[:15],
+                   expected_attach_type=expected_attach_type)
     try:
         rc, _ = _call(PROG_LOAD, st, "PROG_LOAD")
     except BpfError as exc:
         raise BpfError("PROG_LOAD", exc.errno or 0, log.value.decode(errors="replace").strip()) from None
     return Fd(rc)
+
+
+def prog_load_xdp_pass(name: str = "cniscope_pass") -> Fd:
+    """Load ``return XDP_PASS`` from two raw instructions."""
+    return prog_load(PROG_TYPE_XDP, XDP_PASS_INSNS, name, ATTACH_BPF_XDP)
 
 
 def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> Fd:
