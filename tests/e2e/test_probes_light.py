@@ -56,6 +56,14 @@ def test_connect_pod_to_pod_on_the_same_node(lab2: Lab) -> None:
     assert "p50_us" not in r.figures
 
 
+def test_rtt_pod_to_pod_on_the_same_node(lab2: Lab) -> None:
+    neighbour = lab2.nodes()[0].pods[1]["ip"]
+    r = probe(lab2, "rtt", dst="", path="pod", target_address=neighbour, count="10", interval="0.02")
+    assert r.ok, r.error
+    assert r.figures["received"] == 10
+    assert r.target_address == neighbour
+
+
 def test_http_fixed_qps_200_for_5s(lab2: Lab) -> None:
     r = probe(lab2, "http", path="pod", qps="200", duration="5")
     assert r.ok, r.error
