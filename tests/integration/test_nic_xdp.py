@@ -3,6 +3,7 @@ the census, on interfaces created in a private network namespace."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -149,3 +150,36 @@ def test_census_lists_tcx_and_tc_attachments(ns: tuple[str, dict[str, str]], tmp
         finally:
             subprocess.run([*tc, "qdisc", "del", "dev", "va", "clsact"], capture_output=True)
             link.close()
+
+
+def test_census_lists_cgroup_attachments_with_and_without_links(tmp_path: Path) -> None:
+    """On a private cgroup v2 mount: one program attached the classic way, one through a bpf_link."""
+    root = tmp_path / "cg2"
+    root.mkdir()
+    r = subprocess.run(["mount", "-t", "cgroup2", "none", str(root)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    child = root / "cnsx"
+    try:
+        child.mkdir()
+        cg = os.open(child, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with sc.prog_load(sc.PROG_TYPE_CGROUP_SKB, sc.CGROUP_SKB_ALLOW_INSNS, "cns_cg_classic") as classic, \
+                    sc.prog_load(sc.PROG_TYPE_CGROUP_SKB, sc.CGROUP_SKB_ALLOW_INSNS, "cns_cg_link",
+                                 sc.ATTACH_CGROUP_INET_EGRESS) as linked:
+                sc.prog_attach(cg, classic.fd, sc.ATTACH_CGROUP_INET_INGRESS)
+                try:
+                    with sc.link_create(linked.fd, cg, sc.ATTACH_CGROUP_INET_EGRESS):
+                        rows = {p.get("name"): p for p in prog_census(cgroup_roots=[root])[0]}
+                finally:
+                    sc.prog_detach(cg, classic.fd, sc.ATTACH_CGROUP_INET_INGRESS)
+        finally:
+            os.close(cg)
+    finally:
+        if child.exists():
+            child.rmdir()
+        subprocess.run(["umount", str(root)], capture_output=True)
+    assert [(a["hook"], a["mode"], a["cgroup"], a["source"]) for a in rows["cns_cg_classic"]["attached"]] == \
+        [("cgroup", "cgroup_inet_ingress", str(child), "bpftool")]
+    (la,) = rows["cns_cg_link"]["attached"]
+    assert (la["hook"], la["mode"], la["cgroup"], la["source"]) == ("cgroup", "cgroup_inet_egress", str(child), "link")
+    assert la["cgroup_id"] > 0

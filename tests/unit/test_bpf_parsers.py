@@ -11,7 +11,12 @@ import pytest
 from cniscope.agent import netlink as nl
 from cniscope.agent.bpf.info import parse_cpu_list
 from cniscope.agent.bpf.syscall import parse_fdinfo
-from cniscope.agent.inspectors.bpf import cilium_class, cilium_summary, parse_bpftool_net
+from cniscope.agent.inspectors.bpf import (
+    cilium_class,
+    cilium_summary,
+    parse_bpftool_cgroup_tree,
+    parse_bpftool_net,
+)
 from cniscope.core.errors import ParseError
 
 FIX = Path(__file__).parent.parent / "fixtures" / "bpftool"
@@ -80,3 +85,17 @@ def test_netdev_dev_message() -> None:
     trunc = nl.parse_dev(raw[:14])
     assert trunc.bits == 0
     assert not trunc.native
+
+
+def test_bpftool_cgroup_tree_recorded() -> None:
+    rows = parse_bpftool_cgroup_tree((FIX / "cgroup_tree_ok.json").read_text())
+    assert [(r["cgroup"], r["mode"], r["flags"]) for r in rows] == [
+        ("/tmp/cg2t/cnsx", "cgroup_inet_ingress", ""), ("/tmp/cg2t/cnsx", "cgroup_inet_egress", "multi")]
+    assert parse_bpftool_cgroup_tree("") == []
+
+
+@pytest.mark.parametrize("text", [(FIX / "cgroup_tree_truncated.json").read_text(), "{}",
+                                  '[{"cgroup":"/x"}]', '[{"cgroup":"/x","programs":[{"name":"p"}]}]'])
+def test_bpftool_cgroup_tree_malformed(text: str) -> None:
+    with pytest.raises(ParseError):
+        parse_bpftool_cgroup_tree(text)

@@ -18,7 +18,7 @@ SYS_BPF = {"x86_64": 321, "aarch64": 280}.get(platform.machine(), 321)
 
 # enum bpf_cmd
 MAP_CREATE, MAP_LOOKUP_ELEM, MAP_UPDATE_ELEM, MAP_DELETE_ELEM, MAP_GET_NEXT_KEY = 0, 1, 2, 3, 4
-PROG_LOAD, OBJ_PIN, OBJ_GET = 5, 6, 7
+PROG_LOAD, OBJ_PIN, OBJ_GET, PROG_ATTACH, PROG_DETACH = 5, 6, 7, 8, 9
 PROG_GET_NEXT_ID, MAP_GET_NEXT_ID, PROG_GET_FD_BY_ID, MAP_GET_FD_BY_ID, OBJ_GET_INFO_BY_FD = 11, 12, 13, 14, 15
 MAP_LOOKUP_BATCH, MAP_UPDATE_BATCH = 24, 26
 LINK_CREATE, LINK_GET_FD_BY_ID, LINK_GET_NEXT_ID, LINK_DETACH = 28, 30, 31, 34
@@ -118,6 +118,11 @@ class _ObjPin(ctypes.Structure):
 class _LinkCreate(ctypes.Structure):
     _fields_ = [("prog_fd", ctypes.c_uint32), ("target", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
                 ("flags", ctypes.c_uint32)]
+
+
+class _ProgAttach(ctypes.Structure):
+    _fields_ = [("target_fd", ctypes.c_uint32), ("attach_bpf_fd", ctypes.c_uint32), ("attach_type", ctypes.c_uint32),
+                ("attach_flags", ctypes.c_uint32)]
 
 
 class _LinkDetach(ctypes.Structure):
@@ -342,3 +347,20 @@ def link_create(prog_fd: int, target: int, attach_type: int, flags: int = 0) -> 
 
 def link_detach(link_fd: int) -> None:
     _call(LINK_DETACH, _LinkDetach(link_fd=link_fd), "LINK_DETACH")
+
+
+PROG_TYPE_CGROUP_SKB = 8
+ATTACH_CGROUP_INET_INGRESS, ATTACH_CGROUP_INET_EGRESS = 0, 1
+# r0 = 1 (allow); exit
+CGROUP_SKB_ALLOW_INSNS = bytes([0xB7, 0x00, 0, 0, 1, 0, 0, 0]) + bytes([0x95, 0, 0, 0, 0, 0, 0, 0])
+
+
+def prog_attach(target_fd: int, prog_fd: int, attach_type: int, flags: int = 0) -> None:
+    """Classic (link-less) attachment, e.g. a program on a cgroup directory fd."""
+    _call(PROG_ATTACH, _ProgAttach(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type,
+                                   attach_flags=flags), "PROG_ATTACH")
+
+
+def prog_detach(target_fd: int, prog_fd: int, attach_type: int) -> None:
+    _call(PROG_DETACH, _ProgAttach(target_fd=target_fd, attach_bpf_fd=prog_fd, attach_type=attach_type),
+          "PROG_DETACH")

@@ -140,8 +140,43 @@ def parse_bpftool_net(text: str) -> list[dict[str, Any]]:
     return out
 
 
-def attachments(netns: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
-    """Attach points from bpf links, rtnetlink IFLA_XDP and (for tc cls_bpf) bpftool; plus notes."""
+def parse_bpftool_cgroup_tree(text: str) -> list[dict[str, Any]]:
+    """Cgroup attach points from ``bpftool cgroup tree -j`` (program attachments without links too)."""
+    try:
+        data = json.loads(text) if text.strip() else []
+    except json.JSONDecodeError as exc:
+        raise ParseError(f"bpftool cgroup tree -j: {exc}") from exc
+    if not isinstance(data, list):
+        raise ParseError("bpftool cgroup tree -j: expected a JSON list")
+    out: list[dict[str, Any]] = []
+    for cg in data:
+        if not isinstance(cg, dict) or not isinstance(cg.get("programs"), list):
+            raise ParseError(f"bpftool cgroup tree -j: cgroup entry without programs: {cg!r}")
+        for p in cg["programs"]:
+            if not isinstance(p, dict) or "id" not in p:
+                raise ParseError(f"bpftool cgroup tree -j: program without an id: {p!r}")
+            out.append({"prog_id": int(p["id"]), "hook": "cgroup", "cgroup": cg.get("cgroup"),
+                        "mode": p.get("attach_type"), "flags": p.get("attach_flags") or "", "source": "bpftool"})
+    return out
+
+
+def _bpftool(argv: list[str], netns: str | None, notes: list[str]) -> str | None:
+    if netns:
+        argv = ["nsenter", f"--net={netns}", *argv]
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        notes.append(f"{' '.join(argv[-3:])}: {exc}")
+        return None
+    if r.returncode != 0:
+        notes.append(f"{' '.join(argv[-3:])}: {r.stderr.strip()[:200]}")
+        return None
+    return r.stdout
+
+
+def attachments(netns: str | None = None, cgroup_roots: Iterable[Path] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+    """Attach points from bpf links, rtnetlink IFLA_XDP and bpftool (tc cls_bpf filters, cgroup
+    attachments made without links); plus notes on what could not be listed."""
     out: list[dict[str, Any]] = []
     notes: list[str] = []
     names: dict[int, str] = {}
@@ -166,27 +201,34 @@ def attachments(netns: str | None = None) -> tuple[list[dict[str, Any]], list[st
         if li.cgroup_id is not None:
             row["cgroup_id"] = li.cgroup_id
         out.append(row)
-    if shutil.which("bpftool"):
-        argv = ["bpftool", "net", "-j"]
-        if netns:
-            argv = ["nsenter", f"--net={netns}", *argv]
-        try:
-            r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-            if r.returncode == 0:
-                have = {(a["prog_id"], a.get("ifindex")) for a in out}
-                out += [a for a in parse_bpftool_net(r.stdout) if (a["prog_id"], a.get("ifindex")) not in have]
-            else:
-                notes.append(f"bpftool net: {r.stderr.strip()[:200]}")
-        except (OSError, subprocess.TimeoutExpired, ParseError) as exc:
-            notes.append(f"bpftool net: {exc}")
-    else:
-        notes.append("bpftool not installed: tc (cls_bpf) attachments not listed")
+    if not shutil.which("bpftool"):
+        notes.append("bpftool not installed: tc (cls_bpf) and link-less cgroup attachments not listed")
+        return out, notes
+    have = {(a["prog_id"], a.get("ifindex")) for a in out}
+    text = _bpftool(["bpftool", "net", "-j"], netns, notes)
+    try:
+        if text is not None:
+            out += [a for a in parse_bpftool_net(text) if (a["prog_id"], a.get("ifindex")) not in have]
+        for root in cgroup_roots:
+            if not (root / "cgroup.controllers").exists():
+                continue  # not a cgroup v2 hierarchy: programs attach only to cgroup v2
+            text = _bpftool(["bpftool", "cgroup", "tree", str(root), "-j"], None, notes)
+            for a in parse_bpftool_cgroup_tree(text or ""):
+                linked = next((x for x in out if x["prog_id"] == a["prog_id"] and x["hook"] == "cgroup"
+                               and x.get("mode") == a["mode"] and "cgroup" not in x), None)
+                if linked is not None:
+                    linked["cgroup"] = a["cgroup"]
+                else:
+                    out.append(a)
+    except ParseError as exc:
+        notes.append(str(exc))
     return out, notes
 
 
-def prog_census(pin_roots: Iterable[Path] = (), netns: str | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+def prog_census(pin_roots: Iterable[Path] = (), netns: str | None = None,
+                cgroup_roots: Iterable[Path] = ()) -> tuple[list[dict[str, Any]], list[str]]:
     pins = pinned(pin_roots)
-    att, notes = attachments(netns)
+    att, notes = attachments(netns, cgroup_roots)
     by_prog: dict[int, list[dict[str, Any]]] = {}
     for a in att:
         by_prog.setdefault(a["prog_id"], []).append({k: v for k, v in a.items() if k != "prog_id"})
@@ -212,7 +254,7 @@ def inspect_bpf(paths: HostPaths, netns: str | None = None, extra_pin_roots: Ite
             raise Unavailable(f"bpf() not permitted here ({exc.strerror}); needs CAP_BPF/CAP_SYS_ADMIN") from exc
         raise
     maps = map_census(map_ids, roots)
-    progs, notes = prog_census(roots, netns)
+    progs, notes = prog_census(roots, netns, [paths.sys_path("fs", "cgroup"), paths.sys_path("fs", "cgroup", "unified")])
     res = UnitResult()
     res.detail = {"maps": maps, "programs": progs, "cilium": cilium_summary(maps), "notes": notes,
                   "map_count": len(maps), "prog_count": len(progs),
