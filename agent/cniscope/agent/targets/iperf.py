@@ -48,14 +48,14 @@ class IperfServers:
         self.servers: dict[str, IperfServer] = {}
 
     async def start(self, probe_id: str, address: str, port: int, netns: str,
-                    expected_seconds: float) -> IperfServer:
+                    expected_seconds: float, idle_seconds: int = IDLE_SECONDS) -> IperfServer:
         binary = shutil.which("iperf3")
         if binary is None:
             raise ToolMissing("iperf3 not found on the target node (install iperf3)")
         for old in list(self.servers):
             await self.stop(old)
         argv = [binary, "-s", "-1", "-B", address, "-p", str(port), "--forceflush",
-                "--idle-timeout", str(IDLE_SECONDS), "--rcv-timeout", str(RCV_TIMEOUT_MS)]
+                "--idle-timeout", str(idle_seconds), "--rcv-timeout", str(RCV_TIMEOUT_MS)]
         if netns:
             argv = ["nsenter", f"--net={netns}", "--", *argv]
         proc = await asyncio.create_subprocess_exec(
@@ -70,7 +70,7 @@ class IperfServers:
             why = "did not start listening in time" if isinstance(exc, TimeoutError) else str(exc)
             raise CniscopeError(f"iperf3 server on {address}:{port} {why}" + (f": {tail}" if tail else "")) from None
         self.servers[probe_id] = srv
-        lifetime = expected_seconds + IDLE_SECONDS + LIFETIME_MARGIN
+        lifetime = expected_seconds + idle_seconds + LIFETIME_MARGIN
         srv.reaper = asyncio.create_task(self._reap(srv, lifetime), name=f"iperf3-reaper:{probe_id}")
         log.info("iperf3 server for probe %s on %s:%d (pid %d)", probe_id, address, port, srv.pid)
         return srv
