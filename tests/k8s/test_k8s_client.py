@@ -312,3 +312,21 @@ def test_scaler_without_an_api_server_is_unavailable(monkeypatch: pytest.MonkeyP
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     with pytest.raises(Unavailable, match="no Kubernetes configuration"):
         ServiceScaler.from_config(CollectorConfig())
+
+
+def test_reconcile_changes_nothing_while_the_same_pod_runs(api: FakeApiServer, tmp_path: Path) -> None:
+    paths = fake_proc(tmp_path / "proc")
+    (tmp_path / "proc" / "4100" / "ns").mkdir()
+    (tmp_path / "proc" / "4100" / "ns" / "net").write_text("")
+    api.pods.append(probe_pod("Running", "192.168.40.7"))
+    v = view(api, tmp_path)
+    cfg = AgentConfig(node=NODE)
+    assert k8s.reconcile_probe_pod(cfg, paths, v, "") is not None          # first sight
+    assert k8s.reconcile_probe_pod(cfg, paths, v, POD_UID) is None          # same pod: no reconnect
+    api.pods[:] = [{**probe_pod("Running", "192.168.40.9")}]
+    moved = k8s.reconcile_probe_pod(cfg, paths, v, POD_UID)
+    assert moved is not None
+    assert cfg.pod_ip == "192.168.40.9"
+    api.pods.clear()
+    assert k8s.reconcile_probe_pod(cfg, paths, v, POD_UID) is None          # none running: keep the last
+    assert cfg.pod_ip == "192.168.40.9"

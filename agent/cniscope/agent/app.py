@@ -14,6 +14,7 @@ import random
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 import grpc
 
@@ -37,6 +38,9 @@ from cniscope.core.metricshttp import MetricsServer
 from cniscope.core.params import ParamSet, Value
 from cniscope.core.version import VERSION
 
+if TYPE_CHECKING:
+    from cniscope.agent.k8s import ClusterView
+
 log = logging.getLogger("cniscope.agent")
 
 CERT_POLL_SECONDS = 2.0   # how often the agent looks for a rotated TLS certificate
@@ -44,6 +48,10 @@ CERT_POLL_SECONDS = 2.0   # how often the agent looks for a rotated TLS certific
 
 class CertificateRotated(Exception):
     """A TLS file changed on disk: the channel is rebuilt with the new credentials."""
+
+
+class AddressesChanged(Exception):
+    """This node's probe pod was replaced: reconnect, so the Hello carries the new pod address."""
 
 
 def check_protobuf_backend() -> None:
@@ -88,6 +96,8 @@ class Agent:
         self.last_results: dict[tuple[str, str, str], common_pb2.ProbeResult] = {}
         self.iperf_servers = IperfServers()
         self.listeners: listeners.Listeners | None = None
+        self._readdress = asyncio.Event()
+        self._probe_pod_uid = ""
 
     # ---- batches -----------------------------------------------------------------------------
     def seal_batch(self) -> agent_pb2.Batch | None:
@@ -156,7 +166,7 @@ class Agent:
             try:
                 await self._session()
                 reason = "stream ended"
-            except CertificateRotated as exc:
+            except (CertificateRotated, AddressesChanged) as exc:
                 log.info("%s; rebuilding the channel", exc)
                 self.connected.clear()
                 self.reconnects += 1
@@ -208,6 +218,7 @@ class Agent:
             tasks = {asyncio.create_task(self._send_loop(call)), asyncio.create_task(self._consume(call))}
             if self._tls_files():
                 tasks.add(asyncio.create_task(self._watch_certificates()))
+            tasks.add(asyncio.create_task(self._await_readdress()))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -467,26 +478,58 @@ class Agent:
         self.seal_batch()
 
     # ---- lifecycle ---------------------------------------------------------------------------
-    async def _discover_probe_pod(self) -> None:
-        """In Kubernetes: this node's probe pod's IP and network namespace, for the pod paths."""
+    async def _await_readdress(self) -> None:
+        await self._readdress.wait()
+        self._readdress.clear()
+        raise AddressesChanged(f"probe pod address now {self.cfg.pod_ip}")
+
+    async def _discover_probe_pod(self) -> ClusterView | None:
+        """In Kubernetes: this node's probe pod's IP and network namespace, for the pod paths.
+        Returns the API view to keep reconciling with (None in the lab or with --pod-netns)."""
         from cniscope.core import kube
 
         if self.cfg.pod_netns or not kube.wanted(self.cfg.kubernetes):
-            return
+            return None
         from cniscope.agent import k8s
 
         try:
             view = await asyncio.to_thread(k8s.ClusterView.connect, self.cfg.kubernetes)
-            if view is not None:
-                await asyncio.to_thread(k8s.discover_probe_pod, self.cfg, self.paths, view, 30.0)
         except CniscopeError as exc:
-            log.warning("no probe pod for the pod paths: %s", exc)
+            log.warning("no Kubernetes API for the probe pod: %s", exc)
+            return None
+        if view is not None:
+            try:
+                pod = await asyncio.to_thread(k8s.discover_probe_pod, self.cfg, self.paths, view, 30.0)
+                self._probe_pod_uid = pod.uid if pod is not None else ""
+            except CniscopeError as exc:  # keep the view: the reconcile loop tries again
+                log.warning("no probe pod for the pod paths yet: %s", exc)
+        return view
+
+    async def _probe_pod_loop(self, view: ClusterView) -> None:
+        """Follow the probe pod through restarts and rollouts: re-point the pod paths, re-serve the
+        pod-side targets, reconnect so the collector learns the new address. Never ends the agent."""
+        from cniscope.agent import k8s
+
+        while True:
+            await asyncio.sleep(max(1.0, self.cfg.probe_pod_recheck))
+            try:
+                pod = await asyncio.to_thread(k8s.reconcile_probe_pod, self.cfg, self.paths, view,
+                                              self._probe_pod_uid)
+                if pod is None:
+                    continue
+                self._probe_pod_uid = pod.uid
+                if self.listeners is not None:
+                    await self.listeners.close()
+                await self._start_listeners()
+                self._readdress.set()
+            except Exception as exc:  # an API hiccup is logged and retried next round
+                log.warning("probe pod check failed: %s", exc)
 
     async def run(self) -> None:
         health_server = HealthServer(self.cfg.health_listen) if self.cfg.health_listen else None
         if health_server is not None:
             await health_server.start()
-        await self._discover_probe_pod()
+        probe_pod_view = await self._discover_probe_pod()
         self.capabilities = await asyncio.to_thread(capabilities.collect, self.paths)
         if health_server is not None:
             await health_server.ready()
@@ -498,6 +541,8 @@ class Agent:
         tasks = [asyncio.create_task(self.sample_loop(), name="samples"),
                  asyncio.create_task(self.connection_loop(), name="stream"),
                  asyncio.create_task(self.mesh_loop(), name="mesh")]
+        if probe_pod_view is not None:
+            tasks.append(asyncio.create_task(self._probe_pod_loop(probe_pod_view), name="probe-pod"))
         try:
             await asyncio.gather(*tasks)
         finally:

@@ -208,3 +208,17 @@ def discover_probe_pod(cfg: AgentConfig, paths: HostPaths, view: ClusterView, ti
     cfg.pod_ip = cfg.pod_ip or pod.ip
     log.info("probe pod %s (%s) on %s: netns %s", pod.name, pod.ip, cfg.node, cfg.pod_netns)
     return pod
+
+
+def reconcile_probe_pod(cfg: AgentConfig, paths: HostPaths, view: ClusterView, current_uid: str) -> ProbePod | None:
+    """Re-point ``cfg`` at this node's running probe pod when it was replaced (new UID or IP) or its
+    process is gone; return the new pod, or None when nothing changed (or no pod runs right now)."""
+    pod = view.probe_pod(cfg.node, cfg.probe_namespace, cfg.probe_selector, timeout=0)
+    if pod is None:
+        return None
+    if pod.uid == current_uid and pod.ip == cfg.pod_ip and cfg.pod_netns and os.path.exists(cfg.pod_netns):
+        return None
+    cfg.pod_netns = pod_netns(paths, pod.uid)
+    cfg.pod_ip = pod.ip
+    log.info("probe pod on %s is now %s (%s): netns %s", cfg.node, pod.name, pod.ip, cfg.pod_netns)
+    return pod

@@ -53,6 +53,7 @@ class AgentConfig:
     kubernetes: str = "auto"         # auto: use the API when in a cluster (or KUBECONFIG set); on; off
     probe_namespace: str = "cniscope-probe"   # where this node's probe pod runs
     probe_selector: str = "app.kubernetes.io/name=cniscope-probe"
+    probe_pod_recheck: float = 30.0  # seconds between checks that the probe pod is still the same one
 
 
 @dataclass
