@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import socket
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,7 +91,7 @@ class Stream:
             yield m
 
     async def run_reader(self) -> None:
-        call = self.stub.Connect(self._gen())
+        call: Any = self.stub.Connect(self._gen())
         await self.q.put(agent_pb2.AgentMessage(hello=agent_pb2.Hello(
             node=self.node, boot_id=self.boot, host_ip="198.18.1.1", time_unix_nano=time.time_ns())))
         async for msg in call:
@@ -278,8 +278,8 @@ def bench_retention(quick: bool) -> None:
                     s.time_unix_nano = ts
                 st.conn.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,?)", (node, "b", sec + 1, ts, ts, series, 0))
                 st.conn.executemany("INSERT INTO samples VALUES (?,?,?,?,?,?,?)",
-                                    [(node, "b", sec + 1, s.name, '{"process":"%s","table":"%s"}'
-                                      % (s.labels["process"], s.labels["table"]), s.value, ts) for s in b.samples])
+                                    [(node, "b", sec + 1, s.name, json.dumps(dict(s.labels), sort_keys=True),
+                                      s.value, ts) for s in b.samples])
             st.conn.execute("COMMIT")
         st.conn.execute("VACUUM")
 
@@ -307,7 +307,25 @@ def bench_retention(quick: bool) -> None:
           f"{(per_raw_node_hour * 100 * 24 + per_agg_node_hour * 100 * 24 * 30) / 2**30:.2f} GiB")
 
 
-BENCHES = {"ingest": bench_ingest, "fleet": bench_fleet, "retention": bench_retention, "idle": bench_agent_idle}
+def bench_downtime(quick: bool) -> None:
+    """The lab test with the collector down for 5 minutes (CI holds it down for 60 s)."""
+    seconds = 60 if quick else 300
+    print(f"== collector down {seconds} s while 3 lab agents produce 1 batch/s")
+    if os.geteuid() != 0:
+        print("skipped: the lab needs root")
+        return
+    root = Path(__file__).resolve().parents[1]
+    t0 = time.monotonic()
+    r = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "tests/e2e/test_pipeline_lab.py::test_collector_down_while_agents_produce_loses_nothing"],
+                       cwd=root, env={**os.environ, "CNISCOPE_TEST_DOWN_SECONDS": str(seconds)},
+                       capture_output=True, text=True)
+    tail = r.stdout.strip().splitlines()[-1:] or ["(no output)"]
+    print(f"{'passed' if r.returncode == 0 else 'FAILED'} in {time.monotonic() - t0:.0f} s: {tail[0]}")
+
+
+BENCHES = {"ingest": bench_ingest, "fleet": bench_fleet, "retention": bench_retention, "idle": bench_agent_idle,
+           "downtime": bench_downtime}
 
 
 def main() -> int:

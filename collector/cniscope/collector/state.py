@@ -13,6 +13,8 @@ from cniscope.collector.clockskew import SkewTracker
 log = logging.getLogger("cniscope.collector")
 
 WATCH_QUEUE = 10_000
+PEERS_COALESCE_SMALL = 0.05   # seconds; small clusters see a newcomer almost at once
+PEERS_COALESCE_LARGE = 1.0    # 64+ agents: at most one peer-table broadcast a second
 CONNECTED = cluster_pb2.NODE_STATUS_CONNECTED
 STALE = cluster_pb2.NODE_STATUS_STALE
 GONE = cluster_pb2.NODE_STATUS_GONE
@@ -60,6 +62,7 @@ class ClusterState:
         self.peer_version = 0
         self.recent_logs: list[common_pb2.LogEvent] = []
         self.skew = SkewTracker()
+        self._peers_pending = False
         self.latest: dict[str, dict[str, common_pb2.Sample]] = {}  # node → series key → latest sample
 
     # ---- watchers ----------------------------------------------------------------------------
@@ -123,7 +126,8 @@ class ClusterState:
         self.nodes[hello.node] = st
         self.sessions[hello.node] = session
         self.publish(cluster_pb2.ClusterEvent(node=st))
-        self.broadcast_peers()
+        session.send(agent_pb2.CollectorMessage(peers=self.peer_table()))  # the newcomer learns at once
+        self.schedule_peers()
         return st
 
     def disconnect(self, session: Session) -> None:
@@ -134,13 +138,29 @@ class ClusterState:
         if st is not None:
             st.status = GONE
             self.publish(cluster_pb2.ClusterEvent(node=st))
-        self.broadcast_peers()
+        self.schedule_peers()
 
     def peer_table(self) -> common_pb2.PeerTable:
         self.peer_version += 1
         peers = [common_pb2.Peer(node=n, host_ip=st.host_ip, pod_ip=st.pod_ip)
                  for n, st in sorted(self.nodes.items()) if n in self.sessions]
         return common_pb2.PeerTable(peers=peers, version=self.peer_version)
+
+    def schedule_peers(self) -> None:
+        """Coalesce peer-table broadcasts: a rolling start of N agents costs O(N) tables, not O(N²)."""
+        if self._peers_pending:
+            return
+        self._peers_pending = True
+        delay = PEERS_COALESCE_SMALL if len(self.sessions) < 64 else PEERS_COALESCE_LARGE
+
+        def fire() -> None:
+            self._peers_pending = False
+            self.broadcast_peers()
+
+        try:
+            asyncio.get_running_loop().call_later(delay, fire)
+        except RuntimeError:  # no loop (unit use): broadcast now
+            fire()
 
     def broadcast_peers(self) -> None:
         table = self.peer_table()
