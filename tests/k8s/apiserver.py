@@ -68,6 +68,7 @@ class FakeApiServer:
     forbidden: set[str] = field(default_factory=set)
     pods: list[dict[str, Any]] = field(default_factory=list)
     services: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    endpointslices: list[dict[str, Any]] = field(default_factory=list)
     events: queue.Queue[dict[str, Any] | None] = field(default_factory=queue.Queue)
     requests: list[Request] = field(default_factory=list)
     resource_version: int = 1000
@@ -191,6 +192,12 @@ class FakeApiServer:
                      and _fields_match(p, q.get("fieldSelector", [""])[0])]
             return 200, {"kind": "PodList", "apiVersion": "v1",
                          "metadata": {"resourceVersion": str(self.resource_version)}, "items": items}
+        m = re.fullmatch(r"/apis/discovery.k8s.io/v1/namespaces/([^/]+)/endpointslices", path)
+        if m and method == "GET":
+            items = [e for e in self.endpointslices if e["metadata"].get("namespace") == m.group(1)
+                     and _labels_match(e, q.get("labelSelector", [""])[0])]
+            return 200, {"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
+                         "metadata": {"resourceVersion": "1"}, "items": items}
         m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/services(?:/([^/]+))?", path)
         if m:
             return self._services(method, m.group(1), m.group(2), q, body)
@@ -216,6 +223,10 @@ class FakeApiServer:
                    "spec": {**body["spec"], "clusterIP": f"198.18.64.{len(store) % 250 + 1}"}}
             store[n] = obj
             return 201, obj
+        if method == "GET" and name:
+            if name not in store:
+                return 404, status(404, "NotFound", f'services "{name}" not found')
+            return 200, store[name]
         if method == "DELETE" and name:
             if name not in store:
                 return 404, status(404, "NotFound", f'services "{name}" not found')

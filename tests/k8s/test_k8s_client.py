@@ -330,3 +330,29 @@ def test_reconcile_changes_nothing_while_the_same_pod_runs(api: FakeApiServer, t
     api.pods.clear()
     assert k8s.reconcile_probe_pod(cfg, paths, v, POD_UID) is None          # none running: keep the last
     assert cfg.pod_ip == "192.168.40.9"
+
+
+def test_scale_to_an_exact_count_and_wait_for_endpoints(api: FakeApiServer, tmp_path: Path) -> None:
+    scaler = ServiceScaler("cniscope-probe", kube.api_client(env_for(api, tmp_path)))
+    assert len(scaler.scale_to(6)) == 6
+    names = scaler.scale_to(2)
+    assert scaler.list_names() == names == ["cniscope-scale-00000", "cniscope-scale-00001"]
+    ip = scaler.cluster_ip(names[-1])
+    assert ip.startswith("198.18.64.")
+
+    def slice_later() -> None:    # the EndpointSlice controller fills the slice a moment later
+        time.sleep(0.4)
+        api.endpointslices.append({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+            "metadata": {"name": f"{names[-1]}-x1", "namespace": "cniscope-probe",
+                         "labels": {"kubernetes.io/service-name": names[-1]}},
+            "endpoints": [{"addresses": ["192.168.40.7"], "conditions": {"ready": True}, "nodeName": NODE}],
+            "ports": [{"name": "accept", "port": 7421, "protocol": "TCP"}]})
+
+    threading.Thread(target=slice_later, daemon=True).start()
+    waited = scaler.wait_ready(names[-1], timeout=5, poll=0.1)
+    assert 0.3 < waited < 3
+    with pytest.raises(Unavailable, match="no ready endpoint"):
+        scaler.wait_ready(names[0], timeout=0.3, poll=0.1)
+    with pytest.raises(Unavailable, match="does not exist"):
+        scaler.cluster_ip("nope")

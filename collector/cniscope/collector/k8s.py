@@ -9,10 +9,12 @@ Blocking calls: run them in a thread (``asyncio.to_thread``).
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from cniscope.core import kube
 from cniscope.core.config import CollectorConfig
+from cniscope.core.errors import Unavailable
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_SELECTOR = f"{MANAGED_BY}=cniscope"
@@ -63,6 +65,42 @@ class ServiceScaler:
                           what=f"create service {self.namespace}/{name}")
             names.append(name)
         return names
+
+    def scale_to(self, n: int, run: str = "") -> list[str]:
+        """Make exactly ``n`` managed Services exist (create the missing, delete the extra)."""
+        names = self.create_services(n, run)
+        keep = set(names)
+        for name in self.list_names():
+            if name not in keep:
+                kube.call(self.core.delete_namespaced_service, name, self.namespace,
+                          what=f"delete service {self.namespace}/{name}")
+        return names
+
+    def cluster_ip(self, name: str) -> str:
+        obj = kube.call(self.core.read_namespaced_service, name, self.namespace,
+                        what=f"get service {self.namespace}/{name}")
+        if obj is None:
+            raise Unavailable(f"service {self.namespace}/{name} does not exist")
+        return str(obj.get("spec", {}).get("clusterIP", ""))
+
+    def wait_ready(self, name: str, timeout: float = 60.0, poll: float = 0.5) -> float:
+        """Seconds until an EndpointSlice of ``name`` lists a ready endpoint (the data plane can then
+        program it); raises Unavailable after ``timeout``."""
+        from kubernetes import client
+
+        disc = client.DiscoveryV1Api(self.core.api_client)
+        t0 = time.monotonic()
+        while True:
+            listed = kube.call(disc.list_namespaced_endpoint_slice, self.namespace,
+                               label_selector=f"kubernetes.io/service-name={name}",
+                               what=f"list endpointslices in {self.namespace}")
+            for sl in (listed or {}).get("items", []):
+                for ep in sl.get("endpoints") or []:
+                    if (ep.get("conditions") or {}).get("ready", True):
+                        return time.monotonic() - t0
+            if time.monotonic() - t0 > timeout:
+                raise Unavailable(f"service {self.namespace}/{name} has no ready endpoint after {timeout:.0f}s")
+            time.sleep(poll)
 
     def delete_all(self) -> int:
         """Delete every Service labelled managed-by=cniscope in the namespace; return how many."""
