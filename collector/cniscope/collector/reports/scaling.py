@@ -18,23 +18,32 @@ def _rows(backend: str, data: dict[str, Any]) -> list[list[str]]:
     out = []
     for r in data["rows"]:
         mean = r.get("setup_mean_us")
+        p50 = r.get("setup_p50_us")
         p99 = r.get("setup_p99_us")
-        if r.get("verdict") == "baseline" or r.get("delta_us") is None:
-            d = "baseline" if r.get("verdict") == "baseline" else "-"
-        else:
-            d = f"{r['delta_us']:+.1f} µs ({bm.fmt_pct(r['delta_pct'])}) {r['verdict']}"
+        cells = []
+        for stat in ("mean", "p50"):
+            if r.get(f"verdict_{stat}") == "baseline" or r.get(f"delta_{stat}_us") is None:
+                cells.append("baseline" if r.get(f"verdict_{stat}") == "baseline" else "-")
+            else:
+                cells.append(f"{r[f'delta_{stat}_us']:+.1f} µs ({bm.fmt_pct(r[f'delta_{stat}_pct'])}) "
+                             f"{r[f'verdict_{stat}']}")
         out.append([backend, f"{r['services']:,}", f"{r['rules']:,}", f"{r['sync_ms']:.0f} ms",
                     f"{mean:.1f} µs" if isinstance(mean, float) else "failed",
-                    f"{p99:.1f} µs" if isinstance(p99, float) else "-", d])
+                    f"{p50:.1f} µs" if isinstance(p50, float) else "-",
+                    f"{p99:.1f} µs" if isinstance(p99, float) else "-", *cells])
     return out
 
 
-HEADS = ["backend", "services", "NAT rules", "sync", "setup mean", "setup p99", "Δ vs smallest N"]
+HEADS = ["backend", "services", "NAT rules", "sync", "setup mean", "setup p50", "setup p99", "Δ mean vs smallest N",
+         "Δ p50 vs smallest N"]
 
 
 def _slope(data: dict[str, Any]) -> str:
-    s = data.get("slope_ns_per_rule")
-    return f"{s:.2f} ns per rule" if isinstance(s, int | float) else "n/a"
+    parts = []
+    for stat in ("mean", "p50"):
+        s = data.get(f"slope_{stat}_ns_per_rule")
+        parts.append(f"{stat} {s:.2f} ns per rule" if isinstance(s, int | float) else f"{stat} n/a")
+    return ", ".join(parts)
 
 
 def published_lines() -> list[str]:
@@ -74,6 +83,6 @@ def render_scaling(run_label: str, detail: dict[str, Any], fmt: str) -> str:
             b.append(svg.bars(f"NAT rules, {backend}", labels, [float(r["rules"]) for r in d["rows"]], unit="rules"))
         b.append("</div><pre>" + e("\n".join(published_lines())) + "</pre>")
         return page(f"cniscope service scaling: {run_label}", "".join(b))
-    out = [f"service scaling: {run_label}", table(HEADS, rows, "llrrrrr"), "", "slope: " + "; ".join(slopes), "",
+    out = [f"service scaling: {run_label}", table(HEADS, rows, "llrrrrrrr"), "", "slope: " + "; ".join(slopes), "",
            *published_lines()]
     return "\n".join(out) + "\n"

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from cniscope.api.v1 import runs_pb2
@@ -111,7 +111,7 @@ class RunManager:
             ar.run.figures[k].CopyFrom(runs_pb2.FigureStat(median=f.median, min=f.lo, max=f.hi, n=f.n))
         await self.db(rstore.finish, ar.run, figs)
 
-    async def watch(self, ar: ActiveRun) -> AsyncIterator[runs_pb2.RunUpdate]:
+    async def watch(self, ar: ActiveRun) -> AsyncGenerator[runs_pb2.RunUpdate, None]:
         """Progress then the final run. A watcher that goes away (client cancelled) stops the run."""
         q: asyncio.Queue[runs_pb2.RunUpdate] = asyncio.Queue()
         ar.watchers.append(q)
