@@ -32,14 +32,11 @@ CREATE TABLE IF NOT EXISTS run_figures (
 ) WITHOUT ROWID;
 """
 
-_ready: set[int] = set()
-
-
 def ensure(conn: sqlite3.Connection) -> None:
-    if id(conn) not in _ready:
+    """Create the run tables when this database has none yet (one cheap lookup otherwise)."""
+    if conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='run_figures'").fetchone() is None:
         conn.executescript(SCHEMA)
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('runs_schema_version', '1')")
-        _ready.add(id(conn))
 
 
 def insert_run(conn: sqlite3.Connection, run: runs_pb2.Run) -> None:
