@@ -150,7 +150,7 @@ class HttpLoad:
         self.result.connections += 1
         return Connection(reader, writer)
 
-    async def one(self, t_ref: float) -> None:
+    async def one(self, t_ref: float) -> bool:
         """One request; latency from ``t_ref`` (the scheduled or actual start, perf_counter)."""
         conn: Connection | None = None
         try:
@@ -161,10 +161,12 @@ class HttpLoad:
                 raise HttpError(f"status_{status}")
             self.last_done = time.perf_counter()
             self.result.latencies_ms.append((self.last_done - t_ref) * 1000.0)
+            return True
         except Exception as exc:
             self.result.errors[classify(exc)] += 1
             if conn is not None:
                 conn.usable = False
+            return False
         finally:
             if conn is not None:
                 if self.keepalive and conn.usable:
@@ -191,6 +193,9 @@ class HttpLoad:
             delay = t_sched - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
+            if len(tasks) > self.concurrency + qps:  # over a second of backlog: the client is the limit
+                self.result.errors["client_backlog"] += 1
+                continue
             task = asyncio.create_task(gated(t_sched))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -211,7 +216,8 @@ class HttpLoad:
         async def worker() -> None:
             while time.perf_counter() < deadline:
                 self.result.scheduled += 1
-                await self.one(time.perf_counter())
+                if not await self.one(time.perf_counter()):
+                    await asyncio.sleep(0.001)  # a failing target is not spun against
 
         t0 = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))

@@ -22,6 +22,9 @@ from cniscope.agent import nsthread
 log = logging.getLogger("cniscope.agent.targets")
 
 MAX_HEAD = 16 * 1024
+# asyncio re-listens with its own backlog (100 by default): at ~10k connections/s a 10 ms stall of
+# the event loop would overflow it, drop a SYN and cost the prober a 1 s retransmit
+BACKLOG = 4096
 IDLE_TIMEOUT = 30.0
 BODY = b"cniscope\n"
 
@@ -90,15 +93,15 @@ async def start(endpoints: list[tuple[str, str]], port: int) -> Listeners:
     for address, netns in endpoints:
         for p, role in ((port, "accept"), (port + 1, "http")):
             try:
-                sock = await asyncio.to_thread(nsthread.listening_socket, netns, address, p)
+                sock = await asyncio.to_thread(nsthread.listening_socket, netns, address, p, backlog=BACKLOG)
             except Exception as exc:
                 out.failed.append(f"{address}:{p}/{role}: {exc}")
                 log.warning("cannot serve %s on %s:%d: %s", role, address, p, exc)
                 continue
             if role == "accept":
-                srv = await loop.create_server(_AcceptClose, sock=sock)
+                srv = await loop.create_server(_AcceptClose, sock=sock, backlog=BACKLOG)
             else:
-                srv = await asyncio.start_server(_http_conn, sock=sock, limit=MAX_HEAD * 2)
+                srv = await asyncio.start_server(_http_conn, sock=sock, limit=MAX_HEAD * 2, backlog=BACKLOG)
             out.servers.append(srv)
             out.bound.append(f"{address}:{p}/{role}")
     return out
