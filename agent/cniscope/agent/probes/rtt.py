@@ -1,4 +1,10 @@
-"""``rtt``: ICMP echo round-trip time with ping."""
+"""``rtt``: ICMP echo round-trip time with ping (``-n -c COUNT -i INTERVAL -s SIZE -W TIMEOUT``).
+
+Figures (stable names): ``transmitted``, ``received``, ``loss_pct``, and when any reply came back
+``min_us``, ``p50_us``, ``p99_us``, ``max_us``, ``mean_us``, ``mdev_us`` (from the per-reply times,
+duplicates counted once). 100 % loss is a failed result that still carries the counts. Results of the
+background mesh carry ``mesh=true`` in their params and detail.
+"""
 
 from __future__ import annotations
 
