@@ -201,7 +201,8 @@ def run_text(run: Any) -> str:
 def _run_json(run: Any) -> str:
     from google.protobuf import json_format
 
-    return json.dumps(json_format.MessageToDict(run, preserving_proto_field_name=True), indent=2) + "\n"
+    return json.dumps(json_format.MessageToDict(run, preserving_proto_field_name=True,
+                                                always_print_fields_with_no_presence=True), indent=2) + "\n"
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
@@ -272,12 +273,11 @@ def cmd_compare(ns: argparse.Namespace) -> int:
 
 
 def _lab_of(address: str) -> str:
-    """``unix:///run/cniscope/lab/NAME/collector.sock`` → NAME; else the default lab."""
+    """``unix:///run/cniscope/lab/NAME/collector.sock`` → NAME; else CNISCOPE_LAB or the default lab."""
     import os
 
-    marker = "/lab/"
-    if marker in address:
-        return address.split(marker, 1)[1].split("/", 1)[0]
+    if address.startswith("unix:") and address.endswith("/collector.sock"):
+        return Path(address.split(":", 1)[1]).parent.name
     return os.environ.get("CNISCOPE_LAB", "")
 
 

@@ -1,0 +1,217 @@
+"""``cniscope bench`` against a real 3-node lab: stored medians are the medians of the stored
+repetitions; a 2 ms delay shows up as ~2 ms worse RTT and not as noise while identical runs are
+within noise; ``--fail-if`` exits non-zero exactly when crossed; the HTML comparison renders in
+headless Chromium with every run label and metric; service scaling loads 8 + 10·N NAT rules on every
+node, connect setup grows with N for iptables-nft and not for the nft verdict map; Ctrl-C leaves no
+probe process and no rule behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from probe_helpers import running_cluster  # type: ignore[import-not-found]
+
+from cniscope.collector.runs.services import count_rules
+from cniscope.core import stats
+from cniscope.lab.lab import Lab
+
+pytestmark = [pytest.mark.netns]
+CNISCOPE = [sys.executable, "-m", "cniscope.cli"]
+PROBE_TOOLS = {"ping", "iperf3", "nsenter"}
+
+
+@pytest.fixture(scope="module")
+def bench_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Path]]:
+    root = tmp_path_factory.mktemp("bench")
+    with running_cluster(root, nodes=3) as lab:
+        yield lab, root / "c.db"
+
+
+def bench(lab: Lab, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CNISCOPE_COLLECTOR": lab.local_collector}
+    r = subprocess.run([*CNISCOPE, "bench", *args], capture_output=True, text=True, env=env, timeout=timeout,
+                       check=False)
+    if check and r.returncode != 0:
+        raise AssertionError(f"bench {' '.join(args)} exited {r.returncode}\n{r.stdout}\n{r.stderr}")
+    return r
+
+
+def run(lab: Lab, label: str, *args: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(bench(lab, "run", "--label", label, "--suite", "quick", "-o", "json", *args).stdout)
+    assert out["status"] == "RUN_STATUS_DONE", out
+    return out
+
+
+def compare_json(lab: Lab, *args: str) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads(bench(lab, "compare", "-o", "json", *args).stdout)
+    return out
+
+
+def row(cmp: dict[str, Any], metric: str) -> dict[str, Any]:
+    return next(r for t in cmp["tables"] for r in t["rows"] if r["metric"] == metric)
+
+
+def lab_probe_processes(lab: Lab) -> list[str]:
+    """Probe tools (ping, iperf3, nsenter) running inside any of the lab's namespaces."""
+    inodes = {os.stat(f"/run/netns/{ns}").st_ino for ns in lab.namespaces() if os.path.exists(f"/run/netns/{ns}")}
+    found = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            if comm in PROBE_TOOLS and os.stat(f"/proc/{pid}/ns/net").st_ino in inodes:
+                found.append(f"{pid} {comm}")
+        except OSError:
+            continue
+    return found
+
+
+def test_repeat3_medians_noise_delay_fail_if_and_html(bench_lab: tuple[Lab, Path], tmp_path: Path) -> None:
+    from cniscope.lab import impair
+
+    lab, db = bench_lab
+    a = run(lab, "A: lab baseline", "--repeat", "3", "--only", "rtt,connect,census")
+    assert a["fingerprint"]["environment"] == "lab: netns, iptables-nft"
+    assert a["fingerprint"]["nodes"] == "3"
+    assert a["pairs"] == ["node1→node2"]
+
+    # every stored figure is the median (min, max) of the repetitions stored beside it
+    conn = sqlite3.connect(db)
+    try:
+        stored: dict[str, list[float]] = {}
+        for m, v in conn.execute("SELECT metric, value FROM run_values WHERE run_id=?", (a["run_id"],)):
+            stored.setdefault(m, []).append(v)
+        figs = {m: (med, lo, hi, n) for m, med, lo, hi, n in conn.execute(
+            "SELECT metric, median, min, max, n FROM run_figures WHERE run_id=?", (a["run_id"],))}
+    finally:
+        conn.close()
+    assert len(stored["rtt.p50"]) == 3
+    assert len(stored["connect.mean"]) == 3
+    for m, vs in stored.items():
+        assert figs[m] == (stats.median(vs), min(vs), max(vs), len(vs)), m
+        assert a["figures"][m]["median"] == stats.median(vs)
+    assert stored["nat.rules"] == [0.0]  # no Services loaded: the census counted an empty nat table
+
+    b = run(lab, "B: lab again", "--repeat", "5", "--only", "rtt")
+    b2 = run(lab, "B2: lab again", "--repeat", "5", "--only", "rtt")
+    same = row(compare_json(lab, b["run_id"], b2["run_id"]), "rtt.p50")
+    assert same["deltas"][1]["verdict"] == "within noise", same
+
+    impair.apply(lab, "node2", impair.Impairment(delay_us=2000, max_seconds=120))
+    try:
+        c = run(lab, "C: node2 +2ms", "--repeat", "3", "--only", "rtt")
+    finally:
+        impair.clear(lab, "node2")
+    worse = row(compare_json(lab, b["run_id"], c["run_id"]), "rtt.p50")
+    d = worse["deltas"][1]
+    assert d["verdict"] == "worse", worse
+    assert 1700 <= d["abs"] <= 2800, worse  # ~2 ms more, in µs
+
+    # --fail-if: exit 3 exactly when crossed, naming the metric
+    pct = d["pct"]
+    crossed = bench(lab, "compare", b["run_id"], c["run_id"], "--fail-if", f"rtt.p50 > +{pct - 5:.0f}%", check=False)
+    assert crossed.returncode == 3, crossed.stderr
+    assert "rtt.p50" in crossed.stderr
+    held = bench(lab, "compare", b["run_id"], c["run_id"], "--fail-if", f"rtt.p50 > +{pct + 5:.0f}%", check=False)
+    assert held.returncode == 0, held.stderr
+    bad = bench(lab, "compare", b["run_id"], "--fail-if", "rtt.p50 >> 3", check=False)
+    assert bad.returncode not in (0, 3)
+
+    listed = bench(lab, "list").stdout
+    for label in ("A: lab baseline", "B: lab again", "C: node2 +2ms"):
+        assert label in listed
+    assert "C: node2 +2ms" in bench(lab, "show", "C: node2 +2ms").stdout
+
+    page = tmp_path / "cmp.html"
+    bench(lab, "compare", a["run_id"], b["run_id"], c["run_id"], "-o", "html", "--out-file", str(page))
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium is not None, "chromium is installed by scripts/host-setup.sh"
+    dom = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--disable-component-update", "--disable-sync", "--no-first-run",
+                          f"--user-data-dir={tmp_path / 'chromium'}", "--dump-dom", page.as_uri()],
+                         capture_output=True, text=True, timeout=90, check=True).stdout
+    for text in ("A: lab baseline", "B: lab again", "C: node2 +2ms", "RTT p50", "RTT p99", "connect setup mean",
+                 "iptables NAT rules"):
+        assert text in dom, text
+    assert dom.count("<svg") >= 4
+
+
+def test_service_scaling_iptables_nft_grows_verdict_map_flat(bench_lab: tuple[Lab, Path]) -> None:
+    lab, _ = bench_lab
+    r = bench(lab, "services", "--counts", "4,104,1000", "--backend", "iptables-nft,nft", "--repeat", "3",
+              "--connects", "200", "-o", "json")
+    sc = json.loads(r.stdout)["scaling"]
+    ipt = {row["services"]: row for row in sc["iptables-nft"]["rows"]}
+    nft = {row["services"]: row for row in sc["nft"]["rows"]}
+    assert [ipt[n]["rules"] for n in (4, 104, 1000)] == [48, 1048, 10008]
+    for n in (4, 104, 1000):
+        assert set(ipt[n]["rules_per_node"].values()) == {ipt[n]["rules"]}  # every node holds the ruleset
+        assert "errors" not in ipt[n]
+        assert "errors" not in nft[n]
+    grow = ipt[1000]["setup_p50_us"] - ipt[4]["setup_p50_us"]
+    assert ipt[1000]["verdict_p50"] == "worse", ipt
+    assert grow > 15, ipt
+    assert sc["iptables-nft"]["slope_p50_ns_per_rule"] > 1.5
+    flat = nft[1000]["setup_p50_us"] - nft[4]["setup_p50_us"]
+    assert nft[1000]["verdict_p50"] != "worse" or flat < 0.25 * grow, nft
+    assert abs(flat) < 0.5 * grow, (flat, grow)
+    for node in lab.nodes():  # the run removed what it loaded
+        assert count_rules(node.netns, "iptables-nft") == 0
+
+
+def test_ctrl_c_leaves_nothing_running(bench_lab: tuple[Lab, Path]) -> None:
+    lab, db = bench_lab
+    env = {**os.environ, "CNISCOPE_COLLECTOR": lab.local_collector}
+    for args, marker in ((["run", "--label", "interrupted", "--suite", "quick", "--repeat", "3"], "run"),
+                         (["services", "--counts", "4,104,1000,2000", "--backend", "iptables-legacy", "--repeat", "3"],
+                          "services")):
+        proc = subprocess.Popen([*CNISCOPE, "bench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        try:
+            deadline = time.monotonic() + 30
+            started = False
+            while time.monotonic() < deadline and not started:
+                time.sleep(0.5)
+                if marker == "run":
+                    c = sqlite3.connect(db)
+                    try:
+                        started = bool(c.execute("SELECT COUNT(*) FROM run_values r JOIN runs USING (run_id) "
+                                                 "WHERE label='interrupted'").fetchone()[0])
+                    except sqlite3.OperationalError:
+                        started = False
+                    finally:
+                        c.close()
+                else:
+                    started = count_rules(lab.nodes()[0].netns, "iptables-legacy") > 0
+            assert started, f"{marker} never got going"
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=90)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert proc.returncode == 130, (out, err)
+        assert "stopping the run" in err
+        time.sleep(1.0)
+        assert lab_probe_processes(lab) == []
+        for node in lab.nodes():
+            assert count_rules(node.netns, "iptables-legacy") == 0
+    c = sqlite3.connect(db)
+    try:
+        statuses = [s for (s,) in c.execute("SELECT status FROM runs WHERE label IN ('interrupted', "
+                                            "'services 4,104,1000,2000')")]
+    finally:
+        c.close()
+    assert statuses == [3, 3]  # RUN_STATUS_CANCELLED
