@@ -4,8 +4,6 @@ inspection unit's duration and success."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +11,6 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
-from cniscope.api.v1 import cluster_pb2, common_pb2
 from cniscope.collector.state import ClusterState
 from cniscope.core.metricshttp import gauge_families, metric_name
 
@@ -30,32 +27,14 @@ class CollectorMetrics:
     def __init__(self, state: ClusterState, counters: IngestCounters) -> None:
         self.state = state
         self.counters = counters
-        self.probes: dict[tuple[str, str, str, str], common_pb2.ProbeResult] = {}
-        self._task: asyncio.Task[None] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(self.state.subscribe()))
+        """Nothing to follow: the exposition reads ClusterState when scraped."""
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _follow(self, q: asyncio.Queue[cluster_pb2.ClusterEvent]) -> None:
-        try:
-            while True:
-                self.on_event(await q.get())
-        finally:
-            self.state.unsubscribe(q)
-
-    def on_event(self, ev: cluster_pb2.ClusterEvent) -> None:
-        which = ev.WhichOneof("body")
-        if which == "probe_result":
-            r = ev.probe_result
-            self.probes[(r.kind, r.source_node, r.target_node or r.target_address, r.path)] = r
+        return None
 
     def collect(self) -> Iterator[Any]:
         st = self.state
@@ -86,7 +65,7 @@ class CollectorMetrics:
                 for node, series in sorted(st.latest.items()) for s in series.values()]
         yield from gauge_families(rows, "latest value reported by the node")
         probe_rows = []
-        for (kind, src, dst, path), r in sorted(self.probes.items()):
+        for (kind, src, dst, path), r in sorted(st.latest_results.items()):
             base = {"kind": kind, "source": src, "target": dst, "path": path}
             probe_rows.append(("probe_ok", base, 1.0 if r.ok else 0.0))
             for fig, val in r.figures.items():

@@ -35,6 +35,23 @@ from cniscope.core.version import VERSION
 log = logging.getLogger("cniscope.collector")
 
 
+def _drain(q: asyncio.Queue[agent_pb2.CollectorMessage]) -> list[agent_pb2.CollectorMessage]:
+    """Everything queued for one agent, with acks coalesced: an ack is cumulative per boot_id, so only
+    the highest of a run needs to travel (one write instead of dozens when a backlog drains)."""
+    out: list[agent_pb2.CollectorMessage] = []
+    acks: dict[str, agent_pb2.CollectorMessage] = {}
+    while not q.empty():
+        m = q.get_nowait()
+        if m.WhichOneof("body") == "ack":
+            prev = acks.get(m.ack.boot_id)
+            if prev is None or m.ack.seq > prev.ack.seq:
+                acks[m.ack.boot_id] = m
+        else:
+            out.append(m)
+    out.extend(acks.values())
+    return out
+
+
 def _status(name: str) -> grpc.StatusCode:
     return getattr(grpc.StatusCode, name, grpc.StatusCode.INTERNAL)
 
@@ -95,17 +112,20 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         reader = asyncio.create_task(self._read(it, session, context))
         try:
             while not session.closed.is_set():
-                getter = asyncio.ensure_future(session.outbox.get())
-                closed = asyncio.ensure_future(session.closed.wait())
-                done, _ = await asyncio.wait({getter, closed, reader}, return_when=asyncio.FIRST_COMPLETED)
-                closed.cancel()
-                if getter in done:
-                    yield getter.result()
-                else:
-                    getter.cancel()
-                if reader in done:
-                    while not session.outbox.empty():  # flush the last acks
-                        yield session.outbox.get_nowait()
+                if session.outbox.empty():
+                    getter = asyncio.ensure_future(session.outbox.get())
+                    closed = asyncio.ensure_future(session.closed.wait())
+                    done, _ = await asyncio.wait({getter, closed, reader}, return_when=asyncio.FIRST_COMPLETED)
+                    closed.cancel()
+                    if getter in done:
+                        session.outbox.put_nowait(getter.result())  # back in line, drained below
+                    else:
+                        getter.cancel()
+                for out in _drain(session.outbox):
+                    yield out
+                if reader.done():
+                    for out in _drain(session.outbox):  # flush the last acks
+                        yield out
                     break
         finally:
             reader.cancel()
@@ -151,7 +171,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 self.state.on_batch(session.node, b, now)
                 for r in b.probe_results:
                     self.dispatcher.on_result(r)
-                    self.state.publish(cluster_pb2.ClusterEvent(probe_result=r))
+                    self.state.on_probe_result(r)
         elif which == "probe_progress":
             self.dispatcher.on_progress(msg.probe_progress)
             self.state.publish(cluster_pb2.ClusterEvent(probe_progress=msg.probe_progress))

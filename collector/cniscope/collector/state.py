@@ -63,6 +63,7 @@ class ClusterState:
         self.recent_logs: list[common_pb2.LogEvent] = []
         self.skew = SkewTracker()
         self._peers_pending = False
+        self.latest_results: dict[tuple[str, str, str, str], common_pb2.ProbeResult] = {}
         self.latest: dict[str, dict[str, common_pb2.Sample]] = {}  # node → series key → latest sample
 
     # ---- watchers ----------------------------------------------------------------------------
@@ -146,6 +147,10 @@ class ClusterState:
                  for n, st in sorted(self.nodes.items()) if n in self.sessions]
         return common_pb2.PeerTable(peers=peers, version=self.peer_version)
 
+    def on_probe_result(self, r: common_pb2.ProbeResult) -> None:
+        self.latest_results[(r.kind, r.source_node, r.target_node or r.target_address, r.path)] = r
+        self.publish(cluster_pb2.ClusterEvent(probe_result=r))
+
     def schedule_peers(self) -> None:
         """Coalesce peer-table broadcasts: a rolling start of N agents costs O(N) tables, not O(N²)."""
         if self._peers_pending:
@@ -196,10 +201,11 @@ class ClusterState:
             key = series_key(s)
             figures[key] = s.value
             latest[key] = s
-        self.publish(cluster_pb2.ClusterEvent(node=st))
-        if batch.samples:
-            self.publish(cluster_pb2.ClusterEvent(
-                samples=cluster_pb2.NodeSamples(node=node, samples=batch.samples)))
+        if self.watchers:  # building events copies the node state: only when someone watches
+            self.publish(cluster_pb2.ClusterEvent(node=st))
+            if batch.samples:
+                self.publish(cluster_pb2.ClusterEvent(
+                    samples=cluster_pb2.NodeSamples(node=node, samples=batch.samples)))
 
     def on_capabilities(self, node: str, rep: common_pb2.CapabilityReport) -> None:
         st = self.nodes.get(node)
