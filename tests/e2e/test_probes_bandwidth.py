@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from probe_helpers import run_probe, running_cluster  # type: ignore[import-not-found]
 
-from cniscope.api.v1 import cluster_pb2_grpc, common_pb2
+from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
 from cniscope.core import grpcutil
 from cniscope.lab.lab import Lab
 
@@ -110,3 +110,27 @@ def test_udp_above_what_the_sender_can_offer_is_marked_invalid(bw_cluster: Lab) 
     assert r.ok, r.error
     assert r.figures["valid"] == 0.0
     assert "below 95% of the requested" in json.loads(r.detail_json)["invalid_reason"]
+
+
+def test_a_caller_that_goes_away_does_not_free_the_nodes_early(bw_cluster: Lab) -> None:
+    async def go() -> tuple[common_pb2.ProbeResult, common_pb2.ProbeResult]:
+        async with grpcutil.insecure_channel(bw_cluster.local_collector) as ch:
+            stub = cluster_pb2_grpc.ClusterStub(ch)
+            call = stub.RunProbe(common_pb2.ProbeRequest(kind="tcp", source_node="node1", target_node="node2",
+                                                         path="host", params={"duration": "2"}))
+            first = await call.read()
+            probe_a = first.progress.probe_id  # type: ignore[attr-defined]
+            call.cancel()  # the caller leaves while node1 → node2 is measuring
+            b, _ = await run_probe(bw_cluster.local_collector, "tcp", "node3", "node2", duration="1")
+            for _ in range(50):
+                resp = await stub.ListProbeResults(cluster_pb2.ListProbeResultsRequest(kind="tcp", limit=50))
+                a = [r for r in resp.results if r.probe_id == probe_a]
+                if a:
+                    return a[0], b
+                await asyncio.sleep(0.1)
+            raise AssertionError("the abandoned probe's result never arrived")
+
+    a, b = asyncio.run(go())
+    assert a.ok, a.error
+    assert b.ok, b.error
+    assert a.finished_unix_nano <= b.started_unix_nano, "the second probe ran while the abandoned one measured"

@@ -45,7 +45,7 @@ class Dispatcher:
         self._node_locks: dict[str, asyncio.Lock] = {}
         self._light = asyncio.Semaphore(LIGHT_CONCURRENCY)
         self._acks: dict[str, asyncio.Future[agent_pb2.CommandAck]] = {}
-        self.schedule_log: list[tuple[str, str, float, float]] = []  # (probe_id, kind, start, end) monotonic
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def validate(self, req: common_pb2.ProbeRequest) -> tuple[common_pb2.ProbeRequest, float, bool]:
         spec = probespec.spec_for(req.kind)
@@ -86,29 +86,40 @@ class Dispatcher:
             yield
 
     async def run(self, req: common_pb2.ProbeRequest) -> AsyncIterator[cluster_pb2.ProbeUpdate]:
+        """Progress, then the result. The probe runs in its own task: a caller that goes away does
+        not release the nodes while the agents are still measuring."""
         req, expected, bandwidth = self.validate(req)
+        updates: asyncio.Queue[cluster_pb2.ProbeUpdate | None] = asyncio.Queue()
+        task = asyncio.create_task(self._execute(req, expected, bandwidth, updates), name=f"probe:{req.probe_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        while (upd := await updates.get()) is not None:
+            yield upd
+        await task  # re-raises what stopped it (e.g. the source disconnected)
+
+    async def _execute(self, req: common_pb2.ProbeRequest, expected: float, bandwidth: bool,
+                       out: asyncio.Queue[cluster_pb2.ProbeUpdate | None]) -> None:
         loop = asyncio.get_running_loop()
         pend = Pending(req, loop.create_future())
         self.pending[req.probe_id] = pend
         try:
             if bandwidth and any(self._lock(n).locked() for n in (req.source_node, req.target_node) if n):
-                yield cluster_pb2.ProbeUpdate(progress=common_pb2.ProbeProgress(
-                    probe_id=req.probe_id, fraction=0.0, message="queued: a bandwidth probe holds a node"))
+                out.put_nowait(cluster_pb2.ProbeUpdate(progress=common_pb2.ProbeProgress(
+                    probe_id=req.probe_id, fraction=0.0, message="queued: a bandwidth probe holds a node")))
             async with self._slot(req, bandwidth):
-                slot_start = time.monotonic()
                 session = self.state.sessions.get(req.source_node)
                 if session is None:
                     raise NotFound(f"source node {req.source_node!r} disconnected")
                 served = req.kind in SERVED_KINDS and bool(req.target_node)
                 if served:
-                    yield cluster_pb2.ProbeUpdate(progress=common_pb2.ProbeProgress(
+                    out.put_nowait(cluster_pb2.ProbeUpdate(progress=common_pb2.ProbeProgress(
                         probe_id=req.probe_id, fraction=0.0,
-                        message=f"starting a one-off iperf3 server on {req.target_node}"))
+                        message=f"starting a one-off iperf3 server on {req.target_node}")))
                     refusal = await self._serve_target(req, expected)
                     if refusal is not None:
                         result = self._failed(req, refusal)
                         await self.store.call(self.store.record_result, result)
-                        yield cluster_pb2.ProbeUpdate(result=result)
+                        out.put_nowait(cluster_pb2.ProbeUpdate(result=result))
                         return
                 session.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
                     command_id=req.probe_id, run_probe=req)))
@@ -122,7 +133,7 @@ class Dispatcher:
                     done, _ = await asyncio.wait(waits, timeout=remaining,
                                                  return_when=asyncio.FIRST_COMPLETED)
                     if getter in done:
-                        yield cluster_pb2.ProbeUpdate(progress=getter.result())
+                        out.put_nowait(cluster_pb2.ProbeUpdate(progress=getter.result()))
                     else:
                         getter.cancel()
                 if pend.result.done():
@@ -133,11 +144,10 @@ class Dispatcher:
                     await self.store.call(self.store.record_result, result)
                 if served and not result.ok:
                     self._stop_target(req)
-                self.schedule_log.append((req.probe_id, req.kind, slot_start, time.monotonic()))
-                del self.schedule_log[:-1000]
-            yield cluster_pb2.ProbeUpdate(result=result)
+            out.put_nowait(cluster_pb2.ProbeUpdate(result=result))
         finally:
             self.pending.pop(req.probe_id, None)
+            out.put_nowait(None)
 
     @staticmethod
     def _failed(req: common_pb2.ProbeRequest, error: str) -> common_pb2.ProbeResult:
