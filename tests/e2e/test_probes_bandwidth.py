@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,14 +27,22 @@ def bw_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         yield lab
 
 
-def iperf3_pids() -> list[int]:
+def iperf3_pids_in(netns_name: str) -> set[int]:
+    """iperf3 processes inside one lab namespace (other labs on the machine may run their own)."""
+    want = os.stat(f"/run/netns/{netns_name}").st_ino
     out = subprocess.run(["pgrep", "-x", "iperf3"], capture_output=True, text=True, check=False).stdout
-    return [int(x) for x in out.split()]
+    pids = set()
+    for pid in (int(x) for x in out.split()):
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino == want:
+                pids.add(pid)
+        except OSError:
+            continue
+    return pids
 
 
 @pytest.mark.parametrize("path", ["host", "pod"])
 def test_tcp_end_to_end(bw_cluster: Lab, path: str) -> None:
-    before = set(iperf3_pids())
     r, progress = asyncio.run(run_probe(bw_cluster.local_collector, "tcp", "node1", "node2", path, duration="1"))
     assert r.ok, r.error
     assert r.figures["received_gbps"] > 0.05
@@ -43,7 +53,8 @@ def test_tcp_end_to_end(bw_cluster: Lab, path: str) -> None:
     node2 = bw_cluster.nodes()[1]
     assert r.target_address == (node2.pod_ip if path == "pod" else node2.host_ip)
     # the one-off server served one test and is gone: nothing listens between tests
-    assert set(iperf3_pids()) - before == set()
+    time.sleep(0.2)
+    assert iperf3_pids_in(node2.pod_netns if path == "pod" else node2.netns) == set()
 
 
 def test_tcp_reverse_has_no_sender_rtt(bw_cluster: Lab) -> None:
