@@ -204,6 +204,11 @@ def fuzz_target(tmp_path: Path) -> Any:
     task.cancel()
     loop.run_until_complete(asyncio.gather(task, return_exceptions=True))
     loop.run_until_complete(col.stop())
+    rest = asyncio.all_tasks(loop)
+    for t in rest:
+        t.cancel()
+    loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+    loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
 
 
