@@ -24,6 +24,7 @@ METRICS = {  # name: (probe kind, figure keys, unit, higher is better)
     "tcp": ("tcp", THROUGHPUT_KEYS, "TCP Gbit/s", True),
 }
 SWEEP_MAX_PAIRS = 400
+MAX_SIDE = 60  # larger clusters show only the nodes with measurements, up to this many
 
 
 def _fmt_us(v: float) -> str:
@@ -50,6 +51,7 @@ class MeshScreen(CniscopeScreen):
         with Horizontal(id="mesh-body"):
             with VerticalScroll(id="mesh-left"):
                 yield Heatmap(id="heatmap")
+                yield Static("", id="mesh-note")
             yield Static(id="pair", classes="panel")
 
     def setup(self) -> None:
@@ -63,7 +65,6 @@ class MeshScreen(CniscopeScreen):
             return
         self._seen = key
         kind, figs, unit, higher = METRICS[self.metric]
-        names = sorted(m.nodes)
         now = self.capp.now_ns()
         cells: dict[tuple[str, str], Cell] = {}
         for (k, path, src, dst), hist in m.pairs.items():
@@ -72,10 +73,20 @@ class MeshScreen(CniscopeScreen):
             r = hist[-1]
             value = next((r.figures[f] for f in figs if f in r.figures), None) if r.ok else None
             cells[(src, dst)] = Cell(value, max(0.0, (now - (r.finished_unix_nano or now)) / 1e9))
+        names = sorted(m.nodes)
+        if len(names) > MAX_SIDE:
+            measured = sorted({n for pair in cells for n in pair})
+            names = measured[:MAX_SIDE]
+            self.notify_once(f"{len(m.nodes)} nodes: the mesh shows the {len(names)} with measurements")
         fmt = _fmt_us if self.metric == "rtt" else (lambda v: f"{v:.1f}")
         self.query_one(Heatmap).set_data(names, cells, fmt=fmt, unit=f"{unit} ({self.path} path)",
                                          higher_better=higher)
         self._show_pair()
+
+    def notify_once(self, text: str) -> None:
+        if text != getattr(self, "_noted", ""):
+            self._noted = text
+            self.query_one("#mesh-note", Static).update(Text(text, style="dim"))
 
     @on(Heatmap.Selected)
     def _selected(self, ev: Heatmap.Selected) -> None:

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Grid
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 
 from cniscope.api.v1 import cluster_pb2, common_pb2
@@ -20,7 +20,7 @@ from cniscope.tui.widgets.bars import fill_bar
 
 MARK = {common_pb2.READINESS_READY: ("✓", "green"), common_pb2.READINESS_NOT_READY: ("✗", "red"),
         common_pb2.READINESS_UNKNOWN: ("?", "yellow"), common_pb2.READINESS_UNSPECIFIED: ("?", "yellow")}
-SECTIONS = ("overview", "readiness", "units", "interfaces", "maps", "iptables", "connlat", "footprint")
+COLUMNS = (("overview", "units", "interfaces", "footprint", "connlat"), ("readiness", "maps", "iptables"))
 TITLES = {"overview": "Node", "readiness": "Kernel readiness", "units": "Inspection units",
           "interfaces": "Interfaces", "maps": "BPF maps", "iptables": "iptables / nftables",
           "connlat": "TCP connect latency (tracer)", "footprint": "Footprint"}
@@ -48,7 +48,7 @@ class NodeDetailScreen(CniscopeScreen):
     TITLE_TEXT = "Node"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "app.pop_screen", "Back"),
-        Binding("r", "rtt", "RTT from here"),
+        Binding("r", "rtt", "Probe from here"),
     ]
 
     def __init__(self, node: str) -> None:
@@ -58,11 +58,13 @@ class NodeDetailScreen(CniscopeScreen):
         self._seen = -1
 
     def compose_body(self) -> ComposeResult:
-        with Grid(id="detail"):
-            for key in SECTIONS:
-                panel = Static(id=f"sec-{key}", classes="panel")
-                panel.border_title = TITLES[key]
-                yield panel
+        with VerticalScroll(id="detail"), Horizontal(id="detail-cols"):
+            for keys in COLUMNS:
+                with Vertical(classes="detail-col"):
+                    for key in keys:
+                        panel = Static(id=f"sec-{key}", classes="panel")
+                        panel.border_title = TITLES[key]
+                        yield panel
 
     def sync(self) -> None:
         seen = max(self.model.node_seq.get(self.node, 0), self.model.pair_seq)
@@ -82,7 +84,9 @@ class NodeDetailScreen(CniscopeScreen):
             self.query_one(f"#sec-{key}", Static).update(renderable)
 
     def _overview(self, st: cluster_pb2.NodeState) -> RenderableType:
-        t = _grid("", "")
+        t = Table(box=None, show_header=False, pad_edge=False)
+        t.add_column(min_width=24)
+        t.add_column()
         status = Text(STATUS.get(st.status, "?"),
                       style={1: "green", 2: "yellow", 3: "red"}.get(st.status, ""))
         rows: list[tuple[str, str | Text]] = [
@@ -105,6 +109,8 @@ class NodeDetailScreen(CniscopeScreen):
         if not items:
             return Text("no readiness items reported", style="dim")
         t = _grid("", "item", "why")
+        t.columns[1].no_wrap = True
+        t.columns[2].ratio = 1
         for it in sorted(items, key=lambda i: i.name):
             mark, style = MARK.get(it.state, ("?", "yellow"))
             t.add_row(Text(mark, style=f"bold {style}"), it.name, Text(it.reason, style="dim"))

@@ -22,9 +22,9 @@ class NodesScreen(CniscopeScreen):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("slash", "filter", "Filter"),
         Binding("s", "sort_next", "Sort"),
-        Binding("S", "sort_reverse", "Reverse"),
+        Binding("S", "sort_reverse", "Reverse sort", show=False),
         Binding("r", "rtt('host')", "RTT host→host"),
-        Binding("R", "rtt('pod')", "RTT pod→pod"),
+        Binding("R", "rtt('pod')", "RTT pod→pod", show=False),
         Binding("escape", "clear_filter", "Clear filter", show=False),
     ]
 
@@ -130,7 +130,6 @@ class NodesScreen(CniscopeScreen):
         self.sort_key = SORTABLE[(i + 1) % len(SORTABLE)]
         self.sort_reverse = self.sort_key not in ("node", "status")  # biggest first for figures
         self.rebuild()
-        self.notify(f"sorted by {BY_KEY[self.sort_key].label}", timeout=2)
 
     def action_sort_reverse(self) -> None:
         self.sort_reverse = not self.sort_reverse

@@ -54,7 +54,7 @@ class ProbeForm(ModalScreen[common_pb2.ProbeRequest | None]):
             yield Static("Fire a probe", id="form-title")
             with Grid(id="form-head"):
                 yield Label("kind")
-                yield Select([(f"{k} — {s.summary}", k) for k, s in SPECS.items()], value=self.kind,
+                yield Select([(k, k) for k in SPECS], value=self.kind,
                              allow_blank=False, id="f-kind")
                 yield Label("from")
                 yield Select([(n, n) for n in self.nodes], value=self.source or Select.BLANK, id="f-from")
@@ -62,6 +62,7 @@ class ProbeForm(ModalScreen[common_pb2.ProbeRequest | None]):
                 yield Select([(n, n) for n in self.nodes], value=self.target or Select.BLANK, id="f-to")
                 yield Label("path")
                 yield Select([(p, p) for p in PATHS], value=self.path, allow_blank=False, id="f-path")
+            yield Static(spec_for(self.kind).summary, id="form-summary")
             yield VerticalScroll(id="form-params")
             yield Static("", id="form-error")
             with Horizontal(id="form-buttons"):
@@ -89,6 +90,7 @@ class ProbeForm(ModalScreen[common_pb2.ProbeRequest | None]):
     async def _kind(self, ev: Select.Changed) -> None:
         if isinstance(ev.value, str) and ev.value != self.kind:
             self.kind = ev.value
+            self.query_one("#form-summary", Static).update(spec_for(self.kind).summary)
             await self._render_params()
 
     def build(self) -> common_pb2.ProbeRequest:

@@ -1,0 +1,141 @@
+"""The TUI on recordings: a real 4-node lab and a generated 1,000-node cluster (no privileges)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import tui_kit as kit  # type: ignore[import-not-found]
+from textual.widgets import DataTable, Input, Static
+
+from cniscope.tui.screens.nodes import NodesScreen
+from cniscope.tui.screens.probe_form import ProbeForm
+
+
+def _big_statuses() -> dict[str, str]:
+    """Final status per node name, read straight from the generated recording (the ground truth)."""
+    out: dict[str, str] = {}
+    for line in kit.read_lines(kit.BIG):
+        ev = json.loads(line)["event"]
+        if "node" in ev:
+            out[ev["node"]["node"]] = ev["node"]["status"]
+    return out
+
+
+def _cpu(line_node: dict[str, object]) -> float:
+    figs = line_node["figures"]
+    assert isinstance(figs, dict)
+    return float(figs["cni_cpu_millicores{process=cilium-agent}"])
+
+
+async def test_thousand_nodes_replay_sort_and_filter() -> None:
+    statuses = _big_statuses()
+    app = kit.replay_app(kit.BIG)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await kit.settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, NodesScreen)
+        table = screen.query_one("#nodes", DataTable)
+        assert table.row_count == 1000
+        assert screen.visible_nodes() == sorted(statuses)
+        # sort: s cycles node → status → CNI CPU (highest first)
+        await pilot.press("s")
+        assert screen.visible_nodes()[: len([s for s in statuses.values() if s == "NODE_STATUS_GONE"])] == sorted(
+            n for n, s in statuses.items() if s == "NODE_STATUS_GONE")
+        await pilot.press("s")
+        latest = {}
+        for line in kit.read_lines(kit.BIG):
+            ev = json.loads(line)["event"]
+            if "node" in ev:
+                latest[ev["node"]["node"]] = _cpu(ev["node"])
+        want = sorted(latest, key=lambda n: (latest[n], n), reverse=True)
+        assert screen.visible_nodes()[:20] == want[:20]
+        # filter: '/' then text; only the gone nodes stay
+        await pilot.press("slash")
+        for ch in "gone":
+            await pilot.press(ch)
+        await pilot.pause()
+        gone = {n for n, s in statuses.items() if s == "NODE_STATUS_GONE"}
+        assert set(screen.visible_nodes()) == gone
+        assert 0 < len(gone) < 1000
+        await pilot.press("escape")
+        await pilot.pause()
+        assert table.row_count == 1000
+
+
+async def test_lab_recording_fills_every_screen() -> None:
+    app = kit.replay_app(kit.LAB)
+    async with app.run_test(size=(200, 60)) as pilot:
+        await kit.settle(pilot)
+        m = app.model
+        assert sorted(m.nodes) == ["node1", "node2", "node3", "node4"]
+        # every ordered pair was measured on both paths in the recorded sweep
+        for path in ("host", "pod"):
+            assert sum(1 for (k, p, *_rest) in m.pairs if (k, p) == ("rtt", path)) == 12
+        assert all(0 < h[-1].figures["p50_us"] < 5000 for h in m.pairs.values())
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.screen.__class__.__name__ == "NodeDetailScreen"
+        text = kit.text_of(app.screen.query_one("#sec-readiness", Static))
+        assert "bandwidth_manager" in text
+        assert "fq" in text
+        await pilot.press("escape", "3")
+        await pilot.pause()
+        app.sync_now()
+        await pilot.pause()
+        assert app.screen.query_one("#probes", DataTable).row_count == len(m.probes) >= 24
+
+
+async def test_probe_form_uses_the_api_bounds() -> None:
+    app = kit.replay_app(kit.LAB)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await kit.settle(pilot)
+        await pilot.press("p")
+        await pilot.pause()
+        form = app.screen
+        assert isinstance(form, ProbeForm)
+        form.query_one("#p-count", Input).value = "5000"   # rtt count cap is 1000
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert app.screen is form
+        assert "above the cap 1000" in kit.text_of(form.query_one("#form-error", Static))
+        form.query_one("#p-count", Input).value = "3"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert not isinstance(app.screen, ProbeForm)
+        await kit.until(lambda: app.last_result is not None, 5, pilot, "replayed probe result")
+        assert app.last_result is not None
+        assert app.last_result.kind == "rtt"
+
+
+async def test_runs_comparison_marks_noise_and_direction(tmp_path: Path) -> None:
+    app = kit.replay_app(kit.LAB, extra=kit.RUNS, tmp=tmp_path)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await kit.settle(pilot)
+        await pilot.press("4")
+        await kit.until(lambda: app.screen.query_one("#runs", DataTable).row_count == 2, 5, pilot, "runs")
+        await pilot.press("space", "down", "space", "c")
+        await pilot.pause()
+        text = kit.text_of(app.screen.query_one("#compare", Static))
+        assert "within noise" in text          # TCP 12.41 → 12.40 Gbit/s
+        assert "-35.9%" in text                # RTT p50 4894 → 3135 µs
+
+
+async def test_runs_screen_without_runs_api() -> None:
+    app = kit.replay_app(kit.LAB)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await kit.settle(pilot)
+        await pilot.press("4")
+        await pilot.pause(0.2)
+        assert "no runs API on this collector" in kit.text_of(app.screen.query_one("#compare", Static))
+
+
+async def test_command_palette_lists_every_key_action() -> None:
+    app = kit.replay_app(kit.LAB)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await kit.settle(pilot)
+        titles = {c.title for c in app.get_system_commands(app.screen)}
+        for b in [*app.BINDINGS, *app.screen.BINDINGS]:
+            desc = getattr(b, "description", "")
+            if desc and getattr(b, "show", True):
+                assert desc in titles, desc
