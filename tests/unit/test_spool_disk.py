@@ -76,3 +76,15 @@ def test_sender_cursor_sees_only_new_batches(tmp_path: Path) -> None:
     nxt, cur2 = sp.after(cur)
     assert [b.seq for b in nxt] == [4]
     assert sp.after(cur2)[0] == []
+
+
+def test_a_crash_loop_keeps_only_as_many_earlier_boots_as_a_hello_may_announce(tmp_path: Path) -> None:
+    path = tmp_path / "spool.seg"
+    for i in range(20):  # twenty boots, each died with two batches undelivered
+        sp = Spool(path=path, boot_id=f"boot{i:02d}")
+        sp.add(_batch(f"boot{i:02d}", 1))
+        sp.add(_batch(f"boot{i:02d}", 2))
+        sp.close()
+    last = Spool(path=path, boot_id="now")
+    assert last.other_boots() == [f"boot{i:02d}" for i in range(4, 20)]
+    assert last.dropped == 2  # each start drops (and counts) what exceeds the cap: here one boot, two batches

@@ -32,6 +32,7 @@ Key = tuple[str, int]
 _HDR = struct.Struct("<IB")
 _ADD, _ACK = 0x41, 0x4B
 MAX_RECORD = 64 * 1024 * 1024
+MAX_REPLAY_BOOTS = 16        # the collector accepts this many earlier boots in one Hello
 COMPACT_MIN_BYTES = 1 * 1024 * 1024
 
 
@@ -166,6 +167,14 @@ class Spool:
                 pos = good = end
             if good < len(data):
                 log.warning("spool file %s: ignored %d bytes of a torn or corrupt tail", self.path, len(data) - good)
+        boots = self.other_boots()
+        for boot in boots[:max(0, len(boots) - MAX_REPLAY_BOOTS)]:  # a crash loop: keep the newest boots
+            gone = [k for k in self._items if k[0] == boot]
+            for k in gone:
+                self._bytes -= self._items.pop(k)[1]
+            self.dropped += len(gone)
+            log.warning("spool file %s: dropped %d batches of boot %s (more than %d earlier boots)",
+                        self.path, len(gone), boot[:8], MAX_REPLAY_BOOTS)
         self.recovered = len(self._items)
         self._rewrite()  # start from a compact file holding exactly what was recovered
 
