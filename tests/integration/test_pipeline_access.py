@@ -340,3 +340,33 @@ def test_agent_refuses_the_pure_python_protobuf_backend() -> None:
     assert r.returncode != 0
     assert "pure-Python protobuf backend" in r.stderr, r.stderr[-1000:]
     assert "Traceback" not in r.stderr
+
+
+async def test_cli_reaches_a_tls_and_token_protected_collector_through_its_environment(tmp_path: Path) -> None:
+    pki, _ = _write_pki(tmp_path)
+    tok = tmp_path / "token"
+    tok.write_text(TOKEN)
+    c = await kit.start_collector(tmp_path, tls_cert=str(pki["server.pem"]), tls_key=str(pki["server.key"]),
+                                  tls_ca=str(pki["ca.pem"]), token_file=str(tok))
+    env = {"PATH": "/usr/bin:/bin", "CNISCOPE_TLS_CA": str(pki["ca.pem"]),
+           "CNISCOPE_TLS_CERT": str(pki["client.pem"]), "CNISCOPE_TLS_KEY": str(pki["client.key"])}
+
+    async def nodes(extra: dict[str, str]) -> tuple[int, str]:
+        p = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cniscope.cli", "nodes", "--collector", kit.address(c), "-o", "json",
+            env={**env, **extra}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(p.communicate(), 60)
+        return p.returncode or 0, (out + err).decode()
+
+    try:
+        rc, out = await nodes({"CNISCOPE_TOKEN_FILE": str(tok)})
+        assert rc == 0, out
+        assert out.strip() == "[]"
+        rc, out = await nodes({})  # TLS right, token missing
+        assert rc != 0
+        assert "missing bearer token" in out
+        rc, out = await nodes({"CNISCOPE_TOKEN_FILE": str(tok), "CNISCOPE_TLS_CERT": "", "CNISCOPE_TLS_KEY": ""})
+        assert rc != 0  # no client certificate
+        assert "Traceback" not in out
+    finally:
+        await c.stop()

@@ -183,9 +183,9 @@ def _wait_nodes(address: str, count: int, timeout: float) -> None:
 # ---- clients --------------------------------------------------------------------------------------
 async def _list_nodes(address: str, deadline: float = 10) -> list[Any]:
     from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc
-    from cniscope.core import grpcutil
+    from cniscope.core import grpcutil, security
 
-    async with grpcutil.insecure_channel(address) as ch:
+    async with grpcutil.insecure_channel(address, credentials=security.client_credentials_from_env()) as ch:
         stub = cluster_pb2_grpc.ClusterStub(ch)
         resp = await stub.ListNodes(cluster_pb2.ListNodesRequest(), timeout=deadline,
                                     metadata=_client_metadata())
@@ -260,10 +260,10 @@ def cmd_probe(ns: argparse.Namespace) -> int:
 
 async def _run_probe(address: str, req: Any, show_progress: bool = False) -> Any:
     from cniscope.api.v1 import cluster_pb2_grpc
-    from cniscope.core import grpcutil
+    from cniscope.core import grpcutil, security
 
     result = None
-    async with grpcutil.insecure_channel(address) as ch:
+    async with grpcutil.insecure_channel(address, credentials=security.client_credentials_from_env()) as ch:
         stub = cluster_pb2_grpc.ClusterStub(ch)
         async for upd in stub.RunProbe(req, metadata=_client_metadata()):
             if upd.WhichOneof("body") == "progress" and show_progress:

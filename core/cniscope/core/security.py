@@ -68,3 +68,10 @@ def files_signature(*paths: str) -> tuple[tuple[str, int, int], ...]:
 
 def bearer_metadata(token: str | None) -> tuple[tuple[str, str], ...]:
     return ((AUTH_HEADER, f"Bearer {token}"),) if token else ()
+
+
+def client_credentials_from_env(env: dict[str, str] | None = None) -> grpc.ChannelCredentials | None:
+    """People-facing clients (CLI, TUI): TLS from CNISCOPE_TLS_CA / _CERT / _KEY, plaintext when unset."""
+    e = os.environ if env is None else env
+    return client_credentials(e.get("CNISCOPE_TLS_CA", ""), e.get("CNISCOPE_TLS_CERT", ""),
+                              e.get("CNISCOPE_TLS_KEY", ""))

@@ -16,7 +16,7 @@ import grpc
 from google.protobuf import json_format
 
 from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
-from cniscope.core import grpcutil
+from cniscope.core import grpcutil, security
 from cniscope.core.config import read_token
 from cniscope.core.errors import CniscopeError, ConnectionFailed
 from cniscope.tui.runs import RunSummary, RunsUnavailable, run_from_dict
@@ -63,7 +63,8 @@ class GrpcClusterClient:
     @property
     def _stub(self) -> cluster_pb2_grpc.ClusterAsyncStub:
         if self._stub_ is None:
-            self._channel = grpcutil.insecure_channel(self.address)
+            self._channel = grpcutil.insecure_channel(self.address,
+                                                      credentials=security.client_credentials_from_env())
             self._stub_ = cluster_pb2_grpc.ClusterStub(self._channel)
         return self._stub_
 
