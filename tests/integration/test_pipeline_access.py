@@ -370,3 +370,39 @@ async def test_cli_reaches_a_tls_and_token_protected_collector_through_its_envir
         assert "Traceback" not in out
     finally:
         await c.stop()
+
+
+class _FastClock:
+    """The ``time`` module as seen by an agent whose wall clock runs 200 ms ahead."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def time_ns() -> int:
+        return time.time_ns() + 200_000_000
+
+
+async def test_agent_measures_its_clock_offset_over_the_welcome_round_trip(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    c = await kit.start_collector(tmp_path)
+    honest, fast = _agent(c, node="honest"), _agent(c, node="fast")
+    tasks = [asyncio.create_task(honest.run())]
+    try:
+        await kit.until(lambda: "honest" in c.state.sessions and c.state.nodes["honest"].last_seq >= 2,
+                        what="honest agent")
+        monkeypatch.setattr(agent_app, "time", _FastClock())
+        tasks.append(asyncio.create_task(fast.run()))
+        await kit.until(lambda: "fast" in c.state.sessions and c.state.nodes["fast"].last_seq >= 2, what="fast agent")
+        assert fast.clock_rtt_ms is not None
+        assert 195 <= fast.clock_offset_ms <= 205
+        assert fast.clock_offset_ms - fast.clock_rtt_ms / 2 <= 200 <= fast.clock_offset_ms + fast.clock_rtt_ms / 2
+        assert c.state.nodes["fast"].clock_skewed
+        assert 195 <= c.state.nodes["fast"].clock_skew_ms <= 205
+        assert not c.state.nodes["honest"].clock_skewed
+        assert abs(c.state.nodes["honest"].clock_skew_ms) < 20
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await c.stop()

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cniscope.agent")
 
+CLOCK_OFFSET_SAMPLE = "agent_clock_offset_ms"  # agent minus collector, measured over the Welcome round trip
 CERT_POLL_SECONDS = 2.0   # how often the agent looks for a rotated TLS certificate
 
 
@@ -93,6 +94,8 @@ class Agent:
         self._token = read_token(cfg.token_file)
         self.metrics = AgentMetrics(self)
         self.last_samples: list[common_pb2.Sample] = []
+        self.clock_offset_ms = 0.0
+        self.clock_rtt_ms: float | None = None
         self.last_results: dict[tuple[str, str, str], common_pb2.ProbeResult] = {}
         self.iperf_servers = IperfServers()
         self.listeners: listeners.Listeners | None = None
@@ -119,7 +122,10 @@ class Agent:
             common_pb2.Sample(name="agent_spool_depth", value=self.spool.depth, time_unix_nano=now_ns),
             common_pb2.Sample(name="agent_spool_dropped", value=self.spool.dropped, time_unix_nano=now_ns),
             common_pb2.Sample(name="agent_reconnects", value=self.reconnects, time_unix_nano=now_ns),
-        ]
+        ] + ([] if self.clock_rtt_ms is None else [
+            common_pb2.Sample(name=CLOCK_OFFSET_SAMPLE, value=self.clock_offset_ms, time_unix_nano=now_ns),
+            common_pb2.Sample(name="agent_clock_rtt_ms", value=self.clock_rtt_ms, time_unix_nano=now_ns),
+        ])
 
     def _sample_all(self) -> list[common_pb2.Sample]:
         now = time.time_ns()
@@ -203,8 +209,10 @@ class Agent:
         async with grpcutil.insecure_channel(self.cfg.collector, opts, creds) as channel:
             stub = agent_pb2_grpc.AgentHubStub(channel)
             call = stub.Connect(metadata=self._metadata())
+            t_send = time.time_ns()
             await call.write(self.hello())
             first = await call.read()
+            t_recv = time.time_ns()
             if not isinstance(first, agent_pb2.CollectorMessage) or not first.HasField("welcome"):
                 raise CniscopeError("collector closed the stream before welcoming us")
             self.spool.ack(first.welcome.acked_seq)
@@ -212,7 +220,10 @@ class Agent:
                 self.spool.ack(seq, boot)
             self.connected.set()
             self.backoff.reset()
-            skew_ms = (time.time_ns() - first.welcome.time_unix_nano) / 1e6
+            # NTP-style: the Welcome was stamped between our send and our receive, so the offset is
+            # known to within half the round trip, whatever queueing the collector did
+            skew_ms = ((t_send + t_recv) / 2 - first.welcome.time_unix_nano) / 1e6
+            self.clock_offset_ms, self.clock_rtt_ms = round(skew_ms, 3), round((t_recv - t_send) / 1e6, 3)
             log.info("connected to collector %s as %s (boot %s, %d batches to resend, skew %.1f ms)",
                      self.cfg.collector, self.cfg.node, self.boot_id[:8], self.spool.depth, skew_ms)
             tasks = {asyncio.create_task(self._send_loop(call)), asyncio.create_task(self._consume(call))}

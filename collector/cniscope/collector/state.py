@@ -186,8 +186,11 @@ class ClusterState:
             st.seq_gaps += batch.seq - st.last_seq - 1
         st.last_seq = max(st.last_seq, batch.seq)
         st.spool_dropped = max(st.spool_dropped, batch.spool_dropped)
-        if batch.time_unix_nano:
-            st.clock_skew_ms = self.skew.observe(node, batch.time_unix_nano, now_ns)
+        measured = next((s.value for s in batch.samples if s.name == "agent_clock_offset_ms"), None)
+        if measured is not None or batch.time_unix_nano:
+            # the agent's round-trip measurement when it sends one; else the one-way estimate
+            st.clock_skew_ms = (round(measured, 3) if measured is not None
+                                else self.skew.observe(node, batch.time_unix_nano, now_ns))
             flagged = self.skew.flagged(st.clock_skew_ms)
             if flagged != st.clock_skewed:
                 st.clock_skewed = flagged
