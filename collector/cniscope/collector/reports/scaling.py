@@ -27,20 +27,25 @@ def _rows(backend: str, data: dict[str, Any]) -> list[list[str]]:
             else:
                 cells.append(f"{r[f'delta_{stat}_us']:+.1f} µs ({bm.fmt_pct(r[f'delta_{stat}_pct'])}) "
                              f"{r[f'verdict_{stat}']}")
+        walk = r.get("walk_p50_us")
         out.append([backend, f"{r['services']:,}", f"{r['rules']:,}", f"{r['sync_ms']:.0f} ms",
                     f"{mean:.1f} µs" if isinstance(mean, float) else "failed",
                     f"{p50:.1f} µs" if isinstance(p50, float) else "-",
-                    f"{p99:.1f} µs" if isinstance(p99, float) else "-", *cells])
+                    f"{p99:.1f} µs" if isinstance(p99, float) else "-", *cells,
+                    f"{walk:+.1f} µs" if isinstance(walk, float) else "-",
+                    f"{r['walk_floor_us']:+.1f} µs" if isinstance(r.get("walk_floor_us"), float) else "-",
+                    str(r.get("verdict_walk", "-"))])
     return out
 
 
 HEADS = ["backend", "services", "NAT rules", "sync", "setup mean", "setup p50", "setup p99", "Δ mean vs smallest N",
-         "Δ p50 vs smallest N"]
+         "Δ p50 vs smallest N", "last − first (p50)", "last − first (floor)",
+         "walk vs smallest N"]
 
 
 def _slope(data: dict[str, Any]) -> str:
     parts = []
-    for stat in ("mean", "p50"):
+    for stat in ("mean", "p50", "walk"):
         s = data.get(f"slope_{stat}_ns_per_rule")
         parts.append(f"{stat} {s:.2f} ns per rule" if isinstance(s, int | float) else f"{stat} n/a")
     return ", ".join(parts)
@@ -83,6 +88,7 @@ def render_scaling(run_label: str, detail: dict[str, Any], fmt: str) -> str:
             b.append(svg.bars(f"NAT rules, {backend}", labels, [float(r["rules"]) for r in d["rows"]], unit="rules"))
         b.append("</div><pre>" + e("\n".join(published_lines())) + "</pre>")
         return page(f"cniscope service scaling: {run_label}", "".join(b))
-    out = [f"service scaling: {run_label}", table(HEADS, rows, "llrrrrrrr"), "", "slope: " + "; ".join(slopes), "",
+    out = [f"service scaling: {run_label} (setup to the last Service created; 'last − first' is measured in the "
+           "same repetition, so machine load cancels out)", table(HEADS, rows, "llrrrrrrrrrr"), "", "slope: " + "; ".join(slopes), "",
            *published_lines()]
     return "\n".join(out) + "\n"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -38,10 +39,11 @@ SERVICE_PORT = 7411  # the agents' accept-and-close port: the endpoints really a
 
 @dataclass(frozen=True)
 class Applied:
-    target_ip: str
+    target_ip: str               # the last Service: the end of a linear chain
     target_port: int
     rules: dict[str, int]        # NAT rules per node, counted from the kernel after loading
     sync_seconds: float          # slowest node's load
+    first_ip: str = ""           # the first Service: the head of a linear chain
 
 
 class ServiceBackend(Protocol):
@@ -95,8 +97,9 @@ class LabServices:
             slowest = max(slowest, time.perf_counter() - t0)
         self._loaded = n
         last = kubeproxy.plan(1, self.endpoints, port=SERVICE_PORT, target_port=SERVICE_PORT, first=n - 1)[0]
+        head = kubeproxy.plan(1, self.endpoints, port=SERVICE_PORT, target_port=SERVICE_PORT)[0]
         return Applied(last.cluster_ip, SERVICE_PORT, {ns: count_rules(ns, self.backend) for ns in self.node_netns},
-                       slowest)
+                       slowest, head.cluster_ip)
 
     def cleanup(self) -> None:
         from cniscope.lab import kubeproxy
@@ -174,6 +177,53 @@ def metric_prefix(backend: str) -> str:
 
 
 @dataclass
+class _Step:
+    """What one N measured over the repetitions."""
+
+    applied: Applied | None = None
+    syncs: list[float] = field(default_factory=list)
+    means: list[float] = field(default_factory=list)
+    p50s: list[float] = field(default_factory=list)
+    p99s: list[float] = field(default_factory=list)
+    heads: list[float] = field(default_factory=list)
+    walks: list[float] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, res: common_pb2.ProbeResult, head: common_pb2.ProbeResult | None) -> None:
+        if not (res.ok and "p50_us" in res.figures):
+            self.errors.append(res.error or "no connection succeeded")
+            return
+        self.means.append(res.figures.get("mean_us", math.nan))
+        self.p50s.append(res.figures["p50_us"])
+        self.p99s.append(res.figures.get("p99_us", math.nan))
+        if head is not None and head.ok and "p50_us" in head.figures:
+            self.heads.append(head.figures["p50_us"])
+            self.walks.append(res.figures["p50_us"] - head.figures["p50_us"])
+
+    def row(self, n: int) -> dict[str, object]:
+        assert self.applied is not None
+        a = self.applied
+        row: dict[str, object] = {
+            "services": n, "rules": max(a.rules.values()) if a.rules else 0, "rules_per_node": a.rules,
+            "sync_ms": round(stats.median(self.syncs) * 1000, 1), "target": a.target_ip, "first": a.first_ip,
+            "repeat": len(self.p50s)}
+        if self.p50s:
+            mean, p50 = bm.aggregate(self.means), bm.aggregate(self.p50s)
+            row.update(setup_mean_us=mean.median, setup_mean_min_us=mean.lo, setup_mean_max_us=mean.hi,
+                       setup_p50_us=p50.median, setup_p50_min_us=p50.lo, setup_p50_max_us=p50.hi,
+                       setup_p99_us=bm.aggregate(self.p99s).median)
+        if self.walks:
+            w = bm.aggregate(self.walks)
+            row.update(walk_p50_us=w.median, walk_p50_min_us=w.lo, walk_p50_max_us=w.hi,
+                       first_p50_min_us=min(self.heads),
+                       # load only ever adds latency: the floors are the steadiest estimate
+                       walk_floor_us=min(self.p50s) - min(self.heads))
+        if self.errors:
+            row["errors"] = self.errors[:3]
+        return row
+
+
+@dataclass
 class ScalingRun:
     state: ClusterState
     dispatcher: Dispatcher
@@ -201,56 +251,40 @@ class ScalingRun:
 
     async def _body(self, ar: ActiveRun, counts: list[int], backends: list[str], lab: str, source: str,
                     repeat: int, connects: int, factory: object) -> None:
+        """Round-robin over N: each repetition programs every N in turn and measures it, so a busy
+        machine's load drifts over all N alike instead of landing on one step."""
         run = ar.run
-        ar.progress_total = len(backends) * len(counts) * (repeat + 1)
+        ar.progress_total = len(backends) * len(counts) * repeat
         table: dict[str, list[dict[str, object]]] = {}
         for b in backends:
             assert callable(factory)
             svc: ServiceBackend = await asyncio.to_thread(factory, lab, b)
-            rows: list[dict[str, object]] = []
-            table[b] = rows
+            acc: dict[int, _Step] = {n: _Step() for n in counts}
             try:
-                for n in counts:
-                    ar.check()
-                    ar.emit(f"{b}: programming {n} Services on every node")
-                    applied = await asyncio.to_thread(svc.apply, n)
-                    ar.progress_done += 1
-                    # one unmeasured batch first: neighbour entries, conntrack and rule caches settle
-                    await self._connect(source, applied.target_ip, applied.target_port, min(connects, 50))
-                    means: list[float] = []
-                    p50s: list[float] = []
-                    p99s: list[float] = []
-                    errors: list[str] = []
-                    for rep in range(repeat):
+                for rep in range(repeat):
+                    for n in counts:
+                        ar.check()
+                        ar.emit(f"{b}: programming {n} Services on every node (rep {rep + 1}/{repeat})")
+                        applied = await asyncio.to_thread(svc.apply, n)
+                        st = acc[n]
+                        st.applied = applied
+                        st.syncs.append(applied.sync_seconds)
                         ar.check()
                         ar.emit(f"{b}: {n} Services, connect ×{connects} to {applied.target_ip} (rep {rep + 1}/{repeat})")
+                        # an unmeasured batch first: neighbour entries and caches settle after a reload
+                        await self._connect(source, applied.target_ip, applied.target_port, min(connects, 20))
                         res = await self._connect(source, applied.target_ip, applied.target_port, connects)
+                        head = None
+                        if applied.first_ip and applied.first_ip != applied.target_ip:
+                            head = await self._connect(source, applied.first_ip, applied.target_port, connects)
                         ar.progress_done += 1
-                        if res.ok and "mean_us" in res.figures:
-                            means.append(res.figures["mean_us"])
-                            p50s.append(res.figures.get("p50_us", float("nan")))
-                            p99s.append(res.figures.get("p99_us", float("nan")))
-                        else:
-                            errors.append(res.error or "no connection succeeded")
-                    p = metric_prefix(b)
-                    vals = [(f"svc_{p}_{n}.mean", i, source, v, "") for i, v in enumerate(means)]
-                    vals += [(f"svc_{p}_{n}.p50", i, source, v, "") for i, v in enumerate(p50s)]
-                    await self.manager.db(rstore.add_values, run.run_id, vals)
-                    rules = max(applied.rules.values()) if applied.rules else 0
-                    row: dict[str, object] = {
-                        "services": n, "rules": rules, "rules_per_node": applied.rules,
-                        "sync_ms": round(applied.sync_seconds * 1000, 1), "target": applied.target_ip,
-                        "connects": connects, "repeat": repeat}
-                    if means:
-                        st = bm.aggregate(means)
-                        md = bm.aggregate(p50s)
-                        row.update(setup_mean_us=st.median, setup_mean_min_us=st.lo, setup_mean_max_us=st.hi,
-                                   setup_p50_us=md.median, setup_p50_min_us=md.lo, setup_p50_max_us=md.hi,
-                                   setup_p99_us=stats.median([x for x in p99s if x == x]) if p99s else None)
-                    if errors:
-                        row["errors"] = errors[:3]
-                    rows.append(row)
+                        st.add(res, head)
+                    rows = [acc[n].row(n) for n in counts if acc[n].applied is not None]
+                    table[b] = rows
                     run.detail_json = json.dumps(scaling_detail(table))
+                p = metric_prefix(b)
+                vals = [(f"svc_{p}_{n}.p50", i, source, v, "") for n in counts for i, v in enumerate(acc[n].p50s)]
+                await self.manager.db(rstore.add_values, run.run_id, vals)
             finally:
                 ar.emit(f"{b}: removing the Services' rules from every node")
                 await asyncio.shield(asyncio.to_thread(svc.cleanup))
@@ -291,5 +325,18 @@ def scaling_detail(table: dict[str, list[dict[str, object]]]) -> dict[str, objec
                     r[f"verdict_{stat}"] = d.verdict if r is not base else "baseline"
             res[f"slope_{stat}_ns_per_rule"] = slope_ns_per_rule(pts)
         res["slope_ns_per_rule"] = res["slope_mean_ns_per_rule"]
+        # the walk over the rules between the first and the last Service, against the smallest N
+        b0w = base.get("walk_p50_us") if base is not None else None
+        wpts: list[tuple[float, float]] = []
+        for r in rows:
+            w = r.get("walk_p50_us")
+            fl = r.get("walk_floor_us")
+            if isinstance(fl, float) and isinstance(r.get("rules"), int):
+                wpts.append((float(r["rules"]), fl))  # type: ignore[arg-type]
+            if base is not None and isinstance(w, float) and isinstance(b0w, float):
+                d = bm.delta("connect.mean", bm.FigureStat(b0w, base["walk_p50_min_us"], base["walk_p50_max_us"]),  # type: ignore[arg-type]
+                             bm.FigureStat(w, r["walk_p50_min_us"], r["walk_p50_max_us"]))  # type: ignore[arg-type]
+                r["verdict_walk"] = d.verdict if r is not base else "baseline"
+        res["slope_walk_ns_per_rule"] = slope_ns_per_rule(wpts)
         out[b] = res
     return {"scaling": out}
