@@ -27,19 +27,17 @@ def _rows(backend: str, data: dict[str, Any]) -> list[list[str]]:
             else:
                 cells.append(f"{r[f'delta_{stat}_us']:+.1f} µs ({bm.fmt_pct(r[f'delta_{stat}_pct'])}) "
                              f"{r[f'verdict_{stat}']}")
-        walk = r.get("walk_p50_us")
         out.append([backend, f"{r['services']:,}", f"{r['rules']:,}", f"{r['sync_ms']:.0f} ms",
                     f"{mean:.1f} µs" if isinstance(mean, float) else "failed",
                     f"{p50:.1f} µs" if isinstance(p50, float) else "-",
                     f"{p99:.1f} µs" if isinstance(p99, float) else "-", *cells,
-                    f"{walk:+.1f} µs" if isinstance(walk, float) else "-",
                     f"{r['walk_floor_us']:+.1f} µs" if isinstance(r.get("walk_floor_us"), float) else "-",
                     str(r.get("verdict_walk", "-"))])
     return out
 
 
 HEADS = ["backend", "services", "NAT rules", "sync", "setup mean", "setup p50", "setup p99", "Δ mean vs smallest N",
-         "Δ p50 vs smallest N", "last − first (p50)", "last − first (floor)",
+         "Δ p50 vs smallest N", "last − first Service",
          "walk vs smallest N"]
 
 
@@ -89,6 +87,6 @@ def render_scaling(run_label: str, detail: dict[str, Any], fmt: str) -> str:
         b.append("</div><pre>" + e("\n".join(published_lines())) + "</pre>")
         return page(f"cniscope service scaling: {run_label}", "".join(b))
     out = [f"service scaling: {run_label} (setup to the last Service created; 'last − first' is measured in the "
-           "same repetition, so machine load cancels out)", table(HEADS, rows, "llrrrrrrrrrr"), "", "slope: " + "; ".join(slopes), "",
+           "same repetition, so machine load cancels out)", table(HEADS, rows, "llrrrrrrrrr"), "", "slope: " + "; ".join(slopes), "",
            *published_lines()]
     return "\n".join(out) + "\n"
