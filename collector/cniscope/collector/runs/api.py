@@ -36,7 +36,7 @@ class RunsService(runs_pb2_grpc.RunsServicer):
         self.scaling = ScalingRun(state, dispatcher, self.manager)
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: CniscopeError) -> None:  # type: ignore[type-arg]
-        await context.abort(_status(exc), f"{exc.title}: {exc}")
+        await context.abort(_status(exc), str(exc))
 
     async def StartRun(self, request: runs_pb2.StartRunRequest,  # noqa: N802
                        context: grpc.aio.ServicerContext) -> AsyncIterator[runs_pb2.RunUpdate]:  # type: ignore[type-arg]

@@ -255,6 +255,9 @@ class ScalingRun:
         machine's load drifts over all N alike instead of landing on one step."""
         run = ar.run
         ar.progress_total = len(backends) * len(counts) * repeat
+        from cniscope.collector.runs.fingerprint import derive
+
+        run.fingerprint.update(derive(dict(self.state.nodes)))
         table: dict[str, list[dict[str, object]]] = {}
         for b in backends:
             assert callable(factory)
