@@ -385,7 +385,7 @@ def bench_downtime(quick: bool) -> None:
         return
     root = Path(__file__).resolve().parents[1]
     t0 = time.monotonic()
-    r = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+    r = subprocess.run([PY, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--timeout={seconds + 240:.0f}",
                         "tests/e2e/test_pipeline_lab.py::test_collector_down_while_agents_produce_loses_nothing"],
                        cwd=root, env={**os.environ, "CNISCOPE_TEST_DOWN_SECONDS": str(seconds)},
                        capture_output=True, text=True)
