@@ -79,10 +79,10 @@ def render_scaling(run_label: str, detail: dict[str, Any], fmt: str) -> str:
         for backend, d in sc.items():
             labels = [f"{r['services']:,} Services ({r['rules']:,} rules)" for r in d["rows"]]
             b.append(svg.bars(f"pod → Service connect setup, {backend}", labels,
-                              [r.get("setup_mean_us") for r in d["rows"]], unit="µs",
-                              lo=[r.get("setup_mean_min_us") for r in d["rows"]],
-                              hi=[r.get("setup_mean_max_us") for r in d["rows"]],
-                              subtitle=f"mean of the repetitions' means · slope {_slope(d)}"))
+                              [r.get("setup_p50_us") for r in d["rows"]], unit="µs",
+                              lo=[r.get("setup_p50_min_us") for r in d["rows"]],
+                              hi=[r.get("setup_p50_max_us") for r in d["rows"]],
+                              subtitle=f"median setup over the repetitions (line: min–max) · slope {_slope(d)}"))
             b.append(svg.bars(f"NAT rules, {backend}", labels, [float(r["rules"]) for r in d["rows"]], unit="rules"))
         b.append("</div><pre>" + e("\n".join(published_lines())) + "</pre>")
         return page(f"cniscope service scaling: {run_label}", "".join(b))

@@ -43,7 +43,7 @@ def bars(title: str, labels: Sequence[str], values: Sequence[float | None], *, u
 
 
 def _num(v: float) -> str:
-    if abs(v) >= 100:
+    if float(v).is_integer() or abs(v) >= 100:
         return f"{v:,.0f}"
     if abs(v) >= 10:
         return f"{v:.1f}"
