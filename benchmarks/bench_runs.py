@@ -1,0 +1,89 @@
+"""Service-scaling benchmark: kube-proxy-shaped rules for N Services on every node of a 3-node lab.
+
+Run (root): .venv/bin/python benchmarks/bench_runs.py [--counts 4,104,1000,5000] [--repeat 5]
+
+Through the collector's Runs API (the same path as ``cniscope bench services``), each backend —
+iptables-nft, iptables-legacy and kube-proxy's nftables verdict map — is programmed with N Services
+on every node, round-robin over N per repetition, and pod → ClusterIP connect setup is measured
+(200 connects per repetition, median per repetition, the best repetition as the floor). The figure
+is the floor at N divided by the floor at the smallest N, beside the same ratio for the verdict map
+in the same run; plus the slope in ns per NAT rule and the time to load the rules. The lab is torn
+down at the end, whatever happens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from cniscope.api.v1 import runs_pb2, runs_pb2_grpc
+from cniscope.core import grpcutil
+from cniscope.lab.lab import Lab, LabSpec
+
+
+async def scaling(address: str, lab: str, counts: list[int], repeat: int) -> runs_pb2.Run:
+    async with grpcutil.insecure_channel(address) as ch:
+        stub = runs_pb2_grpc.RunsStub(ch)
+        req = runs_pb2.ServiceScalingRequest(label="bench", counts=counts, lab=lab, repeat=repeat, connects=200,
+                                             backends=["iptables-nft", "iptables-legacy", "nft"])
+        final = None
+        async for upd in stub.StartServiceScaling(req):
+            if upd.WhichOneof("body") == "run":
+                final = upd.run
+        assert final is not None
+        return final
+
+
+def wait_nodes(address: str, n: int) -> None:
+    from cniscope.cli import _list_nodes
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if sum(1 for x in asyncio.run(_list_nodes(address, deadline=2)) if x.status == 1) >= n:
+                return
+        except Exception:
+            pass
+        time.sleep(0.3)
+    raise SystemExit("agents did not connect")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--counts", default="4,104,1000,5000")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = Lab(LabSpec(name=f"bsr{__import__('os').getpid() % 1000}", nodes=3), state_root=Path(tmp) / "labs")
+        try:
+            lab.up()
+            lab.start_cluster(db=Path(tmp) / "c.db", sample_interval=2.0)
+            wait_nodes(lab.local_collector, 3)
+            t0 = time.perf_counter()
+            run = asyncio.run(scaling(lab.local_collector, lab.spec.name, counts, args.repeat))
+            wall = time.perf_counter() - t0
+        finally:
+            lab.down()
+    if run.status != runs_pb2.RUN_STATUS_DONE:
+        raise SystemExit(f"run ended {run.status}: {run.error}")
+    sc = json.loads(run.detail_json)["scaling"]
+    print(f"service scaling, counts {counts}, repeat {args.repeat}, {wall:.0f} s wall")
+    print("| backend | N | rules | load (slowest node) | setup floor µs | setup median µs | floor ratio to smallest N |")
+    print("|---|---|---|---|---|---|---|")
+    for b, d in sc.items():
+        rows = d["rows"]
+        base = rows[0]["setup_p50_min_us"]
+        for r in rows:
+            print(f"| {b} | {r['services']:,} | {r['rules']:,} | {r['sync_ms']:.0f} ms | {r['setup_p50_min_us']:.1f} "
+                  f"| {r['setup_p50_us']:.1f} | {r['setup_p50_min_us'] / base:.2f} |")
+    for b, d in sc.items():
+        print(f"{b}: slope p50 {d['slope_p50_ns_per_rule']:.2f} ns/rule")
+
+
+if __name__ == "__main__":
+    main()
