@@ -27,7 +27,7 @@ from cniscope.collector.runs.manager import ActiveRun, RunManager
 from cniscope.collector.state import ClusterState
 from cniscope.core import benchmetrics as bm
 from cniscope.core import stats
-from cniscope.core.errors import CniscopeError, ValidationError
+from cniscope.core.errors import CniscopeError, Unavailable, ValidationError
 
 if TYPE_CHECKING:
     from cniscope.lab.lab import Lab
@@ -242,7 +242,15 @@ class ScalingRun:
         connects = req.connects or DEFAULT_CONNECTS
         run = runs_pb2.Run(label=req.label or f"services {','.join(map(str, counts))}", kind="services",
                            suite="services", repeat=repeat, pairs=[f"{sources[0]}→ClusterIP"])
-        factory = self.backend_factory or lab_backend
+        factory = self.backend_factory
+        if factory is None:
+            from cniscope.collector.runs.fingerprint import is_lab
+
+            if not all(is_lab(st) for n, st in self.state.nodes.items() if n in self.state.sessions):
+                raise Unavailable(
+                    "service scaling outside the lab needs a Kubernetes ServiceBackend (Services created "
+                    "through the API and the data plane's settle signal); this collector has none configured")
+            factory = lab_backend
 
         async def body(ar: ActiveRun) -> None:
             await self._body(ar, counts, backends, req.lab, sources[0], repeat, connects, factory)

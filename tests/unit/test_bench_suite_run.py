@@ -1,0 +1,125 @@
+"""A suite run against a scripted dispatcher (no network): figures map from probe results, a kind the
+collector does not know is skipped with the reason, an item whose every attempt failed is skipped
+with the first error, repetitions × pairs are all stored, and the census gives NAT rules."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, runs_pb2
+from cniscope.collector.runs import store as rstore
+from cniscope.collector.runs import suite as suite_mod
+from cniscope.collector.runs.manager import RunManager
+from cniscope.collector.runs.suite import Item
+from cniscope.collector.runs.suite_run import SuiteRun
+from cniscope.collector.store import Store
+
+
+@dataclass
+class FakeSession:
+    node: str
+    state: FakeState
+
+    def send(self, msg: agent_pb2.CollectorMessage) -> bool:
+        if msg.command.WhichOneof("body") == "refresh_capabilities":  # the agent answers at once
+            self.state.nodes[self.node].capabilities.time_unix_nano += 1
+        return True
+
+
+@dataclass
+class FakeState:
+    nodes: dict[str, cluster_pb2.NodeState] = field(default_factory=dict)
+    sessions: dict[str, FakeSession] = field(default_factory=dict)
+
+
+class ScriptedDispatcher:
+    def __init__(self) -> None:
+        self.requests: list[common_pb2.ProbeRequest] = []
+        self.rtt = iter([100.0, 300.0, 200.0, 150.0, 250.0, 50.0, 120.0, 180.0, 90.0])
+
+    async def run(self, req: common_pb2.ProbeRequest) -> AsyncIterator[cluster_pb2.ProbeUpdate]:
+        self.requests.append(req)
+        res = common_pb2.ProbeResult(probe_id=f"p{len(self.requests)}", kind=req.kind, ok=True)
+        if req.kind == "rtt":
+            v = next(self.rtt)
+            res.figures.update({"p50_us": v, "p99_us": v * 2})
+        elif req.kind == "connect":
+            res.ok, res.error = False, "connect refused by target"
+        yield cluster_pb2.ProbeUpdate(progress=common_pb2.ProbeProgress(probe_id=res.probe_id, fraction=0.5))
+        yield cluster_pb2.ProbeUpdate(result=res)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    s = Store(tmp_path / "c.db")
+    yield s
+    s.close()
+
+
+def lab_state() -> FakeState:
+    st = FakeState()
+    census = {"iptables-nft": {"tables": {"nat": {"rules": 48}}}, "iptables-legacy": {"tables": {}}}
+    for i in (1, 2, 3):
+        rep = common_pb2.CapabilityReport(kernel="6.18")
+        rep.units.add(name="iptables", ok=True, available=True, detail_json=json.dumps(census))
+        st.nodes[f"node{i}"] = cluster_pb2.NodeState(node=f"node{i}", host_ip=f"198.18.0.{10 + i}",
+                                                     pod_ip=f"198.19.{i}.11", capabilities=rep)
+        st.sessions[f"node{i}"] = FakeSession(f"node{i}", st)
+    return st
+
+
+async def test_suite_run_maps_figures_and_explains_skips(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    items = (
+        Item("rtt", "rtt", {"rtt.p50": "p50_us", "rtt.p99": "p99_us"}, {"count": "5"}),
+        Item("connect", "connect", {"connect.mean": "mean_us"}, {"count": "5"}),
+        Item("quic", "quic", {"tcp.gbps": "gbps"}),
+        Item("footprint", "footprint", {"cni.cpu_m": "cni_cpu_millicores"}, needs_target=False),
+        Item("census", "census", {"nat.rules": "nat_rules"}, needs_target=False),
+    )
+    monkeypatch.setitem(suite_mod.SUITES, "quick", items)
+    state, disp = lab_state(), ScriptedDispatcher()
+    mgr = RunManager(store)
+    sr = SuiteRun(state, disp, mgr)  # type: ignore[arg-type]
+    ar = await sr.start(runs_pb2.StartRunRequest(label="scripted", suite="quick", repeat=3, pairs="all"))
+    await asyncio.wait_for(ar.done.wait(), 20)
+    run = await store.call(rstore.get_run, store.conn, ar.run.run_id)
+    assert run.status == runs_pb2.RUN_STATUS_DONE, run.error
+    assert list(run.pairs) == ["node1→node2", "node2→node3", "node3→node1"]
+    # 3 repetitions × 3 pairs for rtt and connect; the unknown kind never reached the dispatcher
+    assert [r.kind for r in disp.requests].count("rtt") == 9
+    assert len(disp.requests) == 18
+    assert {r.kind for r in disp.requests} == {"rtt", "connect"}
+    assert all(r.path == "pod" and r.target_node for r in disp.requests)
+    skipped = {s.item: s.reason for s in run.skipped}
+    assert "not available on this collector" in skipped["quic"]
+    assert "connect refused by target" in skipped["connect"]
+    assert "no CNI agent process" in skipped["footprint"]
+    assert "census" not in skipped
+    assert run.figures["nat.rules"].median == 48
+    assert run.fingerprint["environment"] == "lab: netns, iptables-nft"
+    assert run.fingerprint["nat_rules_per_node"] == "48, 48, 48"
+    stored = await store.call(rstore.values, store.conn, run.run_id)
+    assert len(stored["rtt.p50"]) == 9
+    assert run.figures["rtt.p50"].n == 9
+    assert run.figures["rtt.p50"].median == 150.0  # median of the nine scripted values
+    assert (run.figures["rtt.p50"].min, run.figures["rtt.p50"].max) == (50.0, 300.0)
+    assert run.figures["rtt.p99"].median == 2 * run.figures["rtt.p50"].median
+    assert "connect.mean" not in run.figures
+    detail = json.loads(run.detail_json)
+    assert len(detail["failures"]["connect"]) == 9
+    assert len(detail["windows"]) == 3
+
+
+async def test_too_few_nodes_is_refused(store: Store) -> None:
+    st = FakeState()
+    sr = SuiteRun(st, ScriptedDispatcher(), RunManager(store))  # type: ignore[arg-type]
+    with pytest.raises(Exception, match="two connected nodes"):
+        await sr.start(runs_pb2.StartRunRequest(label="x", suite="quick"))
+    with pytest.raises(Exception, match="label"):
+        await sr.start(runs_pb2.StartRunRequest(label="  ", suite="quick"))
