@@ -180,43 +180,66 @@ def test_service_scaling_iptables_nft_grows_verdict_map_flat(bench_lab: tuple[La
         assert count_rules(node.netns, "iptables-nft") == 0
 
 
+def lab_tools(lab: Lab, name: str) -> list[str]:
+    return [p for p in lab_probe_processes(lab, older_than=0.0) if p.split()[1] == name]
+
+
 def test_ctrl_c_leaves_nothing_running(bench_lab: tuple[Lab, Path]) -> None:
     lab, db = bench_lab
     env = {**os.environ, "CNISCOPE_COLLECTOR": lab.local_collector}
-    for args, marker in ((["run", "--label", "interrupted", "--suite", "quick", "--repeat", "3"], "run"),
-                         (["services", "--counts", "4,104,1000,2000", "--backend", "iptables-legacy", "--repeat", "3"],
-                          "services")):
-        proc = subprocess.Popen([*CNISCOPE, "bench", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True, env=env)
-        try:
-            deadline = time.monotonic() + 30
-            started = False
-            while time.monotonic() < deadline and not started:
-                time.sleep(0.5)
-                if marker == "run":
-                    c = sqlite3.connect(db)
-                    try:
-                        started = bool(c.execute("SELECT COUNT(*) FROM run_values r JOIN runs USING (run_id) "
-                                                 "WHERE label='interrupted'").fetchone()[0])
-                    except sqlite3.OperationalError:
-                        started = False
-                    finally:
-                        c.close()
-                else:
-                    started = count_rules(lab.nodes()[0].netns, "iptables-legacy") > 0
-            assert started, f"{marker} never got going"
-            proc.send_signal(signal.SIGINT)
-            out, err = proc.communicate(timeout=90)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        assert proc.returncode == 130, (out, err)
-        assert "stopping the run" in err
-        time.sleep(3.0)
-        assert lab_probe_processes(lab, older_than=3.0) == []
-        for node in lab.nodes():
-            assert count_rules(node.netns, "iptables-legacy") == 0
+
+    # a 10 s iperf3 test in flight: Ctrl-C cancels it on the agent instead of waiting for it
+    proc = subprocess.Popen([*CNISCOPE, "bench", "run", "--label", "interrupted", "--suite", "standard",
+                             "--only", "tcp", "--repeat", "2"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not lab_tools(lab, "iperf3"):
+            time.sleep(0.2)
+        assert lab_tools(lab, "iperf3"), "the tcp probe never started"
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        stopped_after = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (out, err)
+    assert "stopping the run" in err
+    assert stopped_after < 7.0, stopped_after  # well before the 10 s test would have ended
+    time.sleep(1.0)
+    assert lab_tools(lab, "iperf3") == []
+    assert lab_probe_processes(lab, older_than=3.0) == []
+    c = sqlite3.connect(db)
+    try:
+        errors = [e for (e,) in c.execute("SELECT error FROM probe_results WHERE probe_id LIKE "
+                                          "(SELECT run_id FROM runs WHERE label='interrupted') || '.%'")]
+    finally:
+        c.close()
+    assert errors == ["probe cancelled"], errors
+
+    # service scaling interrupted while its rules are loaded: every node is clean afterwards
+    proc = subprocess.Popen([*CNISCOPE, "bench", "services", "--counts", "4,104,1000,2000", "--backend",
+                             "iptables-legacy", "--repeat", "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and count_rules(lab.nodes()[0].netns, "iptables-legacy") == 0:
+            time.sleep(0.3)
+        assert count_rules(lab.nodes()[0].netns, "iptables-legacy") > 0, "no rules were ever loaded"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, (out, err)
+    time.sleep(1.0)
+    assert lab_probe_processes(lab, older_than=3.0) == []
+    for node in lab.nodes():
+        assert count_rules(node.netns, "iptables-legacy") == 0
     c = sqlite3.connect(db)
     try:
         statuses = [s for (s,) in c.execute("SELECT status FROM runs WHERE label IN ('interrupted', "

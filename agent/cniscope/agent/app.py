@@ -91,6 +91,7 @@ class Agent:
         self._outbox: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue(maxsize=1000)
         self._bandwidth_lock = asyncio.Lock()
         self._probe_tasks: set[asyncio.Task[None]] = set()
+        self._probe_by_id: dict[str, asyncio.Task[None]] = {}
         self._token = read_token(cfg.token_file)
         self.metrics = AgentMetrics(self)
         self.last_samples: list[common_pb2.Sample] = []
@@ -303,6 +304,16 @@ class Agent:
             task = asyncio.create_task(self._run_probe(cmd.run_probe, ctx))
             self._probe_tasks.add(task)
             task.add_done_callback(self._probe_tasks.discard)
+            pid = cmd.run_probe.probe_id
+            self._probe_by_id[pid] = task
+            task.add_done_callback(lambda _t, pid=pid: self._probe_by_id.pop(pid, None))  # type: ignore[misc]
+        elif which == "cancel_probe":
+            running = self._probe_by_id.get(cmd.cancel_probe.probe_id)
+            if running is not None:
+                running.cancel()  # the probe's tool is killed; its result says "probe cancelled"
+            self._post(agent_pb2.AgentMessage(command_ack=agent_pb2.CommandAck(
+                command_id=cmd.command_id, accepted=running is not None,
+                error="" if running is not None else "no such probe running (already finished)")))
         elif which == "serve_target":
             await self._serve_target(cmd.command_id, cmd.serve_target)
         elif which == "stop_target":

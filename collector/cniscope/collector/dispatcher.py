@@ -189,10 +189,27 @@ class Dispatcher:
             target.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
                 command_id=command_id, stop_target=targets_pb2.StopTarget(probe_id=req.probe_id))))
 
+    def cancel(self, probe_id: str) -> bool:
+        """Ask the source agent to stop a running probe (its tool is killed, the result says
+        "probe cancelled") and the target to stop its one-off server. False when it is not running."""
+        pend = self.pending.get(probe_id)
+        if pend is None:
+            return False
+        req = pend.request
+        session = self.state.sessions.get(req.source_node)
+        if session is not None:
+            command_id = f"{probe_id}:cancel"
+            self._acks[command_id] = asyncio.get_running_loop().create_future()  # answered quietly
+            session.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
+                command_id=command_id, cancel_probe=agent_pb2.CancelProbe(probe_id=probe_id))))
+        if req.kind in SERVED_KINDS and req.target_node:
+            self._stop_target(req)
+        return True
+
     def on_ack(self, ack: agent_pb2.CommandAck, node: str) -> None:
         fut = self._acks.get(ack.command_id)
         if fut is not None:
-            if ack.command_id.endswith(":stop"):
+            if ack.command_id.endswith((":stop", ":cancel")):
                 self._acks.pop(ack.command_id, None)
             if not fut.done():
                 fut.set_result(ack)

@@ -12,7 +12,8 @@ import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 
-from cniscope.api.v1 import runs_pb2
+from cniscope.api.v1 import common_pb2, runs_pb2
+from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.runs import store as rstore
 from cniscope.collector.store import Store
 from cniscope.core import benchmetrics as bm
@@ -34,6 +35,7 @@ class ActiveRun:
     task: asyncio.Task[None] | None = None
     progress_done: int = 0
     progress_total: int = 0
+    probes: int = 0
 
     def check(self) -> None:
         if self.cancel.is_set():
@@ -53,6 +55,30 @@ class ActiveRun:
 
 
 Body = Callable[[ActiveRun], Awaitable[None]]
+
+
+async def run_probe(dispatcher: Dispatcher, ar: ActiveRun,
+                    req: common_pb2.ProbeRequest) -> common_pb2.ProbeResult | None:
+    """One probe of a run through the dispatcher; a cancel of the run cancels the probe on its agent
+    (its tool is killed) instead of waiting for it to finish."""
+    ar.probes += 1
+    req.probe_id = req.probe_id or f"{ar.run.run_id}.{ar.probes}"
+
+    async def on_cancel() -> None:
+        await ar.cancel.wait()
+        dispatcher.cancel(req.probe_id)
+
+    watcher = asyncio.create_task(on_cancel())
+    result = None
+    try:
+        async for upd in dispatcher.run(req):
+            if upd.WhichOneof("body") == "result":
+                result = upd.result
+    except CniscopeError as exc:
+        result = common_pb2.ProbeResult(ok=False, error=f"{exc.title}: {exc}", kind=req.kind)
+    finally:
+        watcher.cancel()
+    return result
 
 
 class RunManager:

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Protocol
 from cniscope.api.v1 import common_pb2, runs_pb2
 from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.runs import store as rstore
-from cniscope.collector.runs.manager import ActiveRun, RunManager
+from cniscope.collector.runs.manager import ActiveRun, RunManager, run_probe
 from cniscope.collector.state import ClusterState
 from cniscope.core import benchmetrics as bm
 from cniscope.core import stats
-from cniscope.core.errors import CniscopeError, Unavailable, ValidationError
+from cniscope.core.errors import Unavailable, ValidationError
 
 if TYPE_CHECKING:
     from cniscope.lab.lab import Lab
@@ -283,11 +283,11 @@ class ScalingRun:
                         ar.check()
                         ar.emit(f"{b}: {n} Services, connect ×{connects} to {applied.target_ip} (rep {rep + 1}/{repeat})")
                         # an unmeasured batch first: neighbour entries and caches settle after a reload
-                        await self._connect(source, applied.target_ip, applied.target_port, min(connects, 20))
-                        res = await self._connect(source, applied.target_ip, applied.target_port, connects)
+                        await self._connect(ar, source, applied.target_ip, applied.target_port, min(connects, 20))
+                        res = await self._connect(ar, source, applied.target_ip, applied.target_port, connects)
                         head = None
                         if applied.first_ip and applied.first_ip != applied.target_ip:
-                            head = await self._connect(source, applied.first_ip, applied.target_port, connects)
+                            head = await self._connect(ar, source, applied.first_ip, applied.target_port, connects)
                         ar.progress_done += 1
                         st.add(res, head)
                     rows = [acc[n].row(n) for n in counts if acc[n].applied is not None]
@@ -301,17 +301,11 @@ class ScalingRun:
                 await asyncio.shield(asyncio.to_thread(svc.cleanup))
         run.detail_json = json.dumps(scaling_detail(table))
 
-    async def _connect(self, source: str, ip: str, port: int, count: int) -> common_pb2.ProbeResult:
+    async def _connect(self, ar: ActiveRun, source: str, ip: str, port: int, count: int) -> common_pb2.ProbeResult:
         req = common_pb2.ProbeRequest(kind="connect", source_node=source, path="service", target_address=ip,
                                       params={"count": str(count), "port": str(port)})
-        result = common_pb2.ProbeResult(ok=False, error="no result")
-        try:
-            async for upd in self.dispatcher.run(req):
-                if upd.WhichOneof("body") == "result":
-                    result = upd.result
-        except CniscopeError as exc:
-            result = common_pb2.ProbeResult(ok=False, error=f"{exc.title}: {exc}")
-        return result
+        result = await run_probe(self.dispatcher, ar, req)
+        return result or common_pb2.ProbeResult(ok=False, error="no result")
 
 
 def scaling_detail(table: dict[str, list[dict[str, object]]]) -> dict[str, object]:

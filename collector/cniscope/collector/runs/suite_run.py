@@ -15,11 +15,11 @@ from cniscope.api.v1 import agent_pb2, common_pb2, runs_pb2
 from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.runs import fingerprint
 from cniscope.collector.runs import store as rstore
-from cniscope.collector.runs.manager import ActiveRun, RunManager
+from cniscope.collector.runs.manager import ActiveRun, RunManager, run_probe
 from cniscope.collector.runs.suite import Item, choose_pairs, items
 from cniscope.collector.state import ClusterState
 from cniscope.core import probespec
-from cniscope.core.errors import CniscopeError, ValidationError
+from cniscope.core.errors import ValidationError
 
 CAPS_WAIT = 20.0
 
@@ -129,14 +129,7 @@ class SuiteRun:
         req = common_pb2.ProbeRequest(kind=item.kind, source_node=a, path=item.path, params=dict(item.params))
         if item.needs_target:
             req.target_node = b
-        result = None
-        try:
-            async for upd in self.dispatcher.run(req):
-                if upd.WhichOneof("body") == "result":
-                    result = upd.result
-        except CniscopeError as exc:
-            return common_pb2.ProbeResult(ok=False, error=f"{exc.title}: {exc}", kind=item.kind)
-        return result
+        return await run_probe(self.dispatcher, ar, req)
 
     async def _footprint(self, ar: ActiveRun, item: Item, windows: list[tuple[int, int]], nodes: list[str]) -> None:
         rows = []

@@ -257,6 +257,27 @@ class RefreshCapabilities(_message.Message):
 Global___RefreshCapabilities: _TypeAlias = RefreshCapabilities  # noqa: Y015
 
 @_typing.final
+class CancelProbe(_message.Message):
+    """Stop a running probe (a run was interrupted): its tool is killed and its result says "probe cancelled"."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROBE_ID_FIELD_NUMBER: _builtins.int
+    probe_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        probe_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["probe_id", b"probe_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelProbe: _TypeAlias = CancelProbe  # noqa: Y015
+
+@_typing.final
 class Command(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -265,6 +286,7 @@ class Command(_message.Message):
     REFRESH_CAPABILITIES_FIELD_NUMBER: _builtins.int
     SERVE_TARGET_FIELD_NUMBER: _builtins.int
     STOP_TARGET_FIELD_NUMBER: _builtins.int
+    CANCEL_PROBE_FIELD_NUMBER: _builtins.int
     command_id: _builtins.str
     @_builtins.property
     def run_probe(self) -> _common_pb2.ProbeRequest: ...
@@ -274,6 +296,8 @@ class Command(_message.Message):
     def serve_target(self) -> _targets_pb2.ServeTarget: ...
     @_builtins.property
     def stop_target(self) -> _targets_pb2.StopTarget: ...
+    @_builtins.property
+    def cancel_probe(self) -> Global___CancelProbe: ...
     def __init__(
         self,
         *,
@@ -282,12 +306,13 @@ class Command(_message.Message):
         refresh_capabilities: Global___RefreshCapabilities | None = ...,
         serve_target: _targets_pb2.ServeTarget | None = ...,
         stop_target: _targets_pb2.StopTarget | None = ...,
+        cancel_probe: Global___CancelProbe | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "refresh_capabilities", b"refresh_capabilities", "run_probe", b"run_probe", "serve_target", b"serve_target", "stop_target", b"stop_target"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel_probe", b"cancel_probe", "refresh_capabilities", b"refresh_capabilities", "run_probe", b"run_probe", "serve_target", b"serve_target", "stop_target", b"stop_target"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "command_id", b"command_id", "refresh_capabilities", b"refresh_capabilities", "run_probe", b"run_probe", "serve_target", b"serve_target", "stop_target", b"stop_target"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "cancel_probe", b"cancel_probe", "command_id", b"command_id", "refresh_capabilities", b"refresh_capabilities", "run_probe", b"run_probe", "serve_target", b"serve_target", "stop_target", b"stop_target"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["run_probe", "refresh_capabilities", "serve_target", "stop_target"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["run_probe", "refresh_capabilities", "serve_target", "stop_target", "cancel_probe"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
