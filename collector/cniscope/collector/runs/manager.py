@@ -1,7 +1,7 @@
 """Active runs: each runs as its own task (not tied to one client's call), streams progress to
-whoever watches it, and stops gracefully: no new probe starts after a cancel, the probe in flight is
-awaited (its duration is capped by the probe's parameters), cleanup always runs, and the run is
-stored as cancelled with whatever it measured."""
+whoever watches it, and stops cleanly: no new probe starts after a cancel, the probe in flight is
+cancelled on its agent (:func:`run_probe`), cleanup always runs, and the run is stored as cancelled
+with whatever it measured."""
 
 from __future__ import annotations
 
