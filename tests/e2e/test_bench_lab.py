@@ -247,3 +247,25 @@ def test_ctrl_c_leaves_nothing_running(bench_lab: tuple[Lab, Path]) -> None:
     finally:
         c.close()
     assert statuses == [3, 3]  # RUN_STATUS_CANCELLED
+
+
+def test_cni_footprint_sampled_during_the_run(tmp_path: Path) -> None:
+    """A process named like one of the CNI's (hubble-relay: sampled as CNI footprint, but not taken for a
+    CNI by the fingerprint, so other labs on the machine keep theirs) runs on the machine; the run's
+    CNI memory figure is its RSS."""
+    fake = tmp_path / "hubble-relay"
+    shutil.copy("/bin/sleep", fake)
+    proc = subprocess.Popen([str(fake), "120"])
+    try:
+        with running_cluster(tmp_path, nodes=2) as lab:
+            time.sleep(2.5)  # two sampling ticks: the CPU rate needs a previous reading
+            out = run(lab, "with a CNI agent", "--repeat", "2", "--only", "rtt,footprint")
+            rss_kib = next(int(line.split()[1]) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                           if line.startswith("VmRSS:"))
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "footprint" not in {s["item"] for s in out["skipped"]}, out["skipped"]
+    mem = out["figures"]["cni.mem_mib"]["median"]
+    assert mem == pytest.approx(rss_kib / 1024, rel=0.5), (mem, rss_kib)
+    assert out["figures"]["cni.cpu_m"]["median"] < 50  # a sleeping process
