@@ -123,3 +123,24 @@ async def test_too_few_nodes_is_refused(store: Store) -> None:
         await sr.start(runs_pb2.StartRunRequest(label="x", suite="quick"))
     with pytest.raises(Exception, match="label"):
         await sr.start(runs_pb2.StartRunRequest(label="  ", suite="quick"))
+
+
+async def test_dispatcher_cancel_reaches_source_and_target(store: Store) -> None:
+    from cniscope.collector.dispatcher import Dispatcher, Pending
+    from cniscope.collector.state import ClusterState, Session
+
+    state = ClusterState()
+    for n in ("node1", "node2"):
+        state.sessions[n] = Session(n, "boot")
+    d = Dispatcher(state, store)
+    assert d.cancel("nope") is False
+    req = common_pb2.ProbeRequest(probe_id="r1.1", kind="tcp", source_node="node1", target_node="node2")
+    d.pending["r1.1"] = Pending(req, asyncio.get_running_loop().create_future())
+    assert d.cancel("r1.1") is True
+    sent = state.sessions["node1"].outbox.get_nowait().command
+    assert sent.WhichOneof("body") == "cancel_probe"
+    assert sent.cancel_probe.probe_id == "r1.1"
+    stop = state.sessions["node2"].outbox.get_nowait().command
+    assert stop.WhichOneof("body") == "stop_target"
+    d.on_ack(agent_pb2.CommandAck(command_id=sent.command_id, accepted=True), "node1")
+    assert sent.command_id not in d._acks  # answered quietly, nothing left waiting
