@@ -8,6 +8,8 @@ from cniscope.core.render import table
 
 _COLORS = {bm.BETTER: "\x1b[32m", bm.WORSE: "\x1b[31m", bm.NOISE: "\x1b[2m", bm.NA: "\x1b[2m"}
 _RESET = "\x1b[0m"
+FINGERPRINT_KEYS = ("reference", "environment", "cni", "kube_proxy", "kube_proxy_backend", "routing", "ipam", "tuning",
+                    "kernel", "node_type", "nodes", "note")
 
 
 def delta_text(d: bm.Delta | None) -> str:
@@ -45,8 +47,9 @@ def render_table(c: Comparison, *, color: bool = False) -> str:
         out.append(table(heads, [_cells(r, c.baseline, color) for r in rows], "l" + "r" * (len(heads) - 1)))
         out.append("")
     for r in c.runs:
-        if r.fingerprint:
-            out.append(f"{r.label}: " + ", ".join(f"{k}={v}" for k, v in r.fingerprint.items()))
+        if r.fingerprint:  # the headline fields; every field is in the JSON and HTML renderings
+            shown = [k for k in FINGERPRINT_KEYS if k in r.fingerprint] or list(r.fingerprint)
+            out.append(f"{r.label}: " + ", ".join(f"{k}={r.fingerprint[k]}" for k in shown))
         for item, why in r.skipped:
             out.append(f"{r.label}: skipped {item}: {why}")
     if c.headlines:

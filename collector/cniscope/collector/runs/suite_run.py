@@ -21,7 +21,7 @@ from cniscope.collector.state import ClusterState
 from cniscope.core import probespec
 from cniscope.core.errors import ValidationError
 
-CAPS_WAIT = 20.0
+CAPS_WAIT = 10.0  # then the run goes on with the last reports and says so in the fingerprint
 
 
 @dataclass
@@ -74,7 +74,8 @@ class SuiteRun:
         late = await self.refresh_capabilities(nodes)
         run.fingerprint.update(fingerprint.derive({n: self.state.nodes[n] for n in nodes if n in self.state.nodes}))
         if late:
-            run.fingerprint["note"] = f"capability report not refreshed in time on {', '.join(late)}"
+            run.fingerprint["note"] = (f"capability report not refreshed within {CAPS_WAIT:.0f}s on {', '.join(late)}: "
+                                       "the last one received is used")
         ar.emit("fingerprint: " + ", ".join(f"{k}={v}" for k, v in run.fingerprint.items()
                                              if k in ("cni", "kube_proxy", "environment")), step=True)
         detail: dict[str, object] = {}
