@@ -14,6 +14,7 @@ from cniscope.core.render import STATUS
 from cniscope.tui.screens.base import CniscopeScreen
 from cniscope.tui.screens.nodes_columns import BY_KEY, COLUMNS, Cell
 
+STATIC = {"nat", "proxy", "fill", "xdp"}  # derived from the capability report only
 SORTABLE = ("node", "status", "cni_cpu", "cni_rss", "agent_cpu", "nat", "rtt", "drops", "skew")
 
 
@@ -34,6 +35,7 @@ class NodesScreen(CniscopeScreen):
         self.sort_reverse = False
         self.filter_text = ""
         self._cells: dict[str, dict[str, Cell]] = {}
+        self._capkeys: dict[str, tuple[int, int]] = {}
         self._seen = 0
         self._pairs_seen = 0
         self._width = 0
@@ -69,7 +71,13 @@ class NodesScreen(CniscopeScreen):
         return all(part in hay for part in self.filter_text.lower().split())
 
     def _row(self, name: str) -> dict[str, Cell]:
+        """Cells of one row; columns read from the capability report are reused until it changes."""
         st = self.model.nodes[name]
+        capkey = (st.capabilities.time_unix_nano, len(st.capabilities.units))
+        old = self._cells.get(name)
+        if old is not None and self._capkeys.get(name) == capkey:
+            return {c.key: (c.cell(self.model, st) if c.key not in STATIC else old[c.key]) for c in COLUMNS}
+        self._capkeys[name] = capkey
         return {c.key: c.cell(self.model, st) for c in COLUMNS}
 
     def rebuild(self) -> None:
