@@ -96,7 +96,7 @@ class NaiveNodesScreen(NodesScreen):
 
 async def measure(live: bool, naive: bool = False) -> dict[str, float]:
     client = SyntheticClient(live)
-    app = CniscopeApp(client)  # type: ignore[arg-type]
+    app = CniscopeApp(client)
     if naive:
         app.MODES = {**CniscopeApp.MODES, "nodes": NaiveNodesScreen}  # type: ignore[misc]
     t0 = time.perf_counter()
