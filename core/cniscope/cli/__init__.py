@@ -32,7 +32,7 @@ Clients find the collector in CNISCOPE_COLLECTOR, else the local lab's socket, e
 
 # Modules under cniscope/cli/ that add subcommands: each has ``register(subparsers)`` and imports
 # its heavy dependencies inside the command functions only.
-EXTENSIONS: list[str] = ["bench", "k8s", "node", "report", "trace"]
+EXTENSIONS: list[str] = ["bench", "k8s", "node", "report", "impair", "trace"]
 
 
 def default_collector() -> str:
