@@ -327,6 +327,26 @@ async def _demo_report(address: str, nodes: list[str]) -> None:
                                               params={"count": "20", "interval": "0.05"})
                 results[(path, a, b)] = await _run_probe(address, req)
     print(rtt_matrix(nodes, results))
+    if len(nodes) < 2:
+        return
+    # one pass of the rest of the suite between the first two nodes, pod to pod
+    from cniscope.core.render import demo_suite_table
+
+    suite = [
+        ("tcp", {"duration": "3"}), ("udp", {"duration": "3", "rate_mbps": "50"}),
+        ("connect", {"count": "200"}), ("http", {"duration": "3", "qps": "200"}),
+    ]
+    rows = []
+    for kind, params in suite:
+        req = common_pb2.ProbeRequest(kind=kind, source_node=nodes[0], target_node=nodes[1], path="pod",
+                                      params=params)
+        try:
+            rows.append(await _run_probe(address, req))
+        except Exception as exc:  # one probe's failure is a row, not the end of the demo
+            rows.append(common_pb2.ProbeResult(kind=kind, ok=False, error=str(exc)))
+    print()
+    print(f"probe suite, {nodes[0]} pod → {nodes[1]} pod")
+    print(demo_suite_table(rows))
 
 
 # ---- parser ---------------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ def fmt_figure(key: str, v: float) -> str:
         return f"{v:.3f} Gbit/s"
     if key.endswith("_mbps"):
         return f"{v:.1f} Mbit/s"
+    if key.endswith("_per_s"):
+        return f"{v:.0f}/s"
     if float(v).is_integer():
         return f"{v:.0f}"
     return f"{v:.3f}"
@@ -105,3 +107,23 @@ def rtt_matrix(nodes: Sequence[str], results: Mapping[tuple[str, str, str], Any]
         out.append("errors:")
         out.extend(errors)
     return "\n".join(out).rstrip()
+
+
+SUITE_FIGURES: dict[str, tuple[str, ...]] = {
+    "tcp": ("received_gbps", "retransmits"),
+    "udp": ("achieved_gbps", "loss_pct", "jitter_ms"),
+    "connect": ("p50_us", "p99_us", "conn_per_s"),
+    "http": ("actual_qps", "p50_ms", "p99_ms"),
+}
+
+
+def demo_suite_table(results: Sequence[Any]) -> str:
+    """One row per probe with its headline figures (whatever of them the probe reported)."""
+    rows = []
+    for r in results:
+        if not r.ok:
+            rows.append([r.kind, "error", (r.error or "")[:70]])
+            continue
+        keys = [k for k in SUITE_FIGURES.get(r.kind, ()) if k in r.figures] or sorted(r.figures)[:3]
+        rows.append([r.kind, "ok", "  ".join(f"{k} {fmt_figure(k, r.figures[k])}" for k in keys)])
+    return table(["PROBE", "", "FIGURES"], rows)
