@@ -160,9 +160,11 @@ class Delta:
     verdict: str  # better | worse | within noise | n/a
 
 
-def delta(key: str, base: FigureStat | None, other: FigureStat | None) -> Delta:
+def delta(key: str, base: FigureStat | None, other: FigureStat | None,
+          higher_better: bool | None = None) -> Delta:
     """``other`` against ``base``. A change inside the runs' own spread — the two min..max ranges
-    overlap — or below ``NOISE_FLOOR_PCT`` is "within noise", never an improvement."""
+    overlap — or below ``NOISE_FLOOR_PCT`` is "within noise", never an improvement. The direction
+    comes from the metric catalog unless ``higher_better`` says it (figures outside the catalog)."""
     if base is None or other is None:
         return Delta(None, None, NA)
     diff = other.median - base.median
@@ -172,10 +174,13 @@ def delta(key: str, base: FigureStat | None, other: FigureStat | None) -> Delta:
     tiny = abs(diff) <= NOISE_FLOOR_PCT / 100.0 * abs(base.median) if base.median else diff == 0
     if (overlap and has_spread) or tiny:
         return Delta(diff, pct, NOISE)
-    try:
-        higher = metric(key).better == HIGHER
-    except ValidationError:
-        higher = False
+    if higher_better is not None:
+        higher = higher_better
+    else:
+        try:
+            higher = metric(key).better == HIGHER
+        except ValidationError:
+            higher = False
     good = diff > 0 if higher else diff < 0
     return Delta(diff, pct, BETTER if good else WORSE)
 

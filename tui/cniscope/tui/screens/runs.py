@@ -12,11 +12,12 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
+from cniscope.core.benchmetrics import BETTER, NA, NOISE, WORSE
 from cniscope.core.render import fmt_figure
 from cniscope.tui.runs import RunSummary, RunsUnavailable, comparison
 from cniscope.tui.screens.base import CniscopeScreen
 
-VERDICT_STYLE = {"better": "bold green", "worse": "bold red", "noise": "dim", "n/a": "dim"}
+VERDICT_STYLE = {BETTER: "bold green", WORSE: "bold red", NOISE: "dim", NA: "dim"}
 
 
 def comparison_table(runs: list[RunSummary]) -> Table:
@@ -32,7 +33,7 @@ def comparison_table(runs: list[RunSummary]) -> Table:
             row.append(fmt_figure(name, v.median) if v is not None else "-")
             if n:
                 d = deltas[n - 1]
-                if d.verdict == "noise":
+                if d.verdict == NOISE:
                     row.append(Text("within noise", style="dim"))
                 elif d.pct is None:
                     row.append(Text("-", style="dim"))
