@@ -121,6 +121,7 @@ class Dispatcher:
                         await self.store.call(self.store.record_result, result)
                         out.put_nowait(cluster_pb2.ProbeUpdate(result=result))
                         return
+                self.state.flush_peers_to(session)
                 session.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
                     command_id=req.probe_id, run_probe=req)))
                 deadline = time.monotonic() + expected + GRACE_SECONDS

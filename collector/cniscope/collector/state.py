@@ -167,6 +167,13 @@ class ClusterState:
         except RuntimeError:  # no loop (unit use): broadcast now
             fire()
 
+    def flush_peers_to(self, session: Session) -> None:
+        """Before a command goes out while a coalesced broadcast is still pending, the receiving agent
+        gets the current table first: a probe to a node that joined a moment ago must not fail on the
+        agent's stale view of its peers."""
+        if self._peers_pending:
+            session.send(agent_pb2.CollectorMessage(peers=self.peer_table()))
+
     def broadcast_peers(self) -> None:
         table = self.peer_table()
         msg = agent_pb2.CollectorMessage(peers=table)
