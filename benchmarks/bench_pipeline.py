@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import socket
@@ -339,17 +338,16 @@ def bench_retention(quick: bool) -> None:
         for n in range(nodes):
             node = f"node{n:03d}"
             st.record_hello(agent_pb2.Hello(node=node, boot_id="b"), t0)
-            st.conn.execute("BEGIN")
+            items = []
             for sec in range(hours * 3600):
                 ts = t0 + sec * 10**9
                 b = realistic_batch(node, "b", sec + 1, series)
-                for s in b.samples:
-                    s.time_unix_nano = ts
-                st.conn.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,?)", (node, "b", sec + 1, ts, ts, series, 0))
-                st.conn.executemany("INSERT INTO samples VALUES (?,?,?,?,?,?,?)",
-                                    [(node, "b", sec + 1, s.name, json.dumps(dict(s.labels), sort_keys=True),
-                                      s.value, ts) for s in b.samples])
-            st.conn.execute("COMMIT")
+                b.time_unix_nano = ts
+                for smp in b.samples:
+                    smp.time_unix_nano = ts
+                items.append((node, b, ts))
+            for i in range(0, len(items), 1000):
+                st.commit_batches(items[i:i + 1000])
         st.conn.execute("VACUUM")
 
         def size() -> int:

@@ -11,6 +11,7 @@ import grpc
 import pytest
 
 from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
+from cniscope.collector.store import read_samples
 from cniscope.core import grpcutil
 from cniscope.lab.lab import Lab
 
@@ -75,7 +76,7 @@ def test_samples_are_acked_only_once_durable(cluster: Lab, tmp_path: Path) -> No
     assert {r[0] for r in rows} == {"node1", "node2", "node3"}
     for node, n, distinct, first in rows:
         assert (n, first) == (distinct, 1), f"{node}: {n} rows, {distinct} distinct seqs, first {first}"
-    names = {r[0] for r in db.execute("SELECT DISTINCT name FROM samples")}
+    names = {r.name for r in read_samples(db, 0, time.time_ns())}
     assert {"agent_cpu_millicores", "agent_rss_bytes"} <= names
 
 

@@ -1,4 +1,4 @@
-"""Retention: raw samples for ``retention_hours``, per-minute aggregates (count, min, mean, max per
+"""Retention: raw samples (one blob per batch) for ``retention_hours``, per-minute aggregates (count, min, mean, max per
 series) beyond that for ``aggregate_days``; probe results, runs and capability reports are kept until
 deleted. Batch rows (the duplicate guard) older than the raw window are replaced by a per-boot
 watermark, so a batch resent after its rows were pruned is still recognised as a duplicate.
@@ -9,8 +9,12 @@ so ingest commits interleave with a prune.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from cniscope.collector.blobs import decode_samples
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS samples_1m (
@@ -50,33 +54,56 @@ def nodes_with_samples(conn: sqlite3.Connection) -> list[str]:
     return [r[0] for r in conn.execute("SELECT DISTINCT node FROM nodes ORDER BY node")]
 
 
+def _labels_json(labels: Mapping[str, str], cache: dict[tuple[tuple[str, str], ...], str]) -> str:
+    if not labels:
+        return "{}"
+    key = tuple(sorted(labels.items()))
+    out = cache.get(key)
+    if out is None:
+        out = cache[key] = json.dumps(dict(key))
+    return out
+
+
 def prune_node(conn: sqlite3.Connection, node: str, cutoff_ns: int,
                watermarks: dict[tuple[str, str], int]) -> PruneReport:
-    """Aggregate and delete one node's raw samples older than ``cutoff_ns`` (whole minutes only)."""
+    """Aggregate and delete one node's raw batches sent before ``cutoff_ns`` (whole minutes only)."""
     rep = PruneReport()
     cutoff = (cutoff_ns // MINUTE_NS) * MINUTE_NS  # never split a minute between raw and aggregate
+    agg: dict[tuple[str, str, int], list[float]] = {}   # (name, labels, minute) → [n, min, sum, max]
+    marks: dict[str, int] = {}
+    labels: dict[tuple[tuple[str, str], ...], str] = {}
     conn.execute("BEGIN IMMEDIATE")
     try:
-        cur = conn.execute(
-            "INSERT INTO samples_1m (node, name, labels, minute, n, vmin, vmean, vmax) "
-            "SELECT node, name, labels, t_ns / ?, COUNT(*), MIN(value), AVG(value), MAX(value) "
-            "FROM samples WHERE node = ? AND t_ns < ? GROUP BY name, labels, t_ns / ? "
+        for boot_id, seq, blob in conn.execute(
+                "SELECT boot_id, seq, samples FROM batches WHERE node = ? AND agent_ns < ?", (node, cutoff)):
+            marks[boot_id] = max(seq, marks.get(boot_id, 0))
+            for smp in decode_samples(blob):
+                v = smp.value
+                key = (smp.name, _labels_json(smp.labels, labels), smp.time_unix_nano // MINUTE_NS)
+                a = agg.get(key)
+                if a is None:
+                    agg[key] = [1, v, v, v]
+                else:
+                    a[0] += 1
+                    a[1] = min(a[1], v)
+                    a[2] += v
+                    a[3] = max(a[3], v)
+                rep.samples_deleted += 1
+        conn.executemany(
+            "INSERT INTO samples_1m (node, name, labels, minute, n, vmin, vmean, vmax) VALUES (?,?,?,?,?,?,?,?) "
             "ON CONFLICT (node, name, labels, minute) DO UPDATE SET "
             "vmean = (vmean * n + excluded.vmean * excluded.n) / (n + excluded.n), "
             "n = n + excluded.n, vmin = MIN(vmin, excluded.vmin), vmax = MAX(vmax, excluded.vmax)",
-            (MINUTE_NS, node, cutoff, MINUTE_NS))
-        rep.samples_aggregated = cur.rowcount
-        marks = conn.execute("SELECT boot_id, MAX(seq) FROM samples WHERE node = ? AND t_ns < ? GROUP BY boot_id",
-                             (node, cutoff)).fetchall()
-        rep.samples_deleted = conn.execute("DELETE FROM samples WHERE node = ? AND t_ns < ?", (node, cutoff)).rowcount
-        for boot_id, upto in marks:
-            key = (node, boot_id)
-            upto = max(int(upto), watermarks.get(key, 0))
+            [(node, name, lab, minute, int(n), lo, total / n, hi)
+             for (name, lab, minute), (n, lo, total, hi) in agg.items()])
+        rep.samples_aggregated = len(agg)
+        rep.batches_deleted = conn.execute("DELETE FROM batches WHERE node = ? AND agent_ns < ?",
+                                           (node, cutoff)).rowcount
+        for boot_id, upto in marks.items():
+            upto = max(upto, watermarks.get((node, boot_id), 0))
             conn.execute("INSERT INTO batch_watermarks VALUES (?,?,?) ON CONFLICT (node, boot_id) "
                          "DO UPDATE SET pruned_upto = MAX(pruned_upto, excluded.pruned_upto)", (node, boot_id, upto))
-            rep.batches_deleted += conn.execute("DELETE FROM batches WHERE node = ? AND boot_id = ? AND seq <= ?",
-                                                (node, boot_id, upto)).rowcount
-            watermarks[key] = upto
+            watermarks[(node, boot_id)] = upto
         conn.execute("COMMIT")
     except BaseException:
         conn.execute("ROLLBACK")

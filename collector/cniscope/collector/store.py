@@ -1,7 +1,11 @@
 """SQLite store (WAL). One writer thread; a batch is acknowledged only after its commit returns.
 
-Duplicates are dropped by the primary key (node, boot_id, seq): a batch resent after a reconnect
+Duplicates are dropped by the unique key (node, boot_id, seq): a batch resent after a reconnect
 inserts nothing the second time.
+
+Raw samples are stored as one blob per batch (:mod:`cniscope.collector.blobs`), not
+one row per sample: a row per sample made SQLite most of the collector's cost per batch. Readers go
+through :func:`read_samples`; retention decodes the blobs it turns into per-minute aggregates.
 """
 
 from __future__ import annotations
@@ -10,16 +14,29 @@ import asyncio
 import json
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from cniscope.api.v1 import agent_pb2, common_pb2
 from cniscope.collector import retention
+from cniscope.collector.blobs import decode_samples, encode_samples
 from cniscope.core.errors import StoreError
 
 T = TypeVar("T")
+
+SCHEMA_VERSION = 2
+
+BATCHES_DDL = """
+CREATE TABLE IF NOT EXISTS batches (
+    node TEXT NOT NULL, boot_id TEXT NOT NULL, seq INTEGER NOT NULL,
+    agent_ns INTEGER NOT NULL, received_ns INTEGER NOT NULL, n_samples INTEGER NOT NULL,
+    spool_dropped INTEGER NOT NULL DEFAULT 0,
+    samples BLOB,
+    UNIQUE (node, boot_id, seq)
+)
+"""
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -28,17 +45,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     hello BLOB, first_seen_ns INTEGER NOT NULL, last_seen_ns INTEGER NOT NULL,
     PRIMARY KEY (node, boot_id)
 );
-CREATE TABLE IF NOT EXISTS batches (
-    node TEXT NOT NULL, boot_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    agent_ns INTEGER NOT NULL, received_ns INTEGER NOT NULL, n_samples INTEGER NOT NULL,
-    spool_dropped INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (node, boot_id, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS samples (
-    node TEXT NOT NULL, boot_id TEXT NOT NULL, seq INTEGER NOT NULL,
-    name TEXT NOT NULL, labels TEXT NOT NULL, value REAL NOT NULL, t_ns INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS samples_node_t ON samples (node, t_ns);
+""" + BATCHES_DDL + """;
+CREATE INDEX IF NOT EXISTS batches_node_t ON batches (node, agent_ns);
 CREATE TABLE IF NOT EXISTS probe_results (
     probe_id TEXT PRIMARY KEY, kind TEXT NOT NULL, source_node TEXT, target_node TEXT,
     target_address TEXT, path TEXT, ok INTEGER NOT NULL, error TEXT, figures TEXT NOT NULL,
@@ -61,7 +69,6 @@ class Store:
         self._local = threading.local()
         self._conn: sqlite3.Connection | None = None
         self.watermarks: dict[tuple[str, str], int] = {}  # (node, boot_id) → seqs pruned by retention
-        self._label_cache: dict[tuple[tuple[str, str], ...], str] = {}
         try:
             self._open()
         except sqlite3.Error as exc:
@@ -76,8 +83,10 @@ class Store:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        _migrate(conn)
         conn.executescript(SCHEMA)
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
+        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         self.watermarks = retention.load_watermarks(conn)
         self._conn = conn
 
@@ -147,22 +156,14 @@ class Store:
                     fresh.append(False)  # its row was pruned by retention, but it was stored once
                     continue
                 cur = c.execute(
-                    "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?,?,?)",
+                    "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?,?,?,?)",
                     (node, batch.boot_id, batch.seq, batch.time_unix_nano, received_ns, len(batch.samples),
-                     batch.spool_dropped),
+                     batch.spool_dropped, encode_samples(batch)),
                 )
                 if cur.rowcount == 0:
                     fresh.append(False)
                     continue
                 fresh.append(True)
-                if batch.samples:
-                    t_default = batch.time_unix_nano
-                    labels = self._labels_json
-                    c.executemany(
-                        "INSERT INTO samples VALUES (?,?,?,?,?,?,?)",
-                        [(node, batch.boot_id, batch.seq, s.name, labels(s) if s.labels else "{}",
-                          s.value, s.time_unix_nano or t_default) for s in batch.samples],
-                    )
                 for r in batch.probe_results:
                     self._put_result(r)
                 for e in batch.events:
@@ -172,16 +173,6 @@ class Store:
             for (node, boot), t in seen.items():
                 c.execute("UPDATE nodes SET last_seen_ns=? WHERE node=? AND boot_id=?", (t, node, boot))
         return fresh
-
-    def _labels_json(self, s: common_pb2.Sample) -> str:
-        """Canonical JSON of a sample's labels, memoised: an agent sends the same label sets every time."""
-        key = tuple(s.labels.items())
-        out = self._label_cache.get(key)
-        if out is None:
-            if len(self._label_cache) > 50_000:
-                self._label_cache.clear()
-            out = self._label_cache[key] = json.dumps(dict(key), sort_keys=True)
-        return out
 
     def _put_result(self, r: common_pb2.ProbeResult) -> None:
         self.conn.execute(
@@ -235,6 +226,68 @@ class Store:
                 h.ParseFromString(raw)
                 out.append(h)
         return out
+
+
+class SampleRow(NamedTuple):
+    node: str
+    boot_id: str
+    seq: int
+    name: str
+    labels: dict[str, str]
+    value: float
+    t_ns: int
+
+
+# A sample is stamped when it is taken, a batch when it is sent: the batch's time bounds its samples'
+# within this much (the agent's longest batching interval), which lets time-window reads use the index.
+SAMPLE_SLACK_NS = 120 * 10**9
+
+
+def read_samples(conn: sqlite3.Connection, t0_ns: int, t1_ns: int, nodes: Sequence[str] | None = None,
+                 names: Sequence[str] | None = None) -> Iterator[SampleRow]:
+    """Raw samples with t0_ns ≤ time ≤ t1_ns (optionally of some nodes and names), oldest batch first."""
+    q = ("SELECT node, boot_id, seq, samples FROM batches WHERE samples IS NOT NULL "
+         "AND agent_ns BETWEEN ? AND ?")
+    args: list[Any] = [t0_ns, t1_ns + SAMPLE_SLACK_NS]
+    if nodes is not None:
+        q += f" AND node IN ({','.join('?' * len(nodes))})"
+        args.extend(nodes)
+    want = set(names) if names is not None else None
+    for node, boot_id, seq, blob in conn.execute(q + " ORDER BY agent_ns", args):
+        for smp in decode_samples(blob):
+            if (want is None or smp.name in want) and t0_ns <= smp.time_unix_nano <= t1_ns:
+                yield SampleRow(node, boot_id, seq, smp.name, dict(smp.labels), smp.value, smp.time_unix_nano)
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Schema 1 (one row per sample, batches WITHOUT ROWID) → 2 (one samples blob per batch), in one
+    transaction: either every stored sample moves into its batch's blob or nothing changes."""
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    if row is None or int(row[0]) >= SCHEMA_VERSION:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("ALTER TABLE batches RENAME TO batches_v1")
+        conn.execute(BATCHES_DDL)
+        grouped: dict[tuple[str, str, int], list[common_pb2.Sample]] = {}
+        for node, boot_id, seq, name, labels, value, t_ns in conn.execute(
+                "SELECT node, boot_id, seq, name, labels, value, t_ns FROM samples ORDER BY rowid"):
+            grouped.setdefault((node, boot_id, seq), []).append(common_pb2.Sample(
+                name=name, labels=json.loads(labels), value=value, time_unix_nano=t_ns))
+        for node, boot_id, seq, agent_ns, received_ns, n, dropped in conn.execute(
+                "SELECT node, boot_id, seq, agent_ns, received_ns, n_samples, spool_dropped FROM batches_v1"
+        ).fetchall():
+            smp = grouped.get((node, boot_id, seq))
+            blob = agent_pb2.Batch(samples=smp).SerializeToString() if smp else None
+            conn.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?)",
+                         (node, boot_id, seq, agent_ns, received_ns, n, dropped, blob))
+        conn.execute("DROP TABLE samples")
+        conn.execute("DROP TABLE batches_v1")
+        conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class _tx:

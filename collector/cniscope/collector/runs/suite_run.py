@@ -164,13 +164,16 @@ class SuiteRun:
 
 def _footprint_samples(conn: sqlite3.Connection, nodes: list[str], t0: int, t1: int) -> dict[str, float]:
     """Per sample name: the median over (node, time) of the sum over processes."""
+    from cniscope.collector.store import read_samples
     from cniscope.core.stats import median
 
+    sums: dict[tuple[str, str, int], float] = {}   # (name, node, t) → sum over processes
+    for r in read_samples(conn, t0, t1, nodes=nodes, names=("cni_cpu_millicores", "cni_rss_bytes")):
+        key = (r.name, r.node, r.t_ns)
+        sums[key] = sums.get(key, 0.0) + r.value
     out: dict[str, float] = {}
     for name in ("cni_cpu_millicores", "cni_rss_bytes"):
-        q = ("SELECT node, t_ns, SUM(value) FROM samples WHERE name=? AND t_ns BETWEEN ? AND ? "
-             f"AND node IN ({','.join('?' * len(nodes))}) GROUP BY node, t_ns")  # noqa: S608 - placeholders only
-        vals = [float(r[2]) for r in conn.execute(q, (name, t0, t1, *nodes))]
+        vals = [v for (n, _, _), v in sums.items() if n == name]
         if vals:
             out[name] = median(vals)
     return out
