@@ -194,9 +194,10 @@ class Agent:
     def _tls_files(self) -> tuple[str, ...]:
         return tuple(p for p in (self.cfg.tls_ca, self.cfg.tls_cert, self.cfg.tls_key) if p)
 
-    async def _watch_certificates(self) -> None:
+    async def _watch_certificates(self, sig: tuple[tuple[str, int, int], ...]) -> None:
+        """``sig`` is the files' signature taken before the channel's credentials were read: a
+        rotation while the channel was being set up is noticed too."""
         files = self._tls_files()
-        sig = security.files_signature(*files)
         while True:
             await asyncio.sleep(CERT_POLL_SECONDS)
             now = security.files_signature(*files)
@@ -206,6 +207,7 @@ class Agent:
     async def _session(self) -> None:
         opts = grpcutil.client_options(keepalive_time=self.cfg.keepalive_time,
                                        keepalive_timeout=self.cfg.keepalive_timeout)
+        tls_sig = security.files_signature(*self._tls_files())
         creds = security.client_credentials(self.cfg.tls_ca, self.cfg.tls_cert, self.cfg.tls_key)
         async with grpcutil.insecure_channel(self.cfg.collector, opts, creds) as channel:
             stub = agent_pb2_grpc.AgentHubStub(channel)
@@ -229,7 +231,7 @@ class Agent:
                      self.cfg.collector, self.cfg.node, self.boot_id[:8], self.spool.depth, skew_ms)
             tasks = {asyncio.create_task(self._send_loop(call)), asyncio.create_task(self._consume(call))}
             if self._tls_files():
-                tasks.add(asyncio.create_task(self._watch_certificates()))
+                tasks.add(asyncio.create_task(self._watch_certificates(tls_sig)))
             tasks.add(asyncio.create_task(self._await_readdress()))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
