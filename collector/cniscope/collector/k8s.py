@@ -10,6 +10,7 @@ Blocking calls: run them in a thread (``asyncio.to_thread``).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from cniscope.core import kube
@@ -83,9 +84,11 @@ class ServiceScaler:
             raise Unavailable(f"service {self.namespace}/{name} does not exist")
         return str(obj.get("spec", {}).get("clusterIP", ""))
 
-    def wait_ready(self, name: str, timeout: float = 60.0, poll: float = 0.5) -> float:
+    def wait_ready(self, name: str, timeout: float = 60.0, poll: float = 0.5,
+                   stop: Callable[[], bool] | None = None) -> float:
         """Seconds until an EndpointSlice of ``name`` lists a ready endpoint (the data plane can then
-        program it); raises Unavailable after ``timeout``."""
+        program it); raises Unavailable after ``timeout``. ``stop()`` true ends the wait early
+        (returns the seconds waited so far)."""
         from kubernetes import client
 
         disc = client.DiscoveryV1Api(self.core.api_client)
@@ -98,6 +101,8 @@ class ServiceScaler:
                 for ep in sl.get("endpoints") or []:
                     if (ep.get("conditions") or {}).get("ready", True):
                         return time.monotonic() - t0
+            if stop is not None and stop():
+                return time.monotonic() - t0
             if time.monotonic() - t0 > timeout:
                 raise Unavailable(f"service {self.namespace}/{name} has no ready endpoint after {timeout:.0f}s")
             time.sleep(poll)

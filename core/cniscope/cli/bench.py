@@ -59,8 +59,9 @@ def register(sub: Any) -> None:
     p = bsub.add_parser("services", help="service scaling: N Services, NAT rules and pod→Service connect setup")
     common(p)
     p.add_argument("--counts", default="4,104,1000", help="Service counts, e.g. 4,104,1000")
-    p.add_argument("--backend", default="auto", help="auto | iptables-nft | iptables-legacy | nft, or a "
-                                                     "comma-separated list")
+    p.add_argument("--backend", default="auto",
+                   help="auto (the lab's iptables-nft for lab agents, else kubernetes) | kubernetes | "
+                        "iptables-nft | iptables-legacy | nft, or a comma-separated list")
     p.add_argument("--lab", default=None, help="lab name (default: the lab of the collector address)")
     p.add_argument("--connects", type=int, default=200, help="connect attempts per repetition")
     p.add_argument("--repeat", type=int, default=3)

@@ -52,6 +52,32 @@ def census_nat_rules(rep: common_pb2.CapabilityReport) -> tuple[float | None, st
     return best
 
 
+def data_plane_counts(rep: common_pb2.CapabilityReport) -> dict[str, int]:
+    """What one node's census counts of the Service data plane, by signal: ``nat_rules`` (kube-proxy's
+    iptables mode, or the whole nat table where no kube-proxy chains exist), ``nft_rules`` (kube-proxy's
+    nft table) and ``bpf_service_entries`` (Cilium's BPF service map). Only what the report carries;
+    a unit the agent had not finished re-running (``unfinished.stale``) counts as not reported."""
+    stale = set(rep.unfinished.stale) if rep.HasField("unfinished") else set()
+    out: dict[str, int] = {}
+    d = {} if "iptables" in stale else _unit(rep, "iptables")
+    kp = d.get("kube_proxy") or {}
+    if isinstance(kp, dict) and isinstance(kp.get("nat_rules"), int | float):
+        out["nat_rules"] = int(kp["nat_rules"])
+    nft = d.get("nft") or {}
+    nkp = nft.get("kube_proxy") if isinstance(nft, dict) else None
+    if isinstance(nkp, dict) and isinstance(nkp.get("rules"), int | float):
+        out["nft_rules"] = int(nkp["rules"])
+    b = {} if "bpf" in stale else _unit(rep, "bpf")
+    svc = (b.get("cilium") or {}).get("service") if isinstance(b.get("cilium"), dict) else None
+    if isinstance(svc, dict) and isinstance(svc.get("entries"), int | float):
+        out["bpf_service_entries"] = int(svc["entries"])
+    if d and not out:
+        total, _ = census_nat_rules(rep)
+        if total is not None:
+            out["nat_rules"] = int(total)
+    return out
+
+
 def derive(nodes: Mapping[str, cluster_pb2.NodeState]) -> dict[str, str]:
     """One fingerprint for the nodes of a run; differing values across nodes are shown as mixed."""
     per: dict[str, dict[str, str]] = {}

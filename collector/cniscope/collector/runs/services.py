@@ -4,7 +4,10 @@ Where the Services come from is a :class:`ServiceBackend`. In the lab, :class:`L
 kube-proxy's iptables-mode ruleset (iptables-nft or iptables-legacy, full restore per step, as
 kube-proxy syncs) or its nftables verdict-map table (loaded incrementally) into **every** node
 namespace, so traffic from a pod to a ClusterIP really walks the rules. In Kubernetes the Services are
-created through the API (``cniscope.collector.k8s.ServiceScaler``) by an adapter with the same shape.
+created through the API by :class:`cniscope.collector.runs.k8s_services.KubeServices`, which waits
+until the agents' census shows the data plane programmed. ``auto`` picks the lab's iptables-nft
+when the connected agents are lab namespaces, Kubernetes otherwise (the collector must reach an API
+server); a lab backend outside the lab or Kubernetes inside it is refused.
 
 The probed Service is the last one created: the last rule of KUBE-SERVICES, the worst case of the
 linear chain walk, and an ordinary lookup for the verdict map.
@@ -17,6 +20,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,6 +34,7 @@ from cniscope.core import stats
 from cniscope.core.errors import Unavailable, ValidationError
 
 if TYPE_CHECKING:
+    from cniscope.collector.k8s import ServiceScaler
     from cniscope.lab.lab import Lab
 
 MAX_SERVICES = 5000
@@ -44,10 +49,15 @@ class Applied:
     rules: dict[str, int]        # NAT rules per node, counted from the kernel after loading
     sync_seconds: float          # slowest node's load
     first_ip: str = ""           # the first Service: the head of a linear chain
+    signal: str = "NAT rules"    # what ``rules`` counts
 
 
 class ServiceBackend(Protocol):
     name: str
+
+    def prepare(self) -> None:
+        """Remove what an earlier interrupted or crashed run left behind (blocking)."""
+        ...
 
     def apply(self, n: int) -> Applied:
         """Make exactly ``n`` Services exist and the data plane programmed on every node (blocking)."""
@@ -79,6 +89,9 @@ class LabServices:
         from cniscope.lab import kubeproxy
 
         return list(kubeproxy.plan(n, self.endpoints, port=SERVICE_PORT, target_port=SERVICE_PORT, first=first))
+
+    def prepare(self) -> None:
+        self.cleanup()
 
     def apply(self, n: int) -> Applied:
         from cniscope.lab import kubeproxy
@@ -144,17 +157,40 @@ def _existing_lab(name: str) -> Lab:
         return Lab(LabSpec(name=name or "cniscope"))
 
 
-def resolve_backends(req: runs_pb2.ServiceScalingRequest) -> list[str]:
+KUBERNETES = "kubernetes"
+LAB_BACKENDS = ("iptables-nft", "iptables-legacy", "nft")
+
+
+def resolve_backends(req: runs_pb2.ServiceScalingRequest, in_lab: bool) -> list[str]:
+    """The backends a request names, ``auto`` resolved: the lab's iptables-nft when the agents are lab
+    namespaces, Kubernetes otherwise."""
     wanted = list(req.backends) or [req.backend or "auto"]
     out = []
     for b in wanted:
         if b == "auto":
-            out.append("iptables-nft")
-        elif b in ("iptables-nft", "iptables-legacy", "nft"):
+            out.append("iptables-nft" if in_lab else KUBERNETES)
+        elif b in LAB_BACKENDS:
+            if not in_lab:
+                raise Unavailable(f"backend {b} writes kube-proxy rules into lab namespaces, but the connected "
+                                  f"agents are not a lab; use --backend {KUBERNETES} (or auto)")
             out.append(b)
+        elif b in (KUBERNETES, "k8s"):
+            if in_lab:
+                raise Unavailable(f"backend {KUBERNETES} creates Services through the API, but the connected agents "
+                                  "are lab namespaces whose data plane never sees them; use auto or "
+                                  f"{', '.join(LAB_BACKENDS)}")
+            out.append(KUBERNETES)
         else:
-            raise ValidationError(f"backend must be auto, iptables-nft, iptables-legacy or nft, got {b!r}")
+            raise ValidationError(f"backend must be one of auto, {KUBERNETES}, {', '.join(LAB_BACKENDS)}; got {b!r}")
     return list(dict.fromkeys(out))
+
+
+def scaler_from_env() -> ServiceScaler:
+    """The collector's ServiceScaler: CNISCOPE_SCALING_NAMESPACE, $KUBECONFIG or the pod's service account."""
+    from cniscope.collector.k8s import ServiceScaler
+    from cniscope.core import config
+
+    return ServiceScaler.from_config(config.load(config.CollectorConfig))
 
 
 def slope_ns_per_rule(points: list[tuple[float, float]]) -> float | None:
@@ -206,7 +242,7 @@ class _Step:
         row: dict[str, object] = {
             "services": n, "rules": max(a.rules.values()) if a.rules else 0, "rules_per_node": a.rules,
             "sync_ms": round(stats.median(self.syncs) * 1000, 1), "target": a.target_ip, "first": a.first_ip,
-            "repeat": len(self.p50s)}
+            "signal": a.signal, "repeat": len(self.p50s)}
         if self.p50s:
             mean, p50 = bm.aggregate(self.means), bm.aggregate(self.p50s)
             row.update(setup_mean_us=mean.median, setup_mean_min_us=mean.lo, setup_mean_max_us=mean.hi,
@@ -229,36 +265,56 @@ class ScalingRun:
     dispatcher: Dispatcher
     manager: RunManager
     backend_factory: object = None  # (lab_name, backend) -> ServiceBackend; the lab by default
+    scaler_factory: Callable[[], ServiceScaler] = scaler_from_env
+    settle_timeout: float = 300.0   # the data plane's settling, per Kubernetes step
+    settle_poll: float = 1.0
+    settle_report_wait: float = 10.0   # per poll, for every agent's fresh report
+    endpoint_timeout: float = 120.0
 
     async def start(self, req: runs_pb2.ServiceScalingRequest) -> ActiveRun:
+        from cniscope.collector.runs.fingerprint import is_lab
+
         counts = sorted(set(req.counts)) or [4, 104, 1000]
         if counts[0] < 1 or counts[-1] > MAX_SERVICES:
             raise ValidationError(f"service counts must be 1..{MAX_SERVICES}")
-        backends = resolve_backends(req)
         sources = sorted(self.state.sessions)
         if not sources:
             raise ValidationError("no agent is connected")
+        in_lab = all(is_lab(st) for n, st in self.state.nodes.items() if n in self.state.sessions)
+        backends = resolve_backends(req, in_lab)
+        scaler = None
+        if KUBERNETES in backends:
+            try:
+                scaler = await asyncio.to_thread(self.scaler_factory)
+            except Unavailable as exc:
+                raise Unavailable(f"service scaling outside the lab needs a Kubernetes API server: {exc}") from None
         repeat = req.repeat or 3
         connects = req.connects or DEFAULT_CONNECTS
         run = runs_pb2.Run(label=req.label or f"services {','.join(map(str, counts))}", kind="services",
                            suite="services", repeat=repeat, pairs=[f"{sources[0]}→ClusterIP"])
-        factory = self.backend_factory
-        if factory is None:
-            from cniscope.collector.runs.fingerprint import is_lab
+        factory = self.backend_factory or lab_backend
 
-            if not all(is_lab(st) for n, st in self.state.nodes.items() if n in self.state.sessions):
-                raise Unavailable(
-                    "service scaling outside the lab needs a Kubernetes ServiceBackend (Services created "
-                    "through the API and the data plane's settle signal); this collector has none configured")
-            factory = lab_backend
+        async def make(ar: ActiveRun, b: str) -> ServiceBackend:
+            if b != KUBERNETES:
+                assert callable(factory)
+                made: ServiceBackend = await asyncio.to_thread(factory, req.lab, b)
+                return made
+            from cniscope.collector.runs.k8s_services import DataPlaneWatch, KubeServices
+
+            assert scaler is not None
+            watch = DataPlaneWatch(self.state, sorted(self.state.sessions), ar.cancel, ar.emit,
+                                   poll=self.settle_poll, timeout=self.settle_timeout,
+                                   report_wait=self.settle_report_wait)
+            return KubeServices(scaler, watch, asyncio.get_running_loop(), ar.run.run_id, self.endpoint_timeout)
 
         async def body(ar: ActiveRun) -> None:
-            await self._body(ar, counts, backends, req.lab, sources[0], repeat, connects, factory)
+            await self._body(ar, counts, backends, sources[0], repeat, connects, make)
 
         return await self.manager.launch(run, body)
 
-    async def _body(self, ar: ActiveRun, counts: list[int], backends: list[str], lab: str, source: str,
-                    repeat: int, connects: int, factory: object) -> None:
+    async def _body(self, ar: ActiveRun, counts: list[int], backends: list[str], source: str,
+                    repeat: int, connects: int,
+                    make: Callable[[ActiveRun, str], Awaitable[ServiceBackend]]) -> None:
         """Round-robin over N: each repetition programs every N in turn and measures it, so a busy
         machine's load drifts over all N alike instead of landing on one step."""
         run = ar.run
@@ -268,14 +324,14 @@ class ScalingRun:
         run.fingerprint.update(derive(dict(self.state.nodes)))
         table: dict[str, list[dict[str, object]]] = {}
         for b in backends:
-            assert callable(factory)
-            svc: ServiceBackend = await asyncio.to_thread(factory, lab, b)
+            svc = await make(ar, b)
             acc: dict[int, _Step] = {n: _Step() for n in counts}
             try:
+                await asyncio.to_thread(svc.prepare)
                 for rep in range(repeat):
                     for n in counts:
                         ar.check()
-                        ar.emit(f"{b}: programming {n} Services on every node (rep {rep + 1}/{repeat})")
+                        ar.emit(f"{b}: programming {n} Services (rep {rep + 1}/{repeat})")
                         applied = await asyncio.to_thread(svc.apply, n)
                         st = acc[n]
                         st.applied = applied
@@ -297,7 +353,7 @@ class ScalingRun:
                 vals = [(f"svc_{p}_{n}.p50", i, source, v, "") for n in counts for i, v in enumerate(acc[n].p50s)]
                 await self.manager.db(rstore.add_values, run.run_id, vals)
             finally:
-                ar.emit(f"{b}: removing the Services' rules from every node")
+                ar.emit(f"{b}: removing the Services")
                 await asyncio.shield(asyncio.to_thread(svc.cleanup))
         run.detail_json = json.dumps(scaling_detail(table))
 

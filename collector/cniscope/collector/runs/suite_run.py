@@ -3,17 +3,15 @@ item × pair × repetition as a probe through the dispatcher, each figure stored
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
-import uuid
 from collections import defaultdict
 from dataclasses import dataclass
 
-from cniscope.api.v1 import agent_pb2, common_pb2, runs_pb2
+from cniscope.api.v1 import common_pb2, runs_pb2
 from cniscope.collector.dispatcher import Dispatcher
-from cniscope.collector.runs import fingerprint
+from cniscope.collector.runs import capwait, fingerprint
 from cniscope.collector.runs import store as rstore
 from cniscope.collector.runs.manager import ActiveRun, RunManager, run_probe
 from cniscope.collector.runs.suite import Item, choose_pairs, items
@@ -21,7 +19,7 @@ from cniscope.collector.state import ClusterState
 from cniscope.core import probespec
 from cniscope.core.errors import ValidationError
 
-CAPS_WAIT = 10.0  # then the run goes on with the last reports and says so in the fingerprint
+CAPS_WAIT = capwait.CAPS_WAIT  # then the run goes on with the last reports and says so in the fingerprint
 
 
 @dataclass
@@ -50,20 +48,9 @@ class SuiteRun:
 
         return await self.manager.launch(run, body)
 
-    async def refresh_capabilities(self, nodes: list[str]) -> list[str]:
-        """Ask each agent for a fresh capability report; return the nodes that did not answer in time."""
-        before = {n: self.state.nodes[n].capabilities.time_unix_nano for n in nodes if n in self.state.nodes}
-        for n in nodes:
-            s = self.state.sessions.get(n)
-            if s is not None:
-                s.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
-                    command_id=f"caps-{uuid.uuid4().hex[:8]}", refresh_capabilities=agent_pb2.RefreshCapabilities())))
-        deadline = time.monotonic() + CAPS_WAIT
-        waiting = set(before)
-        while waiting and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
-            waiting = {n for n in waiting if self.state.nodes[n].capabilities.time_unix_nano == before[n]}
-        return sorted(waiting)
+    async def refresh_capabilities(self, nodes: list[str]) -> capwait.Refresh:
+        """Ask each agent for a fresh capability report; who was late, and which unit was slow where."""
+        return await capwait.refresh(self.state, nodes, CAPS_WAIT)
 
     async def _body(self, ar: ActiveRun, its: list[Item], pairs: list[tuple[str, str]]) -> None:
         run = ar.run
@@ -71,11 +58,11 @@ class SuiteRun:
         ar.progress_total = run.repeat * len(probe_items) * len(pairs) + 1
         nodes = sorted({n for p in pairs for n in p} | set(self.state.sessions))
         ar.emit("refreshing the agents' capability reports (fingerprint, census)")
-        late = await self.refresh_capabilities(nodes)
+        refreshed = await self.refresh_capabilities(nodes)
         run.fingerprint.update(fingerprint.derive({n: self.state.nodes[n] for n in nodes if n in self.state.nodes}))
-        if late:
-            run.fingerprint["note"] = (f"capability report not refreshed within {CAPS_WAIT:.0f}s on {', '.join(late)}: "
-                                       "the last one received is used")
+        note = refreshed.note(CAPS_WAIT)
+        if note:
+            run.fingerprint["note"] = note
         ar.emit("fingerprint: " + ", ".join(f"{k}={v}" for k, v in run.fingerprint.items()
                                              if k in ("cni", "kube_proxy", "environment")), step=True)
         detail: dict[str, object] = {}

@@ -163,6 +163,40 @@ class UnitReport(_message.Message):
 Global___UnitReport: _TypeAlias = UnitReport  # noqa: Y015
 
 @_typing.final
+class Unfinished(_message.Message):
+    """A refresh that ran past the agent's time budget is answered twice: first with what has finished,
+    this set; then with the whole report, this unset.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUNNING_FIELD_NUMBER: _builtins.int
+    RUNNING_SECONDS_FIELD_NUMBER: _builtins.int
+    STALE_FIELD_NUMBER: _builtins.int
+    running: _builtins.str
+    """the unit still running when the report was sent"""
+    running_seconds: _builtins.float
+    """for how long it had been running"""
+    @_builtins.property
+    def stale(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """units whose entries (and items) repeat the previous report"""
+
+    def __init__(
+        self,
+        *,
+        running: _builtins.str = ...,
+        running_seconds: _builtins.float = ...,
+        stale: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["running", b"running", "running_seconds", b"running_seconds", "stale", b"stale"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Unfinished: _TypeAlias = Unfinished  # noqa: Y015
+
+@_typing.final
 class CapabilityReport(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -170,12 +204,16 @@ class CapabilityReport(_message.Message):
     UNITS_FIELD_NUMBER: _builtins.int
     TIME_UNIX_NANO_FIELD_NUMBER: _builtins.int
     KERNEL_FIELD_NUMBER: _builtins.int
+    UNFINISHED_FIELD_NUMBER: _builtins.int
     time_unix_nano: _builtins.int
+    """when the collection started"""
     kernel: _builtins.str
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapabilityItem]: ...
     @_builtins.property
     def units(self) -> _containers.RepeatedCompositeFieldContainer[Global___UnitReport]: ...
+    @_builtins.property
+    def unfinished(self) -> Global___Unfinished: ...
     def __init__(
         self,
         *,
@@ -183,10 +221,11 @@ class CapabilityReport(_message.Message):
         units: _abc.Iterable[Global___UnitReport] | None = ...,
         time_unix_nano: _builtins.int = ...,
         kernel: _builtins.str = ...,
+        unfinished: Global___Unfinished | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["unfinished", b"unfinished"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "kernel", b"kernel", "time_unix_nano", b"time_unix_nano", "units", b"units"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "kernel", b"kernel", "time_unix_nano", b"time_unix_nano", "unfinished", b"unfinished", "units", b"units"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
