@@ -14,6 +14,7 @@ from cniscope.tui.app import CniscopeApp
 from cniscope.tui.client import GrpcClusterClient
 from cniscope.tui.screens.probe_form import ProbeForm
 from cniscope.tui.widgets.cluster_bar import ClusterBar
+from cniscope.tui.widgets.livetable import LiveTable
 
 pytestmark = [pytest.mark.netns]
 
@@ -25,7 +26,7 @@ def _bar(app: CniscopeApp) -> str:
 async def test_form_fires_a_probe_and_a_result_row_appears(cluster: Lab) -> None:
     app = CniscopeApp(GrpcClusterClient(cluster.local_collector))
     async with app.run_test(size=(160, 45)) as pilot:
-        table = app.screen.query_one("#nodes", DataTable)
+        table = app.screen.query_one("#nodes", LiveTable)
         await kit.until(lambda: table.row_count == 3, 10, pilot, "three node rows")
         assert "nodes 3/3" in _bar(app)
         assert "connected" in _bar(app)
@@ -72,4 +73,4 @@ async def test_collector_restart_shows_disconnected_then_recovers(cluster: Lab, 
         app.sync_now()
         await pilot.pause()
         assert "● connected" in _bar(app)
-        assert app.screen.query_one("#nodes", DataTable).row_count == 3
+        assert app.screen.query_one("#nodes", LiveTable).row_count == 3

@@ -35,7 +35,7 @@ async def test_thousand_nodes_replay_sort_and_filter() -> None:
         await kit.settle(pilot)
         screen = app.screen
         assert isinstance(screen, NodesScreen)
-        table = screen.query_one("#nodes", DataTable)
+        table = screen.table
         assert table.row_count == 1000
         assert screen.visible_nodes() == sorted(statuses)
         # sort: s cycles node → status → CNI CPU (highest first)
@@ -139,3 +139,23 @@ async def test_command_palette_lists_every_key_action() -> None:
             desc = getattr(b, "description", "")
             if desc and getattr(b, "show", True):
                 assert desc in titles, desc
+
+
+async def test_header_click_sorts_and_a_second_click_reverses() -> None:
+    app = kit.replay_app(kit.LAB)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await kit.settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, NodesScreen)
+        table = screen.table
+        i = [c.key for c in table.columns].index("rtt")
+        x = sum(1 + w for w in table.widths[:i]) + 2           # inside the RTT p50 header
+        rtt = {n: app.model.rtt_p50_to_peers(n) or 0.0 for n in app.model.nodes}
+        assert len(set(rtt.values())) >= 3
+        await pilot.click(type(table), offset=(x, 0))
+        assert screen.sort_key == "rtt"
+        assert screen.visible_nodes() == sorted(rtt, key=lambda n: (rtt[n], n), reverse=True)
+        assert "RTT p50 ▼" in table.render_line(0).text
+        await pilot.click(type(table), offset=(x, 0))
+        assert screen.visible_nodes() == sorted(rtt, key=lambda n: (rtt[n], n))
+        assert "RTT p50 ▲" in table.render_line(0).text

@@ -6,11 +6,12 @@ import asyncio
 import time
 
 import pytest
-from textual.widgets import DataTable, Static
+from textual.widgets import Static
 
 from cniscope.lab.lab import Lab
 from cniscope.tui.app import CniscopeApp
 from cniscope.tui.client import GrpcClusterClient
+from cniscope.tui.widgets.livetable import LiveTable
 
 pytestmark = [pytest.mark.netns]
 
@@ -27,9 +28,9 @@ async def _until(cond: object, limit: float, pilot: object) -> None:
 async def test_rows_appear_and_a_probe_renders(cluster: Lab) -> None:
     app = CniscopeApp(GrpcClusterClient(cluster.local_collector))
     async with app.run_test(size=(120, 40)) as pilot:
-        table = app.query_one("#nodes", DataTable)
+        table = app.query_one("#nodes", LiveTable)
         await _until(lambda: table.row_count == 3, 10, pilot)
-        assert sorted(str(k.value) for k in table.rows) == ["node1", "node2", "node3"]
+        assert sorted(table.keys) == ["node1", "node2", "node3"]
         table.focus()
         await pilot.press("r")
         await _until(lambda: app.last_result is not None, 15, pilot)

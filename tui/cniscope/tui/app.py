@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from typing import ClassVar
 
 from textual import work
-from textual.app import App, SystemCommand
+from textual.app import App, ScreenStackError, SystemCommand
 from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
@@ -72,8 +72,12 @@ class CniscopeApp(App[None]):
 
     def sync_now(self) -> None:
         """Redraw the current screen from the model (the refresh tick; also called after actions)."""
-        if isinstance(self.screen, CniscopeScreen):
-            self.screen.sync_all()
+        try:
+            screen = self.screen
+        except ScreenStackError:  # no screen left while the app shuts down
+            return
+        if isinstance(screen, CniscopeScreen):
+            screen.sync_all()
 
     async def on_unmount(self) -> None:
         await self.client.close()
@@ -89,6 +93,8 @@ class CniscopeApp(App[None]):
                     self.sync_now()
                 continue
             self.model.apply(ev)
+            if ev.WhichOneof("body") == "snapshot_done":
+                self.sync_now()  # the whole snapshot is in: draw it now, not on the next tick
 
     # ---- probes --------------------------------------------------------------------------------
     async def run_probe(self, req: common_pb2.ProbeRequest) -> common_pb2.ProbeResult:

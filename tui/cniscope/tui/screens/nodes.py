@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.widgets import DataTable, Input, Static
+from textual.widgets import Input, Static
 
 from cniscope.api.v1 import common_pb2
 from cniscope.core.render import STATUS
 from cniscope.tui.screens.base import CniscopeScreen
-from cniscope.tui.screens.nodes_columns import BY_KEY, COLUMNS, Cell
+from cniscope.tui.screens.nodes_columns import BY_KEY, COLUMNS, Cell, Column
+from cniscope.tui.widgets.livetable import ColumnSpec, LiveTable
 
 STATIC = {"nat", "proxy", "fill", "xdp"}  # derived from the capability report only
 SORTABLE = ("node", "status", "cni_cpu", "cni_rss", "agent_cpu", "nat", "rtt", "drops", "skew")
+NODE_MAX = 24
+
+
+def _spec(c: Column) -> ColumnSpec:
+    if c.key == "node":
+        return ColumnSpec(c.key, c.label, 8, NODE_MAX)
+    room = len(c.label) + 2 if c.key in SORTABLE else 0  # the sort arrow never widens a column later
+    return ColumnSpec(c.key, c.label, max(c.width, room), right=c.right)
 
 
 class NodesScreen(CniscopeScreen):
@@ -34,114 +44,116 @@ class NodesScreen(CniscopeScreen):
         self.sort_key = "node"
         self.sort_reverse = False
         self.filter_text = ""
-        self._cells: dict[str, dict[str, Cell]] = {}
-        self._capkeys: dict[str, tuple[int, int]] = {}
+        self._order: list[str] = []                       # every node, sorted
+        self._sortval: dict[str, float | str] = {}
+        self._static: dict[str, tuple[tuple[int, int], dict[str, Cell]]] = {}
         self._seen = 0
         self._pairs_seen = 0
-        self._width = 0
         self._probe_line = ""
 
     def compose_body(self) -> ComposeResult:
-        table: DataTable[Cell] = DataTable(id="nodes", cursor_type="row", zebra_stripes=True)
-        yield table
+        yield LiveTable([_spec(c) for c in COLUMNS], self._row, id="nodes")
         yield Input(placeholder="filter: node name, status, address or label (Esc clears)",
                     id="filter", classes="hidden")
         yield Static("", id="probe")
 
-    def setup(self) -> None:
-        self._add_columns()
-        self.query_one("#nodes").focus()
+    @property
+    def table(self) -> LiveTable:
+        return self.query_one("#nodes", LiveTable)
 
-    def _add_columns(self) -> None:
-        table = self.query_one("#nodes", DataTable)
-        names = list(self.model.nodes)
-        self._width = max(8, min(24, max((len(n) for n in names), default=8)))
+    def setup(self) -> None:
+        self._label_sort()
+        self.table.focus()
+
+    def _label_sort(self) -> None:
+        arrow = " ▼" if self.sort_reverse else " ▲"
         for c in COLUMNS:
-            label = c.label + (" ▼" if c.key == self.sort_key and self.sort_reverse else
-                               " ▲" if c.key == self.sort_key else "")
-            table.add_column(label, key=c.key, width=self._width if c.key == "node" else c.width)
+            self.table.set_label(c.key, c.label + (arrow if c.key == self.sort_key else ""))
 
     # ---- data ------------------------------------------------------------------------------
     def _matches(self, name: str) -> bool:
-        if not self.filter_text:
-            return True
         st = self.model.nodes[name]
         hay = " ".join([name, STATUS.get(st.status, ""), st.host_ip, st.pod_ip,
                         *(f"{k}={v}" for k, v in st.labels.items())]).lower()
         return all(part in hay for part in self.filter_text.lower().split())
 
-    def _row(self, name: str) -> dict[str, Cell]:
+    def _row(self, name: str) -> list[Cell]:
         """Cells of one row; columns read from the capability report are reused until it changes."""
-        st = self.model.nodes[name]
+        m = self.model
+        st = m.nodes[name]
         capkey = (st.capabilities.time_unix_nano, len(st.capabilities.units))
-        old = self._cells.get(name)
-        if old is not None and self._capkeys.get(name) == capkey:
-            return {c.key: (c.cell(self.model, st) if c.key not in STATIC else old[c.key]) for c in COLUMNS}
-        self._capkeys[name] = capkey
-        return {c.key: c.cell(self.model, st) for c in COLUMNS}
-
-    def rebuild(self) -> None:
-        """Whole-table redraw: only for filter/width changes, never on the refresh tick."""
-        table = self.query_one("#nodes", DataTable)
-        table.clear(columns=True)
-        self._cells.clear()
-        self._add_columns()
-        self._seen = 0
-        self.sync()
+        hit = self._static.get(name)
+        if hit is None or hit[0] != capkey:
+            hit = (capkey, {c.key: c.cell(m, st) for c in COLUMNS if c.key in STATIC})
+            self._static[name] = hit
+        static = hit[1]
+        return [static[c.key] if c.key in STATIC else c.cell(m, st) for c in COLUMNS]
 
     def sync(self) -> None:
         if self.capp.probe_line != self._probe_line:
             self._probe_line = self.capp.probe_line
             self.query_one("#probe", Static).update(self._probe_line)
         m = self.model
-        table = self.query_one("#nodes", DataTable)
-        if m.nodes and max(len(n) for n in m.nodes) > self._width and self._width < 24:
-            self.rebuild()
+        if m.seq == self._seen:
             return
-        new = [n for n in m.nodes if n not in self._cells and self._matches(n)]
-        changed = [n for n, v in m.node_seq.items() if v > self._seen and n in self._cells]
-        if m.pair_seq > self._pairs_seen:  # the RTT column depends on probe results
-            changed = list(self._cells)
-            self._pairs_seen = m.pair_seq
-        self._seen = m.seq
+        changed = [n for n, v in m.node_seq.items() if v > self._seen]
+        rtt = m.pair_seq > self._pairs_seen  # the RTT column depends on probe results
+        self._seen, self._pairs_seen = m.seq, m.pair_seq
+        new = [n for n in changed if n not in self._sortval]
         if new:
-            rows = []
-            for n in new:
-                cells = self._row(n)
-                self._cells[n] = cells
-                rows.append([cells[c.key] for c in COLUMNS])
-            keys = new
-            for r, k in zip(rows, keys, strict=True):
-                table.add_row(*r, key=k)
-        updated = False
-        for n in changed:
-            old = self._cells[n]
-            cells = self._row(n)
-            for key, value in cells.items():
-                if old[key] != value:
-                    table.update_cell(n, key, value)
-                    updated = updated or key == self.sort_key
-            self._cells[n] = cells
-        if new or updated:
-            self.resort()
+            self.table.grow("node", max(len(n) for n in new))
+        moved = self._sort_values(list(m.nodes) if rtt and self.sort_key == "rtt" else changed)
+        if moved or new or (self.filter_text and changed):
+            self._show()
+        if rtt:
+            self.table.invalidate_all()
+        else:
+            self.table.invalidate(changed)
+
+    def _sort_values(self, names: Sequence[str]) -> bool:
+        """Refresh the sort key of these nodes; True when one moved."""
+        col, m = BY_KEY[self.sort_key], self.model
+        moved = False
+        for n in names:
+            v = col.sort(m, m.nodes[n])
+            if self._sortval.get(n) != v:
+                self._sortval[n] = v
+                moved = True
+        if moved:
+            vals = self._sortval
+            self._order = sorted(vals, key=lambda n: (vals[n], n), reverse=self.sort_reverse)
+        return moved
+
+    def _show(self) -> None:
+        rows = [n for n in self._order if self._matches(n)] if self.filter_text else self._order
+        self.table.set_rows(rows)
 
     def resort(self) -> None:
-        col = BY_KEY[self.sort_key]
-        m = self.model
-        order = {n: col.sort(m, m.nodes[n]) for n in self._cells}
-        table = self.query_one("#nodes", DataTable)
-        table.sort("node", key=lambda name: (order.get(str(name), 0), str(name)), reverse=self.sort_reverse)
+        self._sortval.clear()
+        self._sort_values(list(self.model.nodes))
+        self._label_sort()
+        self._show()
 
     # ---- actions ---------------------------------------------------------------------------
     def action_sort_next(self) -> None:
         i = SORTABLE.index(self.sort_key) if self.sort_key in SORTABLE else -1
-        self.sort_key = SORTABLE[(i + 1) % len(SORTABLE)]
-        self.sort_reverse = self.sort_key not in ("node", "status")  # biggest first for figures
-        self.rebuild()
+        self.sort_by(SORTABLE[(i + 1) % len(SORTABLE)])
+
+    def sort_by(self, key: str) -> None:
+        self.sort_key = key
+        self.sort_reverse = key not in ("node", "status")  # biggest first for figures
+        self.resort()
 
     def action_sort_reverse(self) -> None:
         self.sort_reverse = not self.sort_reverse
-        self.rebuild()
+        self.resort()
+
+    @on(LiveTable.HeaderSelected, "#nodes")
+    def _header(self, ev: LiveTable.HeaderSelected) -> None:
+        if ev.column == self.sort_key:
+            self.action_sort_reverse()
+        elif ev.column in SORTABLE:
+            self.sort_by(ev.column)
 
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
@@ -153,12 +165,12 @@ class NodesScreen(CniscopeScreen):
         box.value = ""
         box.add_class("hidden")
         self.set_filter("")
-        self.query_one("#nodes").focus()
+        self.table.focus()
 
     def set_filter(self, text: str) -> None:
         if text != self.filter_text:
             self.filter_text = text
-            self.rebuild()
+            self._show()
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, ev: Input.Changed) -> None:
@@ -168,23 +180,17 @@ class NodesScreen(CniscopeScreen):
     def _filter_done(self, ev: Input.Submitted) -> None:
         if not ev.value.strip():
             ev.input.add_class("hidden")
-        self.query_one("#nodes").focus()
+        self.table.focus()
 
-    @on(DataTable.RowSelected, "#nodes")
-    def _open(self, ev: DataTable.RowSelected) -> None:
-        if ev.row_key.value is not None:
-            self.capp.open_node(str(ev.row_key.value))
+    @on(LiveTable.Selected, "#nodes")
+    def _open(self, ev: LiveTable.Selected) -> None:
+        self.capp.open_node(ev.key)
 
     def selected_node(self) -> str | None:
-        table = self.query_one("#nodes", DataTable)
-        if table.row_count == 0:
-            return None
-        row = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        return str(row.value) if row.value is not None else None
+        return self.table.cursor_key
 
     def visible_nodes(self) -> list[str]:
-        table = self.query_one("#nodes", DataTable)
-        return [str(r.key.value) for r in table.ordered_rows]
+        return list(self.table.keys)
 
     def action_rtt(self, path: str) -> None:
         names = self.visible_nodes()

@@ -27,6 +27,7 @@ class Column:
     cell: Callable[[ClusterModel, cluster_pb2.NodeState], Cell]
     sort: Callable[[ClusterModel, cluster_pb2.NodeState], float | str]
     live: bool = False   # changes with every sample batch
+    right: bool = False  # figures: the header sits right, over right-aligned values
 
 
 def _num(v: float | None) -> float:
@@ -107,13 +108,13 @@ COLUMNS: tuple[Column, ...] = (
            lambda m, st: _spark(m, st.node, "agent_cpu", _agent_cpu(st), ".1f"),
            lambda m, st: _num(_agent_cpu(st)), live=True),
     Column("nat", "NAT", 6, lambda m, st: _opt(facts.nat_rules(m.units(st.node)), ".0f"),
-           lambda m, st: _num(facts.nat_rules(m.units(st.node)))),
+           lambda m, st: _num(facts.nat_rules(m.units(st.node))), right=True),
     Column("proxy", "PROXY", 8, lambda m, st: facts.kube_proxy_mode(m.units(st.node)) or "-",
            lambda m, st: facts.kube_proxy_mode(m.units(st.node)) or ""),
-    Column("fill", "MAP%", 4, _fill, lambda m, st: _num(facts.worst_map_fill(m.units(st.node)))),
+    Column("fill", "MAP%", 4, _fill, lambda m, st: _num(facts.worst_map_fill(m.units(st.node))), right=True),
     Column("xdp", "XDP", 3, _xdp, lambda m, st: str(facts.native_xdp(m.units(st.node)))),
-    Column("rtt", "RTT p50", 8, _rtt, lambda m, st: _num(m.rtt_p50_to_peers(st.node))),
-    Column("drops", "DROPS", 5, _drops, lambda m, st: float(st.spool_dropped), live=True),
-    Column("skew", "SKEW", 7, _skew, lambda m, st: abs(st.clock_skew_ms), live=True),
+    Column("rtt", "RTT p50", 8, _rtt, lambda m, st: _num(m.rtt_p50_to_peers(st.node)), right=True),
+    Column("drops", "DROPS", 5, _drops, lambda m, st: float(st.spool_dropped), live=True, right=True),
+    Column("skew", "SKEW", 7, _skew, lambda m, st: abs(st.clock_skew_ms), live=True, right=True),
 )
 BY_KEY = {c.key: c for c in COLUMNS}
