@@ -19,6 +19,8 @@ MAX_LOG = 5000
 THROUGHPUT_KEYS = ("received_gbps", "achieved_gbps", "sent_gbps")
 
 PairKey = tuple[str, str, str, str]  # kind, path, source, target
+SERIES = {"agent_cpu_millicores": "agent_cpu", "agent_rss_bytes": "agent_rss",
+          "cni_cpu_millicores": "cni_cpu", "cni_rss_bytes": "cni_rss"}  # figure → sparkline series
 
 
 def cni_total(figures: dict[str, float] | object, name: str) -> float | None:
@@ -84,7 +86,7 @@ class ClusterModel:
     def apply(self, ev: cluster_pb2.ClusterEvent) -> None:
         which = ev.WhichOneof("body")
         if which == "node":
-            self.upsert_node(ev.node)
+            self.upsert_node(ev.node, owned=True)  # an event is applied once, then dropped
         elif which == "probe_result":
             self.add_result(ev.probe_result)
         elif which == "probe_progress":
@@ -102,19 +104,26 @@ class ClusterModel:
             self.connected, self.connection_detail = up, detail
             self.seq += 1
 
-    def upsert_node(self, st: cluster_pb2.NodeState) -> None:
-        copy = cluster_pb2.NodeState()
-        copy.CopyFrom(st)
+    def upsert_node(self, st: cluster_pb2.NodeState, owned: bool = False) -> None:
+        """Store a node's state; ``owned``: the caller hands ``st`` over and never touches it again."""
+        copy = st
+        if not owned:
+            copy = cluster_pb2.NodeState()
+            copy.CopyFrom(st)
         self.nodes[st.node] = copy
         self.seq += 1
         self.node_seq[st.node] = self.seq
+        points: dict[str, float] = {}
+        for key, value in copy.figures.items():  # one pass: every CNI process adds to its node's total
+            name = SERIES.get(key.partition("{")[0])
+            if name is not None and (name.startswith("cni_") or "{" not in key):
+                points[name] = points.get(name, 0.0) + value
         series = self.history.setdefault(st.node, {})
-        for name, value in (("agent_cpu", st.figures.get("agent_cpu_millicores")),
-                            ("agent_rss", st.figures.get("agent_rss_bytes")),
-                            ("cni_cpu", cni_total(st.figures, "cni_cpu_millicores")),
-                            ("cni_rss", cni_total(st.figures, "cni_rss_bytes"))):
-            if value is not None:
-                series.setdefault(name, deque(maxlen=HISTORY)).append(float(value))
+        for name, value in points.items():
+            hist = series.get(name)
+            if hist is None:
+                hist = series[name] = deque(maxlen=HISTORY)
+            hist.append(value)
 
     def add_result(self, r: common_pb2.ProbeResult) -> None:
         key = (r.kind, r.path or "host", r.source_node, r.target_node or r.target_address)

@@ -14,34 +14,60 @@ from cniscope.tui.model import ClusterModel
 _PROC = re.compile(r"^cni_(?:cpu_millicores|rss_bytes)\{.*process=([^,}]+)")
 
 
-def fingerprint(model: ClusterModel) -> tuple[str, str]:
-    """(CNI, kube-proxy mode) as most nodes report them."""
-    cnis: Counter[str] = Counter()
-    modes: Counter[str] = Counter()
-    for name, st in model.nodes.items():
-        us = model.units(name)
-        fp = facts.fingerprint(us)
-        procs = sorted({m.group(1) for k in st.figures if (m := _PROC.match(k))})
-        cni = " ".join(x for x in (fp.get("cni", ""), fp.get("cni_version", "")) if x)
-        cnis[cni or ", ".join(procs) or "?"] += 1
-        mode = fp.get("kube_proxy") or facts.kube_proxy_mode(us)
-        if mode:
-            modes[mode] += 1
-    cni = cnis.most_common(1)[0][0] if cnis else "?"
-    mode = modes.most_common(1)[0][0] if modes else "?"
-    return cni, mode
+def node_fingerprint(model: ClusterModel, name: str) -> tuple[str, str, bool]:
+    """(CNI, kube-proxy mode, whether the capability report names the CNI) of one node; without a
+    name, the CNI is the processes it samples ('' when none)."""
+    st = model.nodes[name]
+    us = model.units(name)
+    fp = facts.fingerprint(us)
+    mode = fp.get("kube_proxy") or facts.kube_proxy_mode(us) or ""
+    cni = " ".join(x for x in (fp.get("cni", ""), fp.get("cni_version", "")) if x)
+    if cni:
+        return cni, mode, True
+    return ", ".join(sorted({m.group(1) for k in st.figures if (m := _PROC.match(k))})), mode, False
+
+
+class Fingerprint:
+    """(CNI, kube-proxy mode) as most nodes report them; a node is read again only when its
+    capability report changed (or, for a node whose report names no CNI, when its samples did)."""
+
+    def __init__(self) -> None:
+        self._seen = 0
+        self._nodes: dict[str, tuple[tuple[int, int] | None, str, str]] = {}
+
+    def __call__(self, model: ClusterModel) -> tuple[str, str]:
+        for name, seq in model.node_seq.items():
+            if seq <= self._seen:
+                continue
+            caps = model.nodes[name].capabilities
+            key = (caps.time_unix_nano, len(caps.units))
+            hit = self._nodes.get(name)
+            if hit is None or hit[0] != key:
+                cni, mode, named = node_fingerprint(model, name)
+                self._nodes[name] = (key if named else None, cni, mode)
+        self._seen = model.seq
+        cnis = Counter(cni or "?" for _key, cni, _mode in self._nodes.values())
+        modes = Counter(mode for _key, _cni, mode in self._nodes.values() if mode)
+        cni = cnis.most_common(1)[0][0] if cnis else "?"
+        mode = modes.most_common(1)[0][0] if modes else "?"
+        return cni, mode
 
 
 class ClusterBar(Static):
     DEFAULT_CSS = "ClusterBar { height: 1; background: $panel; color: $text; padding: 0 1; }"
     _shown: tuple[int, str] = (-1, "")
+    _text: Text | None = None
+
+    def __init__(self, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.fingerprint = Fingerprint()
 
     def show(self, model: ClusterModel, address: str, title: str) -> None:
         if self._shown == (model.seq, title):
             return
         self._shown = (model.seq, title)
         up, total = model.counts()
-        cni, mode = fingerprint(model)
+        cni, mode = self.fingerprint(model)
         t = Text(no_wrap=True, overflow="ellipsis")
         t.append("cniscope", style="bold")
         t.append(f" {title}", style="bold cyan")
@@ -59,4 +85,6 @@ class ClusterBar(Static):
         else:
             detail = f": {model.connection_detail}" if model.connection_detail else ""
             t.append(f"○ disconnected{detail}", style="bold red")
-        self.update(t)
+        if t != self._text:
+            self._text = t
+            self.update(t, layout=False)
