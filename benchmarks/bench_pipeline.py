@@ -48,9 +48,11 @@ def realistic_batch(node: str, boot: str, seq: int, series: int = 20) -> agent_p
     return agent_pb2.Batch(boot_id=boot, seq=seq, time_unix_nano=now, samples=samples, spool_depth=0)
 
 
-def start_collector(db: Path, port: int) -> subprocess.Popen[bytes]:
+def start_collector(db: Path, port: int, metrics_port: int = 0) -> subprocess.Popen[bytes]:
     argv = ["taskset", "-c", "0", PY, "-m", "cniscope.cli", "collector", "--listen", f"127.0.0.1:{port}",
             "--db", str(db), "--log-level", "warning"]
+    if metrics_port:
+        argv += ["--metrics-listen", f"127.0.0.1:{metrics_port}"]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -94,6 +96,19 @@ def start_echo(port: int) -> subprocess.Popen[bytes]:
         time.sleep(0.1)
     proc.kill()
     raise SystemExit("echo server did not start")
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The collector's own counters from its /metrics."""
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("cniscope_collector_") and " " in line and "{" not in line:
+            name, value = line.rsplit(" ", 1)
+            out[name.removesuffix("_total")] = float(value)
+    return out
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
@@ -225,17 +240,21 @@ def bench_ingest(quick: bool) -> None:
         eport = free_port()
         echo = start_echo(eport)
         try:
+            ep = psutil.Process(echo.pid)
+            c0, t0 = sum(ep.cpu_times()[:2]), time.monotonic()
             floor, _ = asyncio.run(_ingest(eport, 16, 5 if quick else 20))
+            echo_cores = (sum(ep.cpu_times()[:2]) - c0) / (time.monotonic() - t0)
         finally:
             stop(echo)
-        port = free_port()
-        proc = start_collector(Path(d) / "c.db", port)
+        port, mport = free_port(), free_port()
+        proc = start_collector(Path(d) / "c.db", port, mport)
         try:
             p = psutil.Process(proc.pid)
             c0 = sum(p.cpu_times()[:2])
             t0 = time.monotonic()
             rate, lat = asyncio.run(_ingest(port, 16, 5 if quick else 20))
             cores = (sum(p.cpu_times()[:2]) - c0) / (time.monotonic() - t0)
+            m = scrape(mport)
         finally:
             stop(proc)
         rows = sqlite3.connect(Path(d) / "c.db").execute("SELECT COUNT(*) FROM batches").fetchone()[0]
@@ -244,6 +263,11 @@ def bench_ingest(quick: bool) -> None:
     print(f"collector over gRPC, 16 streams, pinned to one core: {rate:,.0f} acked batches/s "
           f"({rate / floor:.2f}x the no-op server, {rate / base:.2f}x the bare store), collector CPU {cores:.2f} cores, ack p50 {_pct(lat, 50) * 1e3:.1f} ms "
           f"p99 {_pct(lat, 99) * 1e3:.1f} ms, rows {rows}")
+    b = m.get("cniscope_collector_batches", 0.0)
+    print(f"batches per store transaction {b / max(1.0, m.get('cniscope_collector_commits', 0.0)):.1f}, "
+          f"per ack message {b / max(1.0, m.get('cniscope_collector_acks', 0.0)):.1f}; "
+          f"CPU per batch: collector {cores / max(rate, 1) * 1e6:.0f} us, no-op server "
+          f"{echo_cores / max(floor, 1) * 1e6:.0f} us; one core's worth at that cost: {rate / cores:,.0f} batches/s")
 
 
 async def _fleet(port: int, agents: int, seconds: float) -> tuple[list[float], int, int]:

@@ -242,13 +242,13 @@ def test_fuzzing_client_never_brings_the_collector_down(fuzz_target: Any, stream
 
 async def test_slow_collector_backpressure_is_absorbed_by_the_bounded_spool(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every commit takes 300 ms: acks trail, the spool fills to its bound and no further, drops are
-    counted, and the sampler keeps its 100 ms cadence regardless."""
+    """Every batch takes 300 ms to commit (group commit shares no cost): acks trail, the spool fills
+    to its bound and no further, drops are counted, and the sampler keeps its 100 ms cadence regardless."""
     col = await kit.start_collector(tmp_path)
     real: Callable[[list[Any]], list[bool]] = col.store.commit_batches
 
     def slow(items: list[Any]) -> list[bool]:
-        time.sleep(0.3)
+        time.sleep(0.3 * len(items))
         return real(items)
 
     monkeypatch.setattr(col.store, "commit_batches", slow)

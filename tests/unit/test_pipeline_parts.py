@@ -139,6 +139,8 @@ def _b(**kw: object) -> agent_pb2.Batch:
 @pytest.mark.parametrize("batch", [
     _b(samples=[common_pb2.Sample(name="x", value=math.nan)]),
     _b(samples=[common_pb2.Sample(name="x", value=math.inf)]),
+    _b(samples=[common_pb2.Sample(name="a", value=1e300), common_pb2.Sample(name="b", value=-math.inf),
+                common_pb2.Sample(name="c", value=1e300)]),
     _b(samples=[common_pb2.Sample(name="", value=1)]),
     _b(samples=[common_pb2.Sample(name="x" * 201, value=1)]),
     _b(samples=[common_pb2.Sample(name="x", value=1, labels={"k": "v" * 1000})]),
@@ -153,6 +155,12 @@ def _b(**kw: object) -> agent_pb2.Batch:
 def test_hostile_batches_are_refused(batch: agent_pb2.Batch) -> None:
     with pytest.raises(Refused):
         check_batch(batch, "b1")
+
+
+def test_huge_finite_values_are_accepted() -> None:
+    # their sum overflows to inf, yet every value is finite
+    check_batch(_b(samples=[common_pb2.Sample(name="x", value=1.7e308), common_pb2.Sample(name="y", value=1.7e308)]),
+                "b1")
 
 
 def test_a_replayed_earlier_boot_is_accepted_only_when_announced() -> None:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import TYPE_CHECKING
 
 from cniscope.api.v1 import agent_pb2
 from cniscope.collector.store import Store
+
+if TYPE_CHECKING:
+    from cniscope.collector.metrics import IngestCounters
 
 MAX_GROUP = 512
 
@@ -19,8 +23,9 @@ Item = tuple[str, agent_pb2.Batch, int, "asyncio.Future[bool]"]
 
 
 class GroupCommitter:
-    def __init__(self, store: Store, max_group: int = MAX_GROUP) -> None:
+    def __init__(self, store: Store, max_group: int = MAX_GROUP, counters: IngestCounters | None = None) -> None:
         self.store = store
+        self.counters = counters
         self.max_group = max_group
         self._queue: list[Item] = []
         self._wake = asyncio.Event()
@@ -30,12 +35,18 @@ class GroupCommitter:
 
     async def commit(self, node: str, batch: agent_pb2.Batch, received_ns: int) -> bool:
         """True once the batch is durable; False when it was a duplicate."""
+        return await self.submit(node, batch, received_ns)
+
+    def submit(self, node: str, batch: agent_pb2.Batch, received_ns: int) -> asyncio.Future[bool]:
+        """Queue a batch; the future resolves once it is durable (False: a duplicate). Futures resolve
+        in submission order, so a stream that keeps reading while earlier batches commit still acks
+        them in order."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="group-commit")
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((node, batch, received_ns, fut))
         self._wake.set()
-        return await fut
+        return fut
 
     async def _run(self) -> None:
         while True:
@@ -51,6 +62,8 @@ class GroupCommitter:
                             fut.set_exception(exc)
                     continue
                 self.groups += 1
+                if self.counters is not None:
+                    self.counters.commits += 1
                 self.batches += len(group)
                 for (*_, fut), ok in zip(group, fresh, strict=True):
                     if not fut.done():

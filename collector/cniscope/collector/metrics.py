@@ -21,6 +21,8 @@ class IngestCounters:
     duplicates: int = 0       # resent batches already durable
     refused: int = 0          # hostile or broken messages refused with a status
     samples: int = 0
+    acks: int = 0             # ack messages written (acks are cumulative: one may cover many batches)
+    commits: int = 0          # store transactions that committed batches (group commit: many per one)
 
 
 class CollectorMetrics:
@@ -38,6 +40,7 @@ class CollectorMetrics:
 
     def collect(self) -> Iterator[Any]:
         st = self.state
+        st.settle()
         connected = GaugeMetricFamily("cniscope_node_connected", "1 when the node's agent is connected", labels=["node"])
         status = GaugeMetricFamily("cniscope_node_status", "node status (1 connected, 2 stale, 3 gone)", labels=["node"])
         dropped = GaugeMetricFamily("cniscope_node_spool_dropped", "batches the agent's spool bound forced out", labels=["node"])
@@ -75,5 +78,7 @@ class CollectorMetrics:
         for n, v, doc in (("cniscope_collector_batches", c.batches, "batches committed"),
                           ("cniscope_collector_duplicate_batches", c.duplicates, "resent batches dropped as duplicates"),
                           ("cniscope_collector_refused_messages", c.refused, "agent messages refused"),
-                          ("cniscope_collector_samples", c.samples, "samples committed")):
+                          ("cniscope_collector_samples", c.samples, "samples committed"),
+                          ("cniscope_collector_acks", c.acks, "ack messages sent (cumulative acks)"),
+                          ("cniscope_collector_commits", c.commits, "store transactions committing batches")):
             yield CounterMetricFamily(n, doc, value=v)

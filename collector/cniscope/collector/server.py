@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import time
@@ -35,6 +36,9 @@ from cniscope.core.version import VERSION
 log = logging.getLogger("cniscope.collector")
 
 
+MAX_INFLIGHT = 256  # batches one stream may have read ahead of their commit
+
+
 def _drain(q: asyncio.Queue[agent_pb2.CollectorMessage]) -> list[agent_pb2.CollectorMessage]:
     """Everything queued for one agent, with acks coalesced: an ack is cumulative per boot_id, so only
     the highest of a run needs to travel (one write instead of dozens when a backlog drains)."""
@@ -63,7 +67,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         self.store = store
         self.dispatcher = dispatcher
         self.counters = counters or IngestCounters()
-        self.committer = GroupCommitter(store)
+        self.committer = GroupCommitter(store, counters=self.counters)
 
     async def Connect(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],  # noqa: N802
                       context: grpc.aio.ServicerContext) -> AsyncIterator[agent_pb2.CollectorMessage]:  # type: ignore[type-arg]
@@ -94,7 +98,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
             await context.abort(grpc.StatusCode.ALREADY_EXISTS,
                                 f"node {hello.node} is already connected with another boot id")
         if current is not None:  # the same agent reconnecting over a half-dead stream
-            current.closed.set()
+            current.close()
         now = time.time_ns()
         acked = await self.store.call(self.store.record_hello, hello, now)
         replay = [b for b in dict.fromkeys(hello.replay_boot_ids) if b != hello.boot_id]
@@ -110,22 +114,18 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
             time_unix_nano=time.time_ns(), collector_version=VERSION, acked_seq=acked,
             replay_acked=replay_acked))
         reader = asyncio.create_task(self._read(it, session, context))
+        reader.add_done_callback(lambda _: session.wake.set())
         try:
-            while not session.closed.is_set():
-                if session.outbox.empty():
-                    getter = asyncio.ensure_future(session.outbox.get())
-                    closed = asyncio.ensure_future(session.closed.wait())
-                    done, _ = await asyncio.wait({getter, closed, reader}, return_when=asyncio.FIRST_COMPLETED)
-                    closed.cancel()
-                    if getter in done:
-                        session.outbox.put_nowait(getter.result())  # back in line, drained below
-                    else:
-                        getter.cancel()
+            while True:
+                # one event wakes the writer for anything it must do: a message to send, the session
+                # closed, the reader finished (cheaper than racing three futures per wake-up)
+                await session.wake.wait()
+                session.wake.clear()
                 for out in _drain(session.outbox):
+                    if out.WhichOneof("body") == "ack":
+                        self.counters.acks += 1
                     yield out
-                if reader.done():
-                    for out in _drain(session.outbox):  # flush the last acks
-                        yield out
+                if session.closed.is_set() or reader.done():
                     break
         finally:
             reader.cancel()
@@ -144,10 +144,40 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         try:
             async for msg in it:
                 await self._on_message(msg, session)
+            if session.last_commit is not None:  # the agent finished sending: ack what it sent first
+                await asyncio.wait({session.last_commit})
         except DecodeError:
             self.counters.refused += 1
             self.state.log_event("warning", "refused an undecodable message", session.node)
             raise Refused("INVALID_ARGUMENT", "message is not a valid AgentMessage") from None
+
+    def _committed(self, session: Session, b: agent_pb2.Batch, now: int, fut: asyncio.Future[bool]) -> None:
+        """A batch's commit finished (callbacks run in submission order): ack it, then apply it."""
+        session.inflight -= 1
+        if session.inflight < MAX_INFLIGHT:
+            session.drained.set()
+        if fut.cancelled():
+            return
+        exc = fut.exception()
+        if exc is not None or session.failure is not None:
+            # acks are cumulative: once one batch of the stream is not durable, nothing after it is
+            # acked; the stream ends and the agent resends from its last ack
+            if session.failure is None and exc is not None:
+                session.failure = exc
+                self.state.log_event("error", f"store failed, stream closed: {exc}", session.node)
+            session.close()
+            return
+        fresh = fut.result()
+        session.send(agent_pb2.CollectorMessage(ack=agent_pb2.Ack(boot_id=b.boot_id, seq=b.seq)))
+        if not fresh:
+            self.counters.duplicates += 1
+            return
+        self.counters.batches += 1
+        self.counters.samples += len(b.samples)
+        self.state.on_batch(session.node, b, now)
+        for r in b.probe_results:
+            self.dispatcher.on_result(r)
+            self.state.on_probe_result(r)
 
     async def _on_message(self, msg: agent_pb2.AgentMessage, session: Session) -> None:
         which = msg.WhichOneof("body")
@@ -160,18 +190,14 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 self.state.log_event("warning", f"refused batch: {exc}", session.node)
                 raise
             now = time.time_ns()
-            fresh = await self.committer.commit(session.node, b, now)
-            session.send(agent_pb2.CollectorMessage(ack=agent_pb2.Ack(boot_id=b.boot_id, seq=b.seq)))
-            if fresh:
-                self.counters.batches += 1
-                self.counters.samples += len(b.samples)
-            else:
-                self.counters.duplicates += 1
-            if fresh:
-                self.state.on_batch(session.node, b, now)
-                for r in b.probe_results:
-                    self.dispatcher.on_result(r)
-                    self.state.on_probe_result(r)
+            session.inflight += 1
+            fut = session.last_commit = self.committer.submit(session.node, b, now)
+            fut.add_done_callback(functools.partial(self._committed, session, b, now))
+            if session.inflight >= MAX_INFLIGHT:  # read ahead of commits, but only so far
+                session.drained.clear()
+                await session.drained.wait()
+            if session.failure is not None:
+                raise session.failure
         elif which == "probe_progress":
             self.dispatcher.on_progress(msg.probe_progress)
             self.state.publish(cluster_pb2.ClusterEvent(probe_progress=msg.probe_progress))
@@ -237,10 +263,12 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
 
     async def ListNodes(self, request: cluster_pb2.ListNodesRequest,  # noqa: N802
                         context: grpc.aio.ServicerContext) -> cluster_pb2.ListNodesResponse:  # type: ignore[type-arg]
+        self.state.settle()
         return cluster_pb2.ListNodesResponse(nodes=[self.state.nodes[n] for n in sorted(self.state.nodes)])
 
     async def GetNode(self, request: cluster_pb2.GetNodeRequest,  # noqa: N802
                       context: grpc.aio.ServicerContext) -> cluster_pb2.NodeState:  # type: ignore[type-arg]
+        self.state.settle(request.node)
         st = self.state.nodes.get(request.node)
         if st is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"node {request.node!r} is unknown")

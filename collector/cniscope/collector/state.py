@@ -13,6 +13,7 @@ from cniscope.collector.clockskew import SkewTracker
 log = logging.getLogger("cniscope.collector")
 
 WATCH_QUEUE = 10_000
+PENDING_MAX = 64             # batches of one node held back from the latest-value state at most
 PEERS_COALESCE_SMALL = 0.05   # seconds; small clusters see a newcomer almost at once
 PEERS_COALESCE_LARGE = 1.0    # 64+ agents: at most one peer-table broadcast a second
 CONNECTED = cluster_pb2.NODE_STATUS_CONNECTED
@@ -28,13 +29,23 @@ class Session:
     outbox: asyncio.Queue[agent_pb2.CollectorMessage] = field(
         default_factory=lambda: asyncio.Queue(maxsize=10_000))
     closed: asyncio.Event = field(default_factory=asyncio.Event)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # the stream's writer has work: send or close
+    inflight: int = 0                              # batches read but not yet committed
+    drained: asyncio.Event = field(default_factory=asyncio.Event)
+    failure: BaseException | None = None           # a commit failed: nothing after it is acked
+    last_commit: asyncio.Future[bool] | None = None
 
     def send(self, msg: agent_pb2.CollectorMessage) -> bool:
         try:
             self.outbox.put_nowait(msg)
-            return True
         except asyncio.QueueFull:
             return False
+        self.wake.set()
+        return True
+
+    def close(self) -> None:
+        self.closed.set()
+        self.wake.set()
 
 
 _KEYS: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
@@ -65,9 +76,11 @@ class ClusterState:
         self._peers_pending = False
         self.latest_results: dict[tuple[str, str, str, str], common_pb2.ProbeResult] = {}
         self.latest: dict[str, dict[str, common_pb2.Sample]] = {}  # node → series key → latest sample
+        self._pending: dict[str, list[tuple[agent_pb2.Batch, int]]] = {}  # batches not yet in figures/latest
 
     # ---- watchers ----------------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue[cluster_pb2.ClusterEvent]:
+        self.settle()  # the snapshot a new watcher is sent is current
         q: asyncio.Queue[cluster_pb2.ClusterEvent] = asyncio.Queue(maxsize=WATCH_QUEUE)
         self.watchers.add(q)
         return q
@@ -95,6 +108,7 @@ class ClusterState:
 
     # ---- nodes -------------------------------------------------------------------------------
     def connect(self, hello: agent_pb2.Hello, session: Session, now_ns: int) -> cluster_pb2.NodeState:
+        self.settle(hello.node)  # the previous session's last batches count before the state is replaced
         prev = self.nodes.get(hello.node)
         st = cluster_pb2.NodeState(
             node=hello.node, status=CONNECTED, boot_id=hello.boot_id, agent_version=hello.agent_version,
@@ -193,29 +207,62 @@ class ClusterState:
             st.seq_gaps += batch.seq - st.last_seq - 1
         st.last_seq = max(st.last_seq, batch.seq)
         st.spool_dropped = max(st.spool_dropped, batch.spool_dropped)
-        measured = next((s.value for s in batch.samples if s.name == "agent_clock_offset_ms"), None)
-        if measured is not None or batch.time_unix_nano:
-            # the agent's round-trip measurement when it sends one; else the one-way estimate
-            st.clock_skew_ms = (round(measured, 3) if measured is not None
-                                else self.skew.observe(node, batch.time_unix_nano, now_ns))
-            flagged = self.skew.flagged(st.clock_skew_ms)
+        pend = self._pending.setdefault(node, [])
+        pend.append((batch, now_ns))
+        if self.watchers or len(pend) >= PENDING_MAX:
+            self.settle(node)
+
+    def settle(self, node: str | None = None) -> None:
+        """Apply the batches received since the last settle to the latest-value state (figures, the
+        latest sample per series, clock skew). Acks never wait for this: it runs when someone reads
+        the state, when someone watches (every batch, so watchers see each one), and once a second
+        from the sweep. Of several pending batches the newest defines every series whose name it
+        carries; older ones contribute only names it lacks (a sampler with a longer interval)."""
+        for n in [node] if node is not None else list(self._pending):
+            pend = self._pending.pop(n, None)
+            st = self.nodes.get(n)
+            if pend and st is not None:
+                self._apply(n, st, pend)
+
+    def _apply(self, node: str, st: cluster_pb2.NodeState, pend: list[tuple[agent_pb2.Batch, int]]) -> None:
+        newest = pend[-1][0]
+        measured = next((s.value for s in newest.samples if s.name == "agent_clock_offset_ms"), None)
+        if measured is not None:  # the agent's round-trip measurement
+            skew: float | None = round(measured, 3)
+        else:  # the one-way estimate, fed every batch's (agent time, receive time)
+            skew = None
+            for b, t in pend:
+                if b.time_unix_nano:
+                    skew = self.skew.observe(node, b.time_unix_nano, t)
+        if skew is not None:
+            st.clock_skew_ms = skew
+            flagged = self.skew.flagged(skew)
             if flagged != st.clock_skewed:
                 st.clock_skewed = flagged
                 self.log_event("warning" if flagged else "info",
-                               f"clock off by {st.clock_skew_ms:+.1f} ms (limit ±{self.skew.limit_ms:.0f} ms)"
+                               f"clock off by {skew:+.1f} ms (limit ±{self.skew.limit_ms:.0f} ms)"
                                if flagged else f"clock back within ±{self.skew.limit_ms:.0f} ms "
-                                               f"({st.clock_skew_ms:+.1f} ms)", node)
+                                               f"({skew:+.1f} ms)", node)
         latest = self.latest.setdefault(node, {})
         figures = st.figures
-        for s in batch.samples:
+        if len(pend) > 1:
+            names = {s.name for s in newest.samples}
+            for b, _ in pend[:-1]:
+                for s in b.samples:
+                    if s.name not in names:
+                        key = series_key(s)
+                        figures[key] = s.value
+                        latest[key] = s
+        for s in newest.samples:
             key = series_key(s)
             figures[key] = s.value
             latest[key] = s
         if self.watchers:  # building events copies the node state: only when someone watches
             self.publish(cluster_pb2.ClusterEvent(node=st))
-            if batch.samples:
-                self.publish(cluster_pb2.ClusterEvent(
-                    samples=cluster_pb2.NodeSamples(node=node, samples=batch.samples)))
+            for b, _ in pend:
+                if b.samples:
+                    self.publish(cluster_pb2.ClusterEvent(
+                        samples=cluster_pb2.NodeSamples(node=node, samples=b.samples)))
 
     def on_capabilities(self, node: str, rep: common_pb2.CapabilityReport) -> None:
         st = self.nodes.get(node)
@@ -224,7 +271,8 @@ class ClusterState:
             self.publish(cluster_pb2.ClusterEvent(node=st))
 
     def sweep(self, now_ns: int) -> None:
-        """Mark connected nodes that have been silent too long as stale."""
+        """Bring the latest-value state up to date; mark connected nodes silent too long as stale."""
+        self.settle()
         limit = int(self.stale_after * 1e9)
         for name, st in self.nodes.items():
             if st.status == CONNECTED and now_ns - st.last_seen_unix_nano > limit:

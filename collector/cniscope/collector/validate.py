@@ -75,6 +75,12 @@ def check_capabilities(rep: common_pb2.CapabilityReport) -> None:
             raise _bad("unit report name empty or a field too long")
         if not math.isfinite(u.duration_seconds) or u.duration_seconds < 0:
             raise _bad(f"unit {u.name[:64]!r}: duration must be a finite, non-negative number")
+    if rep.HasField("unfinished"):
+        uf = rep.unfinished
+        if len(uf.stale) > MAX_UNITS or any(not n or len(n) > 200 for n in uf.stale) or len(uf.running) > 200:
+            raise _bad("unfinished capability report: unit names empty, too long or too many")
+        if not math.isfinite(uf.running_seconds) or uf.running_seconds < 0:
+            raise _bad("unfinished capability report: running time must be a finite, non-negative number")
 
 
 def check_hello(h: agent_pb2.Hello) -> None:
@@ -109,15 +115,21 @@ def check_batch(b: agent_pb2.Batch, boot_id: str, replay_boots: Collection[str] 
         raise _bad("batch timestamp is negative")
     if len(b.samples) > MAX_SAMPLES_PER_BATCH:
         raise _bad(f"batch has {len(b.samples)} samples (cap {MAX_SAMPLES_PER_BATCH})")
-    for s in b.samples:
-        if not s.name or len(s.name) > 200:
+    total = 0.0
+    for s in b.samples:  # the hot loop of ingest: one pass, each field read once
+        name = s.name
+        if not name or len(name) > 200:
             raise _bad("sample name empty or longer than 200 characters")
-        if not math.isfinite(s.value):
-            raise _bad(f"sample {s.name[:64]} has a non-finite value")
+        total += s.value
         if s.time_unix_nano < 0:
-            raise _bad(f"sample {s.name[:64]} has a negative timestamp")
-        if s.labels:
-            _check_labels(f"sample {s.name[:64]}", s.labels)
+            raise _bad(f"sample {name[:64]} has a negative timestamp")
+        labels = s.labels
+        if labels:
+            _check_labels(f"sample {name[:64]}", labels)
+    if not math.isfinite(total):  # NaN or ±inf somewhere (or finite values summing past the range)
+        for s in b.samples:
+            if not math.isfinite(s.value):
+                raise _bad(f"sample {s.name[:64]} has a non-finite value")
     for r in b.probe_results:
         _check_id("probe result probe_id", r.probe_id)
         if len(r.kind) > 32 or len(r.error) > MAX_TEXT or len(r.detail_json) > 4 * MAX_TEXT:
