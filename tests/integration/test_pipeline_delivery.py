@@ -4,6 +4,8 @@ an agent restart, keepalive policy, and a fuzzing client that must never bring t
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import statistics
 import sys
 import time
@@ -279,3 +281,61 @@ async def test_slow_collector_backpressure_is_absorbed_by_the_bounded_spool(tmp_
     gaps = [b - a for a, b in zip(seal_times[5:], seal_times[6:], strict=False)]
     assert statistics.median(gaps) == pytest.approx(0.1, abs=0.01)
     assert max(gaps) < 0.3  # the sampler never waited for the collector (a 300 ms commit)
+
+
+async def test_a_failed_commit_stops_acks_for_everything_after_it(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stream reads ahead of its commits. When a transaction fails, the batches in it and every
+    batch after it on that stream stay unacked (acks are cumulative), the stream ends, and the
+    agent's resend after reconnecting stores them all exactly once."""
+    col = await kit.start_collector(tmp_path)
+    real: Callable[[list[Any]], list[bool]] = col.store.commit_batches
+    failed: list[int] = []
+
+    def flaky(items: list[Any]) -> list[bool]:
+        if not failed and any(b.seq >= 5 for _, b, _ in items):
+            failed.extend(b.seq for _, b, _ in items)
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(items)
+
+    monkeypatch.setattr(col.store, "commit_batches", flaky)
+    try:
+        async with grpcutil.insecure_channel(kit.address(col)) as ch:
+            out: asyncio.Queue[agent_pb2.AgentMessage | None] = asyncio.Queue()
+            hello = agent_pb2.Hello(node="n1", boot_id="b1", host_ip="198.18.0.11")
+            await out.put(agent_pb2.AgentMessage(hello=hello))
+            for seq in range(1, 21):
+                await out.put(agent_pb2.AgentMessage(batch=agent_pb2.Batch(
+                    boot_id="b1", seq=seq, samples=[common_pb2.Sample(name="x", value=float(seq))])))
+
+            async def gen() -> Any:
+                while (m := await out.get()) is not None:
+                    yield m
+
+            acked = 0
+            call = agent_pb2_grpc.AgentHubStub(ch).Connect(gen())
+            with contextlib.suppress(grpc.aio.AioRpcError):
+                async for msg in call:
+                    if msg.WhichOneof("body") == "ack":
+                        acked = max(acked, msg.ack.seq)
+            assert failed, "the failing transaction never ran"
+            assert acked < min(failed), f"acked {acked} although seq {min(failed)} was not durable"
+            stored = {r[0] for r in col.store.conn.execute("SELECT seq FROM batches WHERE node='n1'")}
+            assert stored.isdisjoint(failed)
+            # the agent reconnects and resends everything after its last ack (some of it may be durable)
+            out2 = [agent_pb2.AgentMessage(hello=hello)] + [
+                agent_pb2.AgentMessage(batch=agent_pb2.Batch(boot_id="b1", seq=seq,
+                                                              samples=[common_pb2.Sample(name="x", value=1.0)]))
+                for seq in range(acked + 1, 21)]
+            got = 0
+            call2 = agent_pb2_grpc.AgentHubStub(ch).Connect(iter(out2))
+            async for msg in call2:
+                if msg.WhichOneof("body") == "ack":
+                    got = max(got, msg.ack.seq)
+                if got == 20:
+                    call2.cancel()
+                    break
+        seqs = [r[0] for r in col.store.conn.execute("SELECT seq FROM batches WHERE node='n1' ORDER BY seq")]
+        assert seqs == list(range(1, 21))
+    finally:
+        await col.stop()
