@@ -36,6 +36,7 @@ from cniscope.core.version import VERSION
 log = logging.getLogger("cniscope.collector")
 
 
+SETTLE_CHUNK = 32   # nodes brought up to date per event-loop turn by the sweep
 MAX_INFLIGHT = 256  # batches one stream may have read ahead of their commit
 
 
@@ -365,6 +366,11 @@ class Collector:
     async def _sweep(self) -> None:
         while True:
             await asyncio.sleep(1.0)
+            # bring the latest-value state up to date a few nodes at a time, so acks on other
+            # streams never wait behind a thousand nodes' worth of figures
+            for chunk in self.state.pending_chunks(SETTLE_CHUNK):
+                self.state.settle_nodes(chunk)
+                await asyncio.sleep(0)
             self.state.sweep(time.time_ns())
 
     async def prune(self, now_ns: int | None = None) -> retention.PruneReport:

@@ -218,11 +218,19 @@ class ClusterState:
         the state, when someone watches (every batch, so watchers see each one), and once a second
         from the sweep. Of several pending batches the newest defines every series whose name it
         carries; older ones contribute only names it lacks (a sampler with a longer interval)."""
-        for n in [node] if node is not None else list(self._pending):
+        self.settle_nodes([node] if node is not None else list(self._pending))
+
+    def settle_nodes(self, nodes: list[str]) -> None:
+        for n in nodes:
             pend = self._pending.pop(n, None)
             st = self.nodes.get(n)
             if pend and st is not None:
                 self._apply(n, st, pend)
+
+    def pending_chunks(self, size: int) -> list[list[str]]:
+        """The nodes with batches not yet applied, in chunks of ``size``."""
+        names = list(self._pending)
+        return [names[i:i + size] for i in range(0, len(names), size)]
 
     def _apply(self, node: str, st: cluster_pb2.NodeState, pend: list[tuple[agent_pb2.Batch, int]]) -> None:
         newest = pend[-1][0]
