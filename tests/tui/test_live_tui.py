@@ -1,5 +1,5 @@
-"""The TUI against a real collector fed by real lab agents: the form fires a real probe, and the app
-rides out a collector restart."""
+"""The TUI against a real collector fed by real lab agents: the form fires a real probe, the app
+rides out a collector restart, and runs stored through the Runs API show up and compare."""
 
 from __future__ import annotations
 
@@ -7,12 +7,16 @@ from pathlib import Path
 
 import pytest
 import tui_kit as kit  # type: ignore[import-not-found]
-from textual.widgets import DataTable, Input
+from textual.widgets import DataTable, Input, Static
 
+from cniscope.api.v1 import runs_pb2, runs_pb2_grpc
+from cniscope.core import grpcutil
 from cniscope.lab.lab import Lab
 from cniscope.tui.app import CniscopeApp
-from cniscope.tui.client import GrpcClusterClient
+from cniscope.tui.client import GrpcClusterClient, ReplayClient
+from cniscope.tui.runs import fmt_value
 from cniscope.tui.screens.probe_form import ProbeForm
+from cniscope.tui.screens.runs import RunsScreen
 from cniscope.tui.widgets.cluster_bar import ClusterBar
 from cniscope.tui.widgets.livetable import LiveTable
 
@@ -74,3 +78,51 @@ async def test_collector_restart_shows_disconnected_then_recovers(cluster: Lab, 
         await pilot.pause()
         assert "● connected" in _bar(app)
         assert app.screen.query_one("#nodes", LiveTable).row_count == 3
+
+
+async def _stored_run(address: str, label: str) -> runs_pb2.Run:
+    """A real suite run through the collector's Runs API: RTT and the NAT census, node1 → node2, once."""
+    req = runs_pb2.StartRunRequest(label=label, suite="quick", repeat=1, pairs="node1:node2", only=["rtt", "census"])
+    async with grpcutil.insecure_channel(address) as ch:
+        final = None
+        async for upd in runs_pb2_grpc.RunsStub(ch).StartRun(req, timeout=60):
+            if upd.WhichOneof("body") == "run":
+                final = upd.run
+    assert final is not None
+    assert final.status == runs_pb2.RUN_STATUS_DONE, final
+    return final
+
+
+async def test_runs_stored_through_the_api_appear_and_compare(cluster: Lab, tmp_path: Path) -> None:
+    before = await _stored_run(cluster.local_collector, "before")
+    after = await _stored_run(cluster.local_collector, "after")
+    recording = tmp_path / "rec.jsonl"
+    app = CniscopeApp(GrpcClusterClient(cluster.local_collector, record=str(recording)))
+    async with app.run_test(size=(160, 45)) as pilot:
+        await pilot.press("4")
+        screen = app.screen
+        assert isinstance(screen, RunsScreen)
+        table = screen.query_one("#runs", DataTable)
+        await kit.until(lambda: table.row_count == 2, 10, pilot, "two stored runs")
+        shown = {r.run_id: r for r in screen.runs}
+        assert set(shown) == {before.run_id, after.run_id}
+        for stored in (before, after):
+            r = shown[stored.run_id]
+            assert (r.label, r.status) == (stored.label, "done")
+            assert r.fingerprint == dict(stored.fingerprint)
+            assert r.figures["rtt.p50"].median == stored.figures["rtt.p50"].median > 0
+        rows = {str(table.get_row_at(i)[1]): [str(c) for c in table.get_row_at(i)] for i in range(2)}
+        assert rows[after.run_id][2:4] == ["after", "done"]
+        await pilot.press("space", "down", "space", "c")
+        await pilot.pause()
+        text = kit.text_of(screen.query_one("#compare", Static))
+        rtt = next(line for line in text.splitlines() if "RTT p50" in line)
+        first, second = (shown[rid] for rid in screen.marked)
+        assert fmt_value("rtt.p50", first.figures["rtt.p50"].median) in rtt
+        assert fmt_value("rtt.p50", second.figures["rtt.p50"].median) in rtt
+        assert "within noise" in rtt or "%" in rtt
+        assert "iptables NAT rules" in text
+    replay = ReplayClient(recording)                    # --record keeps the runs for --replay
+    replay.load()
+    assert replay.runs is not None
+    assert {r.run_id: r.figures for r in replay.runs} == {r.run_id: r.figures for r in screen.runs}

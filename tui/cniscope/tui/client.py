@@ -15,13 +15,14 @@ from typing import IO, Protocol
 import grpc
 from google.protobuf import json_format
 
-from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
+from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, runs_pb2, runs_pb2_grpc
 from cniscope.core import grpcutil, security
 from cniscope.core.config import read_token
 from cniscope.core.errors import CniscopeError, ConnectionFailed
-from cniscope.tui.runs import RunSummary, RunsUnavailable, run_from_dict
+from cniscope.tui.runs import RunSummary, RunsUnavailable, run_from_dict, run_from_proto, run_to_dict
 
 log = logging.getLogger("cniscope.tui")
+LIST_RUNS = 500  # newest first
 
 
 class ClusterClient(Protocol):
@@ -55,18 +56,29 @@ class GrpcClusterClient:
         # grpc.aio binds a channel to the running event loop: create it on first use, inside the app
         self._channel: grpc.aio.Channel | None = None
         self._stub_: cluster_pb2_grpc.ClusterAsyncStub | None = None
+        self._runs_: runs_pb2_grpc.RunsAsyncStub | None = None
         tok = read_token(token_file)
         self._md: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {tok}"),) if tok else ()
         self._record: IO[str] | None = open(record, "w") if record else None  # noqa: SIM115
         self._t0 = time.monotonic()
 
+    def _chan(self) -> grpc.aio.Channel:
+        if self._channel is None:
+            self._channel = grpcutil.insecure_channel(self.address,
+                                                      credentials=security.client_credentials_from_env())
+        return self._channel
+
     @property
     def _stub(self) -> cluster_pb2_grpc.ClusterAsyncStub:
         if self._stub_ is None:
-            self._channel = grpcutil.insecure_channel(self.address,
-                                                      credentials=security.client_credentials_from_env())
-            self._stub_ = cluster_pb2_grpc.ClusterStub(self._channel)
+            self._stub_ = cluster_pb2_grpc.ClusterStub(self._chan())
         return self._stub_
+
+    @property
+    def _runs(self) -> runs_pb2_grpc.RunsAsyncStub:
+        if self._runs_ is None:
+            self._runs_ = runs_pb2_grpc.RunsStub(self._chan())
+        return self._runs_
 
     async def events(self) -> AsyncIterator[cluster_pb2.ClusterEvent | ConnectionState]:
         """Watch forever: reconnects with backoff, yields ConnectionState on every change."""
@@ -115,9 +127,21 @@ class GrpcClusterClient:
         return sorted(resp.results, key=lambda r: r.finished_unix_nano)
 
     async def list_runs(self) -> list[RunSummary]:
-        # The collector's Cluster API has no runs service in v1; a collector that serves one plugs
-        # in here. Until then the Runs screen says so instead of guessing.
-        raise RunsUnavailable("no runs API on this collector")
+        try:
+            resp = await self._runs.ListRuns(runs_pb2.ListRunsRequest(limit=LIST_RUNS), metadata=self._md, timeout=5)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+                raise RunsUnavailable(f"no runs API on this collector ({self.address})") from None
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise ConnectionFailed(f"runs from {self.address}: {exc.details()}") from None
+            raise CniscopeError(exc.details() or exc.code().name,
+                                title=exc.code().name.lower().replace("_", " ")) from None
+        runs = [run_from_proto(r) for r in resp.runs]
+        if self._record is not None:
+            self._record.write(json.dumps({"t": round(time.monotonic() - self._t0, 3),
+                                           "runs": [run_to_dict(r) for r in runs]}) + "\n")
+            self._record.flush()
+        return runs
 
     async def close(self) -> None:
         if self._channel is not None:

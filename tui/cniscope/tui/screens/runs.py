@@ -13,11 +13,11 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from cniscope.core.benchmetrics import BETTER, NA, NOISE, WORSE
-from cniscope.core.render import fmt_figure
-from cniscope.tui.runs import RunSummary, RunsUnavailable, comparison
+from cniscope.tui.runs import RunSummary, RunsUnavailable, comparison, fmt_value, title
 from cniscope.tui.screens.base import CniscopeScreen
 
 VERDICT_STYLE = {BETTER: "bold green", WORSE: "bold red", NOISE: "dim", NA: "dim"}
+STATUS_STYLE = {"done": "green", "running": "cyan", "cancelled": "yellow", "failed": "red"}
 
 
 def comparison_table(runs: list[RunSummary]) -> Table:
@@ -28,9 +28,9 @@ def comparison_table(runs: list[RunSummary]) -> Table:
         if n:
             t.add_column("Δ", justify="right")
     for name, vals, deltas in comparison(runs):
-        row: list[str | Text] = [name]
+        row: list[str | Text] = [title(name)]
         for n, v in enumerate(vals):
-            row.append(fmt_figure(name, v.median) if v is not None else "-")
+            row.append(fmt_value(name, v.median) if v is not None else "-")
             if n:
                 d = deltas[n - 1]
                 if d.verdict == NOISE:
@@ -65,8 +65,8 @@ class RunsScreen(CniscopeScreen):
 
     def setup(self) -> None:
         table = self.query_one("#runs", DataTable)
-        for key, label in (("mark", "✓"), ("id", "RUN"), ("label", "LABEL"), ("created", "CREATED"),
-                           ("fp", "FINGERPRINT")):
+        for key, label in (("mark", "✓"), ("id", "RUN"), ("label", "LABEL"), ("status", "STATUS"),
+                           ("created", "CREATED"), ("fp", "FINGERPRINT")):
             table.add_column(label, key=key)
         self.action_reload()
         table.focus()
@@ -83,16 +83,30 @@ class RunsScreen(CniscopeScreen):
             self.notify(str(exc), title="runs", severity="error")
             return
         self.loaded = True
+        self.marked = [rid for rid in self.marked if any(r.run_id == rid for r in self.runs)]
         self._fill()
-        out.update(Text("space: mark runs · c: compare the marked runs (two or more)", style="dim"))
+        if not self.runs:
+            out.update(Text("no stored runs yet: `cniscope bench run` stores one", style="yellow"))
+        elif len(self.marked) >= 2:
+            self.action_compare()
+        else:
+            out.update(Text("space: mark runs · c: compare the marked runs (two or more)", style="dim"))
+
+    def on_screen_resume(self) -> None:
+        super().on_screen_resume()
+        if self._ready:
+            self.action_reload()  # runs finish while other screens are showing
 
     def _fill(self) -> None:
         table = self.query_one("#runs", DataTable)
+        row = table.cursor_row
         table.clear()
         for r in self.runs:
             fp = ", ".join(f"{k}={v}" for k, v in r.fingerprint.items())
-            table.add_row("✓" if r.run_id in self.marked else " ", r.run_id, r.label, r.created,
+            table.add_row("✓" if r.run_id in self.marked else " ", r.run_id, r.label,
+                          Text(r.status, style=STATUS_STYLE.get(r.status, "")), r.created,
                           Text(fp, style="dim", overflow="ellipsis", no_wrap=True), key=r.run_id)
+        table.move_cursor(row=min(row, table.row_count - 1))
 
     def action_mark(self) -> None:
         table = self.query_one("#runs", DataTable)
