@@ -38,8 +38,11 @@ async def test_thousand_nodes_replay_sort_and_filter() -> None:
         table = screen.table
         assert table.row_count == 1000
         assert screen.visible_nodes() == sorted(statuses)
-        # sort: s cycles node → status → CNI CPU (highest first)
+        # sort: s cycles node → status → CNI CPU (highest first); a new order starts at its top row
+        await pilot.press("pagedown")
+        assert table.cursor_row > 0
         await pilot.press("s")
+        assert table.cursor_row == 0
         assert screen.visible_nodes()[: len([s for s in statuses.values() if s == "NODE_STATUS_GONE"])] == sorted(
             n for n, s in statuses.items() if s == "NODE_STATUS_GONE")
         await pilot.press("s")

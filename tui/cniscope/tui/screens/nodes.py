@@ -129,10 +129,12 @@ class NodesScreen(CniscopeScreen):
         self.table.set_rows(rows)
 
     def resort(self) -> None:
+        """A new sort order: the view goes to its top row."""
         self._sortval.clear()
         self._sort_values(list(self.model.nodes))
         self._label_sort()
         self._show()
+        self.table.move_cursor(0)
 
     # ---- actions ---------------------------------------------------------------------------
     def action_sort_next(self) -> None:
@@ -171,6 +173,7 @@ class NodesScreen(CniscopeScreen):
         if text != self.filter_text:
             self.filter_text = text
             self._show()
+            self.table.move_cursor(0)
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, ev: Input.Changed) -> None:
