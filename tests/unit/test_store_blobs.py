@@ -5,6 +5,7 @@ stay out of the blob, and a database written by schema 1 (one row per sample) is
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,3 +101,25 @@ def test_schema_1_database_is_migrated(tmp_path: Path) -> None:
     assert st.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     st.close()
     Store(db).close()  # opening a migrated database again changes nothing
+
+
+def test_wal_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
+    """Commits never checkpoint (auto-checkpoint is off on the writer); the store's own thread does,
+    about once a second, so the WAL is reused from its start instead of growing with every batch."""
+    st = Store(tmp_path / "w.db")
+    assert st.conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    wal = tmp_path / "w.db-wal"
+    sizes = []
+    seq = 0
+    for _ in range(3):
+        for _ in range(10):
+            items = []
+            for _ in range(100):
+                seq += 1
+                items.append(("n1", _batch(seq, seq * S), 0))
+            st.commit_batches(items)
+        sizes.append(wal.stat().st_size)
+        time.sleep(1.6)  # the checkpointer has run
+    assert sizes[0] > 300_000
+    assert sizes[2] <= sizes[0] * 1.2, sizes  # reused, not appended to (3x without the checkpointer)
+    st.close()

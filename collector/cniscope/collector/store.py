@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -27,6 +28,9 @@ from cniscope.core.errors import StoreError
 T = TypeVar("T")
 
 SCHEMA_VERSION = 2
+CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (on their own thread and connection)
+
+log = logging.getLogger("cniscope.collector.store")
 
 BATCHES_DDL = """
 CREATE TABLE IF NOT EXISTS batches (
@@ -69,6 +73,8 @@ class Store:
         self._local = threading.local()
         self._conn: sqlite3.Connection | None = None
         self.watermarks: dict[tuple[str, str], int] = {}  # (node, boot_id) → seqs pruned by retention
+        self._ckpt: threading.Thread | None = None
+        self._ckpt_stop = threading.Event()
         try:
             self._open()
         except sqlite3.Error as exc:
@@ -89,6 +95,28 @@ class Store:
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         self.watermarks = retention.load_watermarks(conn)
         self._conn = conn
+        if self.path != ":memory:":
+            # commits never run a checkpoint (its fsync stalled the writer, and every ack behind it,
+            # for tens of milliseconds); a thread of its own checkpoints without blocking writers
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._ckpt_stop = threading.Event()
+            self._ckpt = threading.Thread(target=self._checkpointer, name="store-checkpoint", daemon=True)
+            self._ckpt.start()
+
+    def _checkpointer(self) -> None:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout=5000")
+            while not self._ckpt_stop.wait(CHECKPOINT_EVERY):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                except sqlite3.Error as exc:  # a busy or failing checkpoint is retried next time
+                    log.warning("WAL checkpoint failed: %s", exc)
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpointer stopped: %s", exc)
+        finally:
+            conn.close()
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -101,6 +129,10 @@ class Store:
 
     def close(self) -> None:
         self._exec.shutdown(wait=True)
+        if self._ckpt is not None:
+            self._ckpt_stop.set()
+            self._ckpt.join(timeout=10)
+            self._ckpt = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
