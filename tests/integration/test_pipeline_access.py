@@ -272,6 +272,7 @@ async def test_clock_off_by_more_than_50ms_is_flagged_and_logged(tmp_path: Path)
             await q.put(agent_pb2.AgentMessage(batch=agent_pb2.Batch(
                 boot_id="b1", seq=4, time_unix_nano=time.time_ns() + ahead)))
             await kit.until(lambda: st.last_seq == 4, what="the fast batch")
+            c.state.settle()  # as every reader of node state does
             assert st.clock_skewed
             assert 190 <= st.clock_skew_ms <= 200
             assert any("clock off by +" in e.message and e.node == "skewy" for e in c.state.recent_logs)
@@ -397,6 +398,7 @@ async def test_agent_measures_its_clock_offset_over_the_welcome_round_trip(tmp_p
         assert fast.clock_rtt_ms is not None
         bound = fast.clock_rtt_ms / 2 + 0.5  # the true offset lies within half the round trip
         assert abs(fast.clock_offset_ms - 200) <= bound
+        c.state.settle()  # as every reader of node state does
         assert c.state.nodes["fast"].clock_skewed
         assert abs(c.state.nodes["fast"].clock_skew_ms - 200) <= bound
         assert not c.state.nodes["honest"].clock_skewed
