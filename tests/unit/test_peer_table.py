@@ -18,6 +18,8 @@ def _tables(s: Session) -> list[list[str]]:
     out = []
     while not s.outbox.empty():
         m = s.outbox.get_nowait()
+        if isinstance(m, bytes):  # a broadcast is encoded once for every stream
+            m = agent_pb2.CollectorMessage.FromString(m)
         if m.WhichOneof("body") == "peers":
             out.append([p.node for p in m.peers.peers])
     return out

@@ -24,7 +24,7 @@ from cniscope.collector.groupcommit import GroupCommitter
 from cniscope.collector.metrics import CollectorMetrics, IngestCounters
 from cniscope.collector.ratelimit import TokenBucket
 from cniscope.collector.runs.api import RunsService
-from cniscope.collector.state import ClusterState, Session
+from cniscope.collector.state import ClusterState, Outgoing, Session
 from cniscope.collector.store import Store
 from cniscope.collector.validate import Refused, check_batch, check_capabilities, check_hello
 from cniscope.core import grpcutil, netpolicy, security
@@ -40,14 +40,14 @@ SETTLE_CHUNK = 32   # nodes brought up to date per event-loop turn by the sweep
 MAX_INFLIGHT = 256  # batches one stream may have read ahead of their commit
 
 
-def _drain(q: asyncio.Queue[agent_pb2.CollectorMessage]) -> list[agent_pb2.CollectorMessage]:
+def _drain(q: asyncio.Queue[Outgoing]) -> list[Outgoing]:
     """Everything queued for one agent, with acks coalesced: an ack is cumulative per boot_id, so only
     the highest of a run needs to travel (one write instead of dozens when a backlog drains)."""
-    out: list[agent_pb2.CollectorMessage] = []
+    out: list[Outgoing] = []
     acks: dict[str, agent_pb2.CollectorMessage] = {}
     while not q.empty():
         m = q.get_nowait()
-        if m.WhichOneof("body") == "ack":
+        if not isinstance(m, bytes) and m.WhichOneof("body") == "ack":
             prev = acks.get(m.ack.boot_id)
             if prev is None or m.ack.seq > prev.ack.seq:
                 acks[m.ack.boot_id] = m
@@ -55,6 +55,19 @@ def _drain(q: asyncio.Queue[agent_pb2.CollectorMessage]) -> list[agent_pb2.Colle
             out.append(m)
     out.extend(acks.values())
     return out
+
+
+def _serialize(m: agent_pb2.CollectorMessage | bytes) -> bytes:
+    return m if isinstance(m, bytes) else m.SerializeToString()
+
+
+def add_agent_hub(servicer: AgentHubService, server: grpc.aio.Server) -> None:
+    """AgentHub as generated, except that a stream may also yield pre-encoded bytes: a peer table
+    broadcast to a thousand agents is encoded once, not once per stream."""
+    handlers = {"Connect": grpc.stream_stream_rpc_method_handler(
+        servicer.Connect, request_deserializer=agent_pb2.AgentMessage.FromString, response_serializer=_serialize)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("cniscope.api.v1.AgentHub", handlers),))
+    server.add_registered_method_handlers("cniscope.api.v1.AgentHub", handlers)
 
 
 def _status(name: str) -> grpc.StatusCode:
@@ -70,8 +83,8 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         self.counters = counters or IngestCounters()
         self.committer = GroupCommitter(store, counters=self.counters)
 
-    async def Connect(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],  # noqa: N802
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[agent_pb2.CollectorMessage]:  # type: ignore[type-arg]
+    async def Connect(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],  # type: ignore[override]  # noqa: N802
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[Outgoing]:  # type: ignore[type-arg]
         peer = context.peer()
         it = request_iterator.__aiter__()
         try:
@@ -123,7 +136,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 await session.wake.wait()
                 session.wake.clear()
                 for out in _drain(session.outbox):
-                    if out.WhichOneof("body") == "ack":
+                    if not isinstance(out, bytes) and out.WhichOneof("body") == "ack":
                         self.counters.acks += 1
                     yield out
                 if session.closed.is_set() or reader.done():
@@ -317,7 +330,7 @@ class Collector:
         server = grpc.aio.server(options=grpcutil.server_options(max_message=self.cfg.max_message_bytes),
                                  interceptors=[self.auth] if self.auth else None)
         self.hub = AgentHubService(self.state, self.store, self.dispatcher, self.counters)
-        agent_pb2_grpc.add_AgentHubServicer_to_server(self.hub, server)
+        add_agent_hub(self.hub, server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(
             ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter,
                            self.cfg.allow_cidrs), server)

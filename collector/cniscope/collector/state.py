@@ -21,12 +21,15 @@ STALE = cluster_pb2.NODE_STATUS_STALE
 GONE = cluster_pb2.NODE_STATUS_GONE
 
 
+Outgoing = agent_pb2.CollectorMessage | bytes   # bytes: a CollectorMessage encoded once for many streams
+
+
 @dataclass
 class Session:
     node: str
     boot_id: str
     replay_boots: frozenset[str] = frozenset()   # earlier boots this agent replays from its spool
-    outbox: asyncio.Queue[agent_pb2.CollectorMessage] = field(
+    outbox: asyncio.Queue[Outgoing] = field(
         default_factory=lambda: asyncio.Queue(maxsize=10_000))
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # the stream's writer has work: send or close
@@ -35,7 +38,8 @@ class Session:
     failure: BaseException | None = None           # a commit failed: nothing after it is acked
     last_commit: asyncio.Future[bool] | None = None
 
-    def send(self, msg: agent_pb2.CollectorMessage) -> bool:
+    def send(self, msg: Outgoing) -> bool:
+        """Queue a message (or its encoding, when one encoding goes to many streams) for the agent."""
         try:
             self.outbox.put_nowait(msg)
         except asyncio.QueueFull:
@@ -189,10 +193,9 @@ class ClusterState:
             session.send(agent_pb2.CollectorMessage(peers=self.peer_table()))
 
     def broadcast_peers(self) -> None:
-        table = self.peer_table()
-        msg = agent_pb2.CollectorMessage(peers=table)
+        wire = agent_pb2.CollectorMessage(peers=self.peer_table()).SerializeToString()  # once for all
         for s in self.sessions.values():
-            s.send(msg)
+            s.send(wire)
 
     def on_batch(self, node: str, batch: agent_pb2.Batch, now_ns: int) -> None:
         st = self.nodes.get(node)
