@@ -6,8 +6,8 @@ A synthetic in-process client (no collector: this measures the TUI alone) feeds 
 like a Cilium cluster (tests/fixtures/recordings/generate.py), then a fresh sample for every node
 every 0.5 s. Measured, headless, in one process:
 
-- first paint: app start → 1,000 rows in the table and a frame rendered, wall and CPU time (budget
-  1 s);
+- first paint: app start → 1,000 rows in the table and a frame rendered, wall and CPU time, median
+  of the run's three starts of the app (budget 1 s);
 - steady CPU at 2 Hz: this process's CPU time / wall time over a window with updates streaming
   (budget 15% of one core), sorted by name and sorted by CNI CPU (rows reorder every round); and
   how many rows the table drew per round against how many are on screen;
@@ -183,8 +183,11 @@ def main() -> int:
     base = asyncio.run(measure(live=True, datatable=True))
     hm, hm_cpu = heatmap_ms()
     print(f"nodes: {N}, window {WINDOW_S:.0f} s, updates {HZ:.0f} Hz ({live['ticks']:.0f} rounds of {N} node events)")
-    print(f"first paint of {N} nodes:      {live['first_paint_s'] * 1000:7.0f} ms   (budget 1000 ms), "
-          f"CPU time {live['first_paint_cpu_s'] * 1000:.0f} ms")
+    starts = (live, by_cpu, idle)  # three app starts with the same table: the median of them
+    paint = statistics.median(r["first_paint_s"] for r in starts)
+    paint_cpu = statistics.median(r["first_paint_cpu_s"] for r in starts)
+    print(f"first paint of {N} nodes:      {paint * 1000:7.0f} ms   (budget 1000 ms), "
+          f"CPU time {paint_cpu * 1000:.0f} ms (median of 3 starts)")
     print(f"CPU at 2 Hz, LiveTable:        {live['cpu_share'] * 100:7.1f} %    of one core (budget 15 %)")
     print(f"CPU at 2 Hz, sorted by CNI CPU:{by_cpu['cpu_share'] * 100:7.1f} %    (rows reorder every round)")
     print(f"rows drawn per round:          {live['drawn_per_tick']:7.1f}      ({live['on_screen']} rows on screen)")
@@ -193,9 +196,9 @@ def main() -> int:
           f"CPU time {base['first_paint_cpu_s'] * 1000:.0f} ms")
     print(f"CPU at 2 Hz, DataTable:        {base['cpu_share'] * 100:7.1f} %    (baseline: update_cell in place)")
     print(f"ratio DataTable / LiveTable:   {base['cpu_share'] / max(live['cpu_share'], 1e-9):7.2f} x CPU, "
-          f"{base['first_paint_s'] / max(live['first_paint_s'], 1e-9):.2f} x first paint")
+          f"{base['first_paint_cpu_s'] / max(paint_cpu, 1e-9):.2f} x first-paint CPU time")
     print(f"50x50 heatmap redraw (median): {hm:7.1f} ms   (budget 50 ms), CPU time {hm_cpu:.1f} ms")
-    ok = live["first_paint_cpu_s"] <= 1.0 and max(live["cpu_share"], by_cpu["cpu_share"]) <= 0.15 and hm_cpu <= 50
+    ok = paint_cpu <= 1.0 and max(live["cpu_share"], by_cpu["cpu_share"]) <= 0.15 and hm_cpu <= 50
     print("PASS" if ok else "OVER BUDGET")
     return 0 if ok else 1
 
