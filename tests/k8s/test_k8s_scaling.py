@@ -32,6 +32,7 @@ from cniscope.agent.inspectors import iptables as ipt
 from cniscope.agent.inspectors.bpf import cilium_summary
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, runs_pb2, runs_pb2_grpc
 from cniscope.collector.k8s import MANAGED_BY, ServiceScaler
+from cniscope.collector.reports.scaling import render_scaling
 from cniscope.collector.runs.api import RunsService
 from cniscope.collector.runs.fingerprint import data_plane_counts
 from cniscope.collector.runs.services import KUBERNETES, resolve_backends
@@ -113,6 +114,8 @@ async def agent(state: ClusterState, node: str, plane: DataPlane) -> None:
     s = state.sessions[node]
     while True:
         msg = await s.outbox.get()
+        if isinstance(msg, bytes):   # a peer-table broadcast, encoded once for every stream
+            continue
         if msg.command.WhichOneof("body") == "refresh_capabilities" and node not in plane.silent:
             await asyncio.sleep(0.01)
             state.on_capabilities(node, plane.report(node))
@@ -219,6 +222,8 @@ async def test_auto_creates_labelled_services_waits_for_the_census_and_cleans_up
         for n in (3, 6):
             assert rows[n]["rules_per_node"] == {node: count(n) for node in NODES}
             assert rows[n]["signal"] == label
+        table = render_scaling(run.label, json.loads(run.detail_json), "table")
+        assert ("kubernetes: the NAT rules column counts BPF service map entries" in table) is (kind == "cilium")
         # each step is probed at the last Service's ClusterIP, only once every node's census had settled on it
         measured = [(req, aimed, census) for req, aimed, census in rig.connects.requests
                     if req.params["count"] == "30"]
@@ -301,7 +306,7 @@ async def test_no_api_server_outside_the_lab_is_a_clear_error(tmp_path: Path, mo
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await scale(rig, runs_pb2.ServiceScalingRequest(counts=[4]))
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION   # not "cannot reach the collector"
         assert "needs a Kubernetes API server: no Kubernetes configuration" in str(err.value.details())
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await scale(rig, runs_pb2.ServiceScalingRequest(counts=[4], backends=["ipvs"]))

@@ -137,10 +137,13 @@ async def test_dispatcher_cancel_reaches_source_and_target(store: Store) -> None
     req = common_pb2.ProbeRequest(probe_id="r1.1", kind="tcp", source_node="node1", target_node="node2")
     d.pending["r1.1"] = Pending(req, asyncio.get_running_loop().create_future())
     assert d.cancel("r1.1") is True
-    sent = state.sessions["node1"].outbox.get_nowait().command
+    first, second = state.sessions["node1"].outbox.get_nowait(), state.sessions["node2"].outbox.get_nowait()
+    assert isinstance(first, agent_pb2.CollectorMessage)
+    assert isinstance(second, agent_pb2.CollectorMessage)
+    sent = first.command
     assert sent.WhichOneof("body") == "cancel_probe"
     assert sent.cancel_probe.probe_id == "r1.1"
-    stop = state.sessions["node2"].outbox.get_nowait().command
+    stop = second.command
     assert stop.WhichOneof("body") == "stop_target"
     d.on_ack(agent_pb2.CommandAck(command_id=sent.command_id, accepted=True), "node1")
     assert sent.command_id not in d._acks  # answered quietly, nothing left waiting

@@ -102,6 +102,12 @@ class Agent:
         self.listeners: listeners.Listeners | None = None
         self._readdress = asyncio.Event()
         self._probe_pod_uid = ""
+        self._refresh_task: asyncio.Task[None] | None = None
+        self._refresh_again = False
+        self._refresh_watchdogs: set[asyncio.Task[None]] = set()
+        self._collecting: capabilities.Progress | None = None
+        self._last_progress: capabilities.Progress | None = None
+        self._answered_at = 0.0
 
     # ---- batches -----------------------------------------------------------------------------
     def seal_batch(self) -> agent_pb2.Batch | None:
@@ -326,12 +332,54 @@ class Agent:
         elif which == "refresh_capabilities":
             self._post(agent_pb2.AgentMessage(command_ack=agent_pb2.CommandAck(
                 command_id=cmd.command_id, accepted=True)))
-            report = await asyncio.to_thread(capabilities.collect, self.paths)
-            self.capabilities = report
-            self._post(agent_pb2.AgentMessage(capabilities=report))
+            self.request_refresh()
         else:
             self._post(agent_pb2.AgentMessage(command_ack=agent_pb2.CommandAck(
                 command_id=cmd.command_id, accepted=False, error=f"unknown command {which!r}")))
+
+    # ---- capability refresh ------------------------------------------------------------------
+    def request_refresh(self) -> None:
+        """Collect a fresh capability report in the background (the stream keeps being read). Requests
+        while one runs are answered by one more collection after it, never two at once; and each
+        request still unanswered after ``capabilities_budget`` seconds gets what has finished so far
+        (an unfinished report naming the unit still running)."""
+        watchdog = asyncio.create_task(self._answer_within_budget(time.monotonic()))
+        self._refresh_watchdogs.add(watchdog)
+        watchdog.add_done_callback(self._refresh_watchdogs.discard)
+        if self._refresh_task is not None and not self._refresh_task.done():
+            self._refresh_again = True
+            return
+        self._refresh_task = asyncio.create_task(self._refresh_loop(), name="capabilities")
+
+    async def _refresh_loop(self) -> None:
+        while True:
+            self._refresh_again = False
+            progress = self._collecting = capabilities.Progress()
+            try:
+                report = await asyncio.to_thread(capabilities.collect, self.paths, progress=progress)
+            except Exception as exc:  # a refresh that fails leaves the last report standing
+                log.warning("capability refresh failed: %s", exc)
+            else:
+                self.capabilities, self._last_progress = report, progress
+                self._post_report(report)
+            finally:
+                self._collecting = None
+            if not self._refresh_again:
+                return
+
+    async def _answer_within_budget(self, asked: float) -> None:
+        await asyncio.sleep(max(0.0, self.cfg.capabilities_budget))
+        progress = self._collecting
+        if self._answered_at >= asked or progress is None:
+            return
+        part = capabilities.unfinished(progress, self._last_progress)
+        log.warning("capability refresh: unit %s still running after %.1fs; sending the units that finished",
+                    part.unfinished.running or "?", part.unfinished.running_seconds)
+        self._post_report(part)
+
+    def _post_report(self, report: common_pb2.CapabilityReport) -> None:
+        self._answered_at = time.monotonic()
+        self._post(agent_pb2.AgentMessage(capabilities=report))
 
     # ---- targets -----------------------------------------------------------------------------
     def probe_address(self, path: str) -> tuple[str, str]:
@@ -554,7 +602,9 @@ class Agent:
         if health_server is not None:
             await health_server.start()
         probe_pod_view = await self._discover_probe_pod()
-        self.capabilities = await asyncio.to_thread(capabilities.collect, self.paths)
+        first = capabilities.Progress()
+        self.capabilities = await asyncio.to_thread(capabilities.collect, self.paths, progress=first)
+        self._last_progress = first
         if health_server is not None:
             await health_server.ready()
         metrics_server = None
@@ -570,9 +620,10 @@ class Agent:
         try:
             await asyncio.gather(*tasks)
         finally:
-            for t in [*tasks, *self._probe_tasks]:
+            refresh = [*([self._refresh_task] if self._refresh_task is not None else []), *self._refresh_watchdogs]
+            for t in [*tasks, *self._probe_tasks, *refresh]:
                 t.cancel()
-            await asyncio.gather(*tasks, *self._probe_tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._probe_tasks, *refresh, return_exceptions=True)
             if self.listeners is not None:
                 await self.listeners.close()
             if metrics_server is not None:

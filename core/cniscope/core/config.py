@@ -54,6 +54,7 @@ class AgentConfig:
     probe_namespace: str = "cniscope-probe"   # where this node's probe pod runs
     probe_selector: str = "app.kubernetes.io/name=cniscope-probe"
     probe_pod_recheck: float = 30.0  # seconds between checks that the probe pod is still the same one
+    capabilities_budget: float = 5.0  # a refresh still running after this answers first with what has finished
 
 
 @dataclass

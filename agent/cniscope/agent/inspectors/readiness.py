@@ -5,6 +5,10 @@ congestion controls, tracefs, physical NICs and their advertised XDP features) p
 probe: inside a fresh network namespace (``unshare --net``, gone when the probe exits) a veth is
 created and ``tc qdisc add ... fq`` and ``tcp_congestion_control=bbr`` are tried, so a missing qdisc
 is reported from what the kernel actually says. :func:`evaluate` is pure and turns facts into items.
+
+Creating a network namespace can stall for seconds on a host that is creating and destroying many
+of them, so the probe's answer is kept for ``PROBE_TTL`` seconds (the detail says how old it is)
+instead of being asked again on every capability refresh.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import platform
 import re
 import shutil
 import subprocess
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +52,7 @@ class Facts:
     nics: list[dict[str, Any]] = field(default_factory=list)  # physical: name, driver, xdp_native
     probe: dict[str, tuple[int, str]] = field(default_factory=dict)  # "fq"/"bbr"/"veth" -> (rc, msg)
     probe_error: str = ""
+    probe_age: float = 0.0  # seconds since the throwaway-namespace probe ran
 
     def opt(self, name: str) -> str | None:
         """The config value; "n" when the config is readable and the option is not set."""
@@ -80,6 +87,24 @@ def read_config(paths: HostPaths, release: str) -> tuple[dict[str, str] | None, 
         return parse_config(cfg.read_text(errors="replace")), str(cfg)
     except OSError:
         return None, f"neither {gz} nor {cfg} is readable"
+
+
+PROBE_TTL = 600.0
+_probe_lock = threading.Lock()
+_probe_cache: tuple[float, dict[str, tuple[int, str]], str] | None = None
+
+
+def cached_probe(ttl: float = PROBE_TTL) -> tuple[dict[str, tuple[int, str]], str, float]:
+    """:func:`run_probe`'s answer, asked again only when older than ``ttl``; plus its age in seconds.
+    A probe that failed to run is not kept."""
+    global _probe_cache
+    with _probe_lock:
+        now = time.monotonic()
+        if _probe_cache is not None and now - _probe_cache[0] < ttl:
+            return _probe_cache[1], _probe_cache[2], now - _probe_cache[0]
+        out, err = run_probe()
+        _probe_cache = (time.monotonic(), out, err) if out.get("veth", (1, ""))[0] == 0 else None
+        return out, err, 0.0
 
 
 def run_probe(timeout: float = 10) -> tuple[dict[str, tuple[int, str]], str]:
@@ -159,7 +184,7 @@ def gather(paths: HostPaths, *, probe: bool = True) -> Facts:
                   congestion=cc, kprobe_events=(tracing / "kprobe_events").exists(),
                   tracefs=(tracing / "available_events").exists(), nics=_nics(paths))
     if probe:
-        facts.probe, facts.probe_error = run_probe()
+        facts.probe, facts.probe_error, facts.probe_age = cached_probe()
     return facts
 
 
@@ -308,7 +333,7 @@ def inspect_readiness(paths: HostPaths) -> UnitResult:
         "cgroup2_mounts": facts.cgroup2_mounts, "congestion_control": facts.congestion,
         "kprobe_events": facts.kprobe_events, "nics": facts.nics,
         "probe": {k: {"rc": rc, "message": m} for k, (rc, m) in facts.probe.items()},
-        "probe_error": facts.probe_error,
+        "probe_error": facts.probe_error, "probe_age_seconds": round(facts.probe_age, 1),
         "items": {i.name: {"state": NAMES.get(i.state, "?"), "reason": i.reason} for i in res.items},
     }
     return res

@@ -58,12 +58,22 @@ def published_lines() -> list[str]:
             "  4 → 1,000 Services: +26 µs (+16%) per connection, 101× NAT rules"]
 
 
+def _signals(sc: dict[str, Any]) -> list[str]:
+    """Where the "NAT rules" column counts something else (a Kubernetes run on Cilium's BPF map)."""
+    out = []
+    for b, d in sc.items():
+        other = sorted({str(r.get("signal")) for r in d["rows"] if r.get("signal") not in (None, "", "NAT rules")})
+        if other:
+            out.append(f"{b}: the NAT rules column counts {', '.join(other)}")
+    return out
+
+
 def render_scaling(run_label: str, detail: dict[str, Any], fmt: str) -> str:
     sc: dict[str, Any] = detail.get("scaling", {})
     if fmt == "json":
         return json.dumps({"label": run_label, **detail, "published": reference.scaling()}, indent=2) + "\n"
     rows = [r for b, d in sc.items() for r in _rows(b, d)]
-    slopes = [f"{b}: {_slope(d)}" for b, d in sc.items()]
+    slopes = [f"{b}: {_slope(d)}" for b, d in sc.items()] + _signals(sc)
     if fmt == "markdown":
         out = [f"# Service scaling: {run_label}", "", "| " + " | ".join(HEADS) + " |",
                "|" + "|".join(["---"] + ["---:"] * (len(HEADS) - 1)) + "|"]

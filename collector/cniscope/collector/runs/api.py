@@ -20,10 +20,12 @@ from cniscope.collector.runs.suite_run import SuiteRun
 from cniscope.collector.state import ClusterState
 from cniscope.collector.store import Store
 from cniscope.core import benchmetrics as bm
-from cniscope.core.errors import CniscopeError, ValidationError
+from cniscope.core.errors import CniscopeError, Unavailable, ValidationError
 
 
 def _status(exc: CniscopeError) -> grpc.StatusCode:
+    if isinstance(exc, Unavailable):  # the collector answered: what the run needs is not here
+        return grpc.StatusCode.FAILED_PRECONDITION
     return getattr(grpc.StatusCode, exc.grpc_status, grpc.StatusCode.INTERNAL)
 
 

@@ -164,8 +164,8 @@ Global___UnitReport: _TypeAlias = UnitReport  # noqa: Y015
 
 @_typing.final
 class Unfinished(_message.Message):
-    """A refresh that ran past the agent's time budget is answered twice: first with what has finished,
-    this set; then with the whole report, this unset.
+    """A refresh still unanswered after the agent's time budget is answered first with what has finished,
+    this set; the whole report follows, this unset.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -206,7 +206,7 @@ class CapabilityReport(_message.Message):
     KERNEL_FIELD_NUMBER: _builtins.int
     UNFINISHED_FIELD_NUMBER: _builtins.int
     time_unix_nano: _builtins.int
-    """when the collection started"""
+    """when the collection started; for an unfinished report, when it was sent"""
     kernel: _builtins.str
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CapabilityItem]: ...

@@ -1,0 +1,180 @@
+"""A capability refresh on the agent and the collector's wait for it.
+
+The agent collects in the background, so the stream keeps being read while a unit runs. A unit
+still running past the agent's budget is named in a first, unfinished report that carries the units
+already finished from this collection and the others from the previous one; the whole report
+follows. Requests during a refresh are answered by one more collection, not one each. On the
+collector the wait turns an unfinished report into a note naming the node, the unit and how long it
+had been running, and a census read from a stale unit is not taken as fresh. The kernel probe of the
+readiness unit (a throwaway network namespace) is asked again only once its answer is old.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from cniscope.agent import capabilities
+from cniscope.agent.app import Agent
+from cniscope.agent.inspectors import readiness
+from cniscope.agent.inspectors.base import READY, UnitResult
+from cniscope.api.v1 import agent_pb2, common_pb2
+from cniscope.collector.runs import capwait
+from cniscope.collector.runs.fingerprint import data_plane_counts
+from cniscope.collector.state import ClusterState, Session
+from cniscope.core.config import AgentConfig
+from cniscope.core.hostpaths import HostPaths
+from cniscope.core.registry import Registry
+
+
+def refresh_cmd(cid: str) -> agent_pb2.Command:
+    return agent_pb2.Command(command_id=cid, refresh_capabilities=agent_pb2.RefreshCapabilities())
+
+
+async def next_report(agent: Agent) -> common_pb2.CapabilityReport:
+    while True:
+        msg = await asyncio.wait_for(agent._outbox.get(), 5.0)
+        if msg.WhichOneof("body") == "capabilities":
+            return msg.capabilities
+
+
+async def test_a_slow_unit_is_named_first_and_requests_coalesce(monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+    calls = {"fast": 0, "slow": 0, "after": 0}
+
+    def unit(name: str, blocks: bool = False) -> Callable[[HostPaths], UnitResult]:
+        def run(paths: HostPaths) -> UnitResult:
+            calls[name] += 1
+            if blocks and calls[name] == 2:   # the second collection's census is the slow one
+                assert gate.wait(10)
+            res = UnitResult(detail={"round": calls[name]})
+            res.item(f"{name}_item", READY, f"round {calls[name]}")
+            return res
+        return run
+
+    reg: Registry[Callable[[HostPaths], UnitResult]] = Registry("inspector")
+    reg.register("fast", unit("fast"))
+    reg.register("slow", unit("slow", blocks=True))
+    reg.register("after", unit("after"))
+    monkeypatch.setattr(capabilities, "INSPECTORS", reg)
+    agent = Agent(AgentConfig(node="node1", capabilities_budget=0.3), HostPaths())
+    first = capabilities.Progress()
+    agent.capabilities = capabilities.collect(progress=first)   # what the agent collected at start
+    agent._last_progress = first
+
+    t0 = time.monotonic()
+    await agent._command(refresh_cmd("c1"))
+    assert time.monotonic() - t0 < 0.1          # handled in the background: the stream is read on
+    ack = (await asyncio.wait_for(agent._outbox.get(), 1)).command_ack
+    assert (ack.command_id, ack.accepted) == ("c1", True)
+
+    part = await next_report(agent)
+    assert 0.25 < time.monotonic() - t0 < 2
+    assert part.HasField("unfinished")
+    assert part.unfinished.running == "slow"
+    assert part.unfinished.running_seconds >= 0.25
+    assert list(part.unfinished.stale) == ["slow", "after"]
+    rounds = {u.name: json.loads(u.detail_json)["round"] for u in part.units}
+    assert rounds == {"fast": 2, "slow": 1, "after": 1}   # fresh where finished, the previous elsewhere
+    assert sorted(i.reason for i in part.items) == ["round 1", "round 1", "round 2"]
+
+    t1 = time.monotonic()
+    for cid in ("c2", "c3"):                    # two more requests while the census still runs
+        await agent._command(refresh_cmd(cid))
+    part2 = await next_report(agent)            # answered within the budget too, once for both
+    assert 0.25 < time.monotonic() - t1 < 2
+    assert part2.unfinished.running == "slow"
+    assert part2.unfinished.running_seconds > part.unfinished.running_seconds
+    assert part2.time_unix_nano > part.time_unix_nano   # news to the collector: a fresh answer
+    gate.set()
+    whole = await next_report(agent)
+    assert not whole.HasField("unfinished")
+    assert {u.name: json.loads(u.detail_json)["round"] for u in whole.units} == {"fast": 2, "slow": 2, "after": 2}
+    assert whole.time_unix_nano < part.time_unix_nano   # stamped when it started, so never taken for a partial
+    again = await next_report(agent)            # one collection answers both requests
+    assert {u.name: json.loads(u.detail_json)["round"] for u in again.units} == {"fast": 3, "slow": 3, "after": 3}
+    assert agent._refresh_task is not None
+    await asyncio.wait_for(agent._refresh_task, 2)
+    assert calls == {"fast": 3, "slow": 3, "after": 3}
+    assert agent.capabilities == again
+
+
+def census_report(nat_rules: int, *, stale: list[str] | None = None) -> common_pb2.CapabilityReport:
+    rep = common_pb2.CapabilityReport(time_unix_nano=time.time_ns())
+    detail = {"kube_proxy": {"mode": "iptables", "nat_rules": nat_rules}}
+    rep.units.add(name="iptables", ok=True, available=True, detail_json=json.dumps(detail))
+    if stale is not None:
+        rep.unfinished.running = stale[0]
+        rep.unfinished.running_seconds = 6.2
+        rep.unfinished.stale.extend(stale)
+    return rep
+
+
+async def test_the_collector_names_the_slow_unit_and_waits_for_a_complete_census() -> None:
+    state = ClusterState()
+    for n in ("node1", "node2"):
+        state.connect(agent_pb2.Hello(node=n, boot_id="b", host_ip="198.18.0.11",
+                                      capabilities=census_report(48)), Session(n, "b"), time.time_ns())
+
+    async def answer(node: str, *reports: tuple[float, common_pb2.CapabilityReport]) -> None:
+        """The agent: waits for the refresh command, then sends each report after its delay."""
+        s = state.sessions[node]
+        while True:
+            msg = await s.outbox.get()
+            if not isinstance(msg, bytes) and msg.command.WhichOneof("body") == "refresh_capabilities":
+                break
+        for delay, rep in reports:
+            await asyncio.sleep(delay)
+            state.on_capabilities(node, rep)
+
+    agents = [asyncio.create_task(answer("node1", (0.2, census_report(58)))),
+              asyncio.create_task(answer("node2", (0.2, census_report(48, stale=["iptables"])),
+                                                  (1.0, census_report(58))))]
+    r = await capwait.refresh(state, ["node1", "node2"], 3.0)
+    assert r.late == []
+    assert r.slow == {"node2": ("iptables", 6.2)}
+    assert r.note(10) == "node2: capability unit iptables still running after 6.2s, its previous result is used"
+    assert r.seconds < 0.9                      # the unfinished report was enough for a run to go on
+    assert data_plane_counts(state.nodes["node2"].capabilities) == {}   # a stale census counts nothing
+    await asyncio.gather(*agents)
+
+    agents = [asyncio.create_task(answer("node1", (0.2, census_report(68)))),
+              asyncio.create_task(answer("node2", (0.2, census_report(58, stale=["iptables"])),
+                                                  (1.0, census_report(68))))]
+    r = await capwait.refresh(state, ["node1", "node2"], 3.0, complete=True)
+    assert (r.late, r.slow) == ([], {})
+    assert r.seconds > 1.1                      # waited for the whole report
+    assert data_plane_counts(state.nodes["node2"].capabilities) == {"nat_rules": 68}
+    await asyncio.gather(*agents)
+
+    r = await capwait.refresh(state, ["node1"], 0.3)   # nobody answers now
+    assert r.late == ["node1"]
+    assert r.note(0.3) == "capability report not refreshed within 0.3s on node1: the last one received is used"
+
+
+def test_the_namespace_probe_is_asked_again_only_when_old(monkeypatch: pytest.MonkeyPatch) -> None:
+    runs: list[float] = []
+
+    def probe(timeout: float = 10) -> tuple[dict[str, tuple[int, str]], str]:
+        runs.append(time.monotonic())
+        return {"veth": (0, ""), "fq": (2, "Specified qdisc kind is unknown.")}, ""
+
+    monkeypatch.setattr(readiness, "run_probe", probe)
+    monkeypatch.setattr(readiness, "_probe_cache", None)
+    out, err, age = readiness.cached_probe(ttl=0.3)
+    assert (out["fq"][0], err, age) == (2, "", 0.0)
+    _, _, age = readiness.cached_probe(ttl=0.3)
+    assert len(runs) == 1
+    assert 0 < age < 0.3
+    time.sleep(0.35)
+    readiness.cached_probe(ttl=0.3)
+    assert len(runs) == 2
+    monkeypatch.setattr(readiness, "run_probe", lambda timeout=10: ({"veth": (1, "no veth")}, "could not"))
+    monkeypatch.setattr(readiness, "_probe_cache", None)
+    readiness.cached_probe(ttl=60)
+    assert readiness._probe_cache is None        # a probe that could not run is asked again next time
