@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from cniscope.api.v1 import agent_pb2
@@ -19,7 +21,10 @@ if TYPE_CHECKING:
 
 MAX_GROUP = 512
 
-Item = tuple[str, agent_pb2.Batch, int, "asyncio.Future[bool]"]
+log = logging.getLogger("cniscope.collector")
+
+Done = Callable[[bool | BaseException], None]   # True durable, False a duplicate, or why it failed
+Item = tuple[str, agent_pb2.Batch, int, Done]
 
 
 class GroupCommitter:
@@ -35,18 +40,26 @@ class GroupCommitter:
 
     async def commit(self, node: str, batch: agent_pb2.Batch, received_ns: int) -> bool:
         """True once the batch is durable; False when it was a duplicate."""
-        return await self.submit(node, batch, received_ns)
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
 
-    def submit(self, node: str, batch: agent_pb2.Batch, received_ns: int) -> asyncio.Future[bool]:
-        """Queue a batch; the future resolves once it is durable (False: a duplicate). Futures resolve
-        in submission order, so a stream that keeps reading while earlier batches commit still acks
-        them in order."""
+        def done(outcome: bool | BaseException) -> None:
+            if not fut.done():
+                if isinstance(outcome, BaseException):
+                    fut.set_exception(outcome)
+                else:
+                    fut.set_result(outcome)
+
+        self.submit(node, batch, received_ns, done)
+        return await fut
+
+    def submit(self, node: str, batch: agent_pb2.Batch, received_ns: int, done: Done) -> None:
+        """Queue a batch; ``done`` is called once its transaction finished. Calls come in submission
+        order, so a stream that keeps reading while earlier batches commit still acks them in order
+        (a callback, not a future per batch: the ingest path is short of microseconds)."""
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="group-commit")
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._queue.append((node, batch, received_ns, fut))
+        self._queue.append((node, batch, received_ns, done))
         self._wake.set()
-        return fut
 
     async def _run(self) -> None:
         while True:
@@ -54,20 +67,20 @@ class GroupCommitter:
             self._wake.clear()
             while self._queue:
                 group, self._queue = self._queue[:self.max_group], self._queue[self.max_group:]
+                outcomes: list[bool | BaseException]
                 try:
-                    fresh = await self.store.call(self.store.commit_batches, [(n, b, t) for n, b, t, _ in group])
+                    outcomes = [*await self.store.call(self.store.commit_batches, [(n, b, t) for n, b, t, _ in group])]
+                    self.groups += 1
+                    self.batches += len(group)
+                    if self.counters is not None:
+                        self.counters.commits += 1
                 except Exception as exc:  # nothing in the group is durable: every waiter learns it
-                    for *_, fut in group:
-                        if not fut.done():
-                            fut.set_exception(exc)
-                    continue
-                self.groups += 1
-                if self.counters is not None:
-                    self.counters.commits += 1
-                self.batches += len(group)
-                for (*_, fut), ok in zip(group, fresh, strict=True):
-                    if not fut.done():
-                        fut.set_result(ok)
+                    outcomes = [exc for _ in group]
+                for (*_, done), outcome in zip(group, outcomes, strict=True):
+                    try:
+                        done(outcome)
+                    except Exception:  # one stream's bookkeeping never stops the others' acks
+                        log.exception("commit callback failed")
 
     async def stop(self) -> None:
         if self._task is not None:

@@ -40,23 +40,6 @@ SETTLE_CHUNK = 32   # nodes brought up to date per event-loop turn by the sweep
 MAX_INFLIGHT = 256  # batches one stream may have read ahead of their commit
 
 
-def _drain(q: asyncio.Queue[Outgoing]) -> list[Outgoing]:
-    """Everything queued for one agent, with acks coalesced: an ack is cumulative per boot_id, so only
-    the highest of a run needs to travel (one write instead of dozens when a backlog drains)."""
-    out: list[Outgoing] = []
-    acks: dict[str, agent_pb2.CollectorMessage] = {}
-    while not q.empty():
-        m = q.get_nowait()
-        if not isinstance(m, bytes) and m.WhichOneof("body") == "ack":
-            prev = acks.get(m.ack.boot_id)
-            if prev is None or m.ack.seq > prev.ack.seq:
-                acks[m.ack.boot_id] = m
-        else:
-            out.append(m)
-    out.extend(acks.values())
-    return out
-
-
 def _serialize(m: agent_pb2.CollectorMessage | bytes) -> bytes:
     return m if isinstance(m, bytes) else m.SerializeToString()
 
@@ -135,10 +118,12 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 # closed, the reader finished (cheaper than racing three futures per wake-up)
                 await session.wake.wait()
                 session.wake.clear()
-                for out in _drain(session.outbox):
-                    if not isinstance(out, bytes) and out.WhichOneof("body") == "ack":
+                while not session.outbox.empty():
+                    yield session.outbox.get_nowait()
+                if session.acks:  # after the messages queued before them, as they were committed
+                    for out in session.take_acks():
                         self.counters.acks += 1
-                    yield out
+                        yield out
                 if session.closed.is_set() or reader.done():
                     break
         finally:
@@ -158,21 +143,20 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         try:
             async for msg in it:
                 await self._on_message(msg, session)
-            if session.last_commit is not None:  # the agent finished sending: ack what it sent first
-                await asyncio.wait({session.last_commit})
+            while session.inflight:  # the agent finished sending: ack what it sent first
+                session.drained.clear()
+                await session.drained.wait()
         except DecodeError:
             self.counters.refused += 1
             self.state.log_event("warning", "refused an undecodable message", session.node)
             raise Refused("INVALID_ARGUMENT", "message is not a valid AgentMessage") from None
 
-    def _committed(self, session: Session, b: agent_pb2.Batch, now: int, fut: asyncio.Future[bool]) -> None:
-        """A batch's commit finished (callbacks run in submission order): ack it, then apply it."""
+    def _committed(self, session: Session, b: agent_pb2.Batch, now: int, outcome: bool | BaseException) -> None:
+        """A batch's commit finished (calls come in submission order): ack it, then apply it."""
         session.inflight -= 1
         if session.inflight < MAX_INFLIGHT:
             session.drained.set()
-        if fut.cancelled():
-            return
-        exc = fut.exception()
+        exc = outcome if isinstance(outcome, BaseException) else None
         if exc is not None or session.failure is not None:
             # acks are cumulative: once one batch of the stream is not durable, nothing after it is
             # acked; the stream ends and the agent resends from its last ack
@@ -181,9 +165,8 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 self.state.log_event("error", f"store failed, stream closed: {exc}", session.node)
             session.close()
             return
-        fresh = fut.result()
-        session.send(agent_pb2.CollectorMessage(ack=agent_pb2.Ack(boot_id=b.boot_id, seq=b.seq)))
-        if not fresh:
+        session.ack(b.boot_id, b.seq)
+        if not outcome:
             self.counters.duplicates += 1
             return
         self.counters.batches += 1
@@ -205,8 +188,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 raise
             now = time.time_ns()
             session.inflight += 1
-            fut = session.last_commit = self.committer.submit(session.node, b, now)
-            fut.add_done_callback(functools.partial(self._committed, session, b, now))
+            self.committer.submit(session.node, b, now, functools.partial(self._committed, session, b, now))
             if session.inflight >= MAX_INFLIGHT:  # read ahead of commits, but only so far
                 session.drained.clear()
                 await session.drained.wait()

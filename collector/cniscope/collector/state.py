@@ -36,7 +36,7 @@ class Session:
     inflight: int = 0                              # batches read but not yet committed
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     failure: BaseException | None = None           # a commit failed: nothing after it is acked
-    last_commit: asyncio.Future[bool] | None = None
+    acks: dict[str, int] = field(default_factory=dict)  # boot id → highest durable seq not yet acked
 
     def send(self, msg: Outgoing) -> bool:
         """Queue a message (or its encoding, when one encoding goes to many streams) for the agent."""
@@ -46,6 +46,17 @@ class Session:
             return False
         self.wake.set()
         return True
+
+    def ack(self, boot_id: str, seq: int) -> None:
+        """Acks are cumulative per boot: only the highest waiting one is sent."""
+        if seq > self.acks.get(boot_id, 0):
+            self.acks[boot_id] = seq
+        self.wake.set()
+
+    def take_acks(self) -> list[agent_pb2.CollectorMessage]:
+        out = [agent_pb2.CollectorMessage(ack=agent_pb2.Ack(boot_id=b, seq=q)) for b, q in self.acks.items()]
+        self.acks.clear()
+        return out
 
     def close(self) -> None:
         self.closed.set()
