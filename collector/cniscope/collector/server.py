@@ -37,6 +37,7 @@ log = logging.getLogger("cniscope.collector")
 
 
 SETTLE_CHUNK = 32   # nodes brought up to date per event-loop turn by the sweep
+ACK_INTERVAL = 0.02  # seconds: a stream with acks due more often gets one cumulative ack per interval
 MAX_INFLIGHT = 256  # batches one stream may have read ahead of their commit
 
 
@@ -112,6 +113,8 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
             replay_acked=replay_acked))
         reader = asyncio.create_task(self._read(it, session, context))
         reader.add_done_callback(lambda _: session.wake.set())
+        loop = asyncio.get_running_loop()
+        last_ack = 0.0
         try:
             while True:
                 # one event wakes the writer for anything it must do: a message to send, the session
@@ -121,9 +124,18 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 while not session.outbox.empty():
                     yield session.outbox.get_nowait()
                 if session.acks:  # after the messages queued before them, as they were committed
+                    done = session.closed.is_set() or reader.done()
+                    hold = last_ack + ACK_INTERVAL - loop.time()
+                    if hold > 0 and not done:
+                        # a busy stream: one cumulative ack per interval instead of one per commit
+                        # (an ack costs the collector about as much as reading a batch)
+                        await asyncio.sleep(hold)
+                        while not session.outbox.empty():
+                            yield session.outbox.get_nowait()
                     for out in session.take_acks():
                         self.counters.acks += 1
                         yield out
+                    last_ack = loop.time()
                 if session.closed.is_set() or reader.done():
                     break
         finally:

@@ -248,8 +248,9 @@ class ClusterState:
 
     def _apply(self, node: str, st: cluster_pb2.NodeState, pend: list[tuple[agent_pb2.Batch, int]]) -> None:
         newest = pend[-1][0]
-        measured = next((s.value for b, _ in reversed(pend) for s in b.samples
-                         if s.name == "agent_clock_offset_ms"), None)
+        # the agent puts its measured offset in every batch that carries samples: look in the newest
+        with_samples = next((b for b, _ in reversed(pend) if b.samples), newest)
+        measured = next((s.value for s in with_samples.samples if s.name == "agent_clock_offset_ms"), None)
         if measured is not None:  # the agent's round-trip measurement
             skew: float | None = round(measured, 3)
         else:  # the one-way estimate, fed every batch's (agent time, receive time)
