@@ -339,3 +339,31 @@ async def test_a_failed_commit_stops_acks_for_everything_after_it(tmp_path: Path
         assert seqs == list(range(1, 21))
     finally:
         await col.stop()
+
+
+async def test_a_busy_stream_gets_cumulative_acks(tmp_path: Path) -> None:
+    """500 batches sent back to back are all acked, by far fewer ack messages than batches (acks
+    are cumulative and a busy stream gets at most one per interval); the collector's /metrics
+    counters say the same."""
+    col = await kit.start_collector(tmp_path)
+    try:
+        async with grpcutil.insecure_channel(kit.address(col)) as ch:
+            msgs = [agent_pb2.AgentMessage(hello=agent_pb2.Hello(node="n1", boot_id="b1", host_ip="198.18.0.11"))]
+            msgs += [agent_pb2.AgentMessage(batch=agent_pb2.Batch(
+                boot_id="b1", seq=seq, samples=[common_pb2.Sample(name="x", value=float(seq))]))
+                for seq in range(1, 501)]
+            acks: list[int] = []
+            call = agent_pb2_grpc.AgentHubStub(ch).Connect(iter(msgs))
+            async for msg in call:
+                if msg.WhichOneof("body") == "ack":
+                    acks.append(msg.ack.seq)
+                    if msg.ack.seq == 500:
+                        call.cancel()
+                        break
+        assert acks == sorted(acks)
+        assert acks[-1] == 500
+        assert len(acks) < 100, f"{len(acks)} ack messages for 500 batches"
+        assert col.counters.batches == 500
+        assert col.counters.acks == len(acks)
+    finally:
+        await col.stop()
