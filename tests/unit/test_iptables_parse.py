@@ -90,6 +90,7 @@ def test_kube_proxy_metrics() -> None:
     assert f["rules"] == {"iptables_filter": 8, "iptables_nat": 10059}
     assert f["sync_mean_ms"] == 170.0
     assert f["syncs"] == 100
+    assert f["sync_seconds_total"] == pytest.approx(17.0)
     # 50th of 100 syncs lies in (0.128, 0.256]: 0.128 + 0.128 * (50-10)/88
     assert f["sync_p50_ms"] == pytest.approx(1000 * (0.128 + 0.128 * 40 / 88), abs=1e-3)
     assert 256 <= f["sync_p99_ms"] <= 512

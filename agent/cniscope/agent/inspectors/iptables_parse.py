@@ -369,6 +369,7 @@ def kube_proxy_figures(text: str) -> dict[str, Any]:
     if scount:
         out["syncs"] = scount
         if ssum is not None:
+            out["sync_seconds_total"] = ssum  # cumulative: a window's mean is Δ this / Δ syncs
             out["sync_mean_ms"] = round(1000 * ssum / scount, 3)
         for q in (0.5, 0.99):
             v = histogram_quantile(q, buckets)
