@@ -109,10 +109,16 @@ def _lab_existing(ns: argparse.Namespace) -> Any:
 
 
 def cmd_lab_up(ns: argparse.Namespace) -> int:
+    from cniscope.agent.tracers import TRACERS
+
+    tracers = [t.strip() for t in ns.tracers.split(",") if t.strip()]
+    unknown = [t for t in tracers if t not in TRACERS]
+    if unknown:
+        raise CniscopeError(f"unknown tracer(s) {', '.join(unknown)}; known: {', '.join(TRACERS.names())}")
     lab = _lab(ns)
     lab.up()
     if not ns.bare:
-        lab.start_cluster(sample_interval=ns.sample_interval)
+        lab.start_cluster(sample_interval=ns.sample_interval, tracers=tracers)
         _wait_nodes(lab.local_collector, ns.nodes, timeout=ns.wait)
     st = lab.status()
     if ns.output == "json":
@@ -389,6 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pods-per-node", type=int, default=1, help="pod namespaces behind each node (default 1)")
     p.add_argument("--bare", action="store_true", help="build the network only; start no processes")
     p.add_argument("--sample-interval", type=float, default=2.0, help="agents' sample interval (2 s)")
+    p.add_argument("--tracers", default="", help="bcc tracers in every agent, e.g. tcpconnlat; each traces its "
+                                                 "node's probe pod namespace (default: $CNISCOPE_TRACERS)")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for agents to connect")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.set_defaults(func=cmd_lab_up)

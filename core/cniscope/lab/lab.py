@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -252,9 +252,16 @@ class Lab:
         return None
 
     def start_cluster(self, *, db: Path | None = None, extra_agent_args: Sequence[str] = (),
-                      extra_collector_args: Sequence[str] = (), sample_interval: float = 2.0) -> None:
-        """Start the collector in the fabric and one agent per node namespace."""
+                      extra_collector_args: Sequence[str] = (), sample_interval: float = 2.0,
+                      tracers: Sequence[str] = (), tracer_nodes: Collection[str] | None = None) -> None:
+        """Start the collector in the fabric and one agent per node namespace.
+
+        ``tracers`` (bcc tracer names; default CNISCOPE_TRACERS of this environment) run in the agents
+        of ``tracer_nodes`` (default every node). A tracer sees the whole machine, so each lab agent's
+        tracers watch its probe pod's namespace only, where that node's probes start: other nodes,
+        other labs and the host stay out of its counts."""
         exe = [sys.executable, "-m", "cniscope.cli"]
+        names = ",".join(tracers) if tracers else os.environ.get("CNISCOPE_TRACERS", "")
         dbp = db or (self.dir / "collector.db")
         if not self._alive("collector"):
             if self.collector_socket.exists():
@@ -273,7 +280,13 @@ class Lab:
                 "--host-ip", node.host_ip, "--pod-ip", node.pod_ip,
                 "--pod-netns", str(netns.NETNS_DIR / node.pod_netns),
                 "--sample-interval", str(sample_interval), *extra_agent_args,
-            ], env={"CNISCOPE_LAB": self.spec.name})
+            ], env={"CNISCOPE_LAB": self.spec.name, **self._tracer_env(node, names, tracer_nodes)})
+
+    @staticmethod
+    def _tracer_env(node: LabNode, names: str, only: Collection[str] | None) -> dict[str, str]:
+        if not names or (only is not None and node.name not in only):
+            return {"CNISCOPE_TRACERS": ""}
+        return {"CNISCOPE_TRACERS": names, "CNISCOPE_TRACER_NETNS": str(netns.NETNS_DIR / node.pod_netns)}
 
     def start_dns(self) -> str:
         """dnsmasq for the lab's names behind a kube-dns-like ClusterIP (see ``labdns``)."""
