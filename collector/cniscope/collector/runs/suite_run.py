@@ -4,7 +4,6 @@ item × pair × repetition as a probe through the dispatcher, each figure stored
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from cniscope.api.v1 import common_pb2, runs_pb2
 from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.runs import capwait, fingerprint
 from cniscope.collector.runs import store as rstore
+from cniscope.collector.runs.footprint import footprint_samples
 from cniscope.collector.runs.manager import ActiveRun, RunManager, run_probe
 from cniscope.collector.runs.suite import Item, choose_pairs, items
 from cniscope.collector.state import ClusterState
@@ -122,7 +122,7 @@ class SuiteRun:
     async def _footprint(self, ar: ActiveRun, item: Item, windows: list[tuple[int, int]], nodes: list[str]) -> None:
         rows = []
         for rep, (t0, t1) in enumerate(windows):
-            got = await self.manager.db(_footprint_samples, nodes, t0, t1)
+            got = await self.manager.db(footprint_samples, nodes, t0, t1)
             assert isinstance(got, dict)
             for metric, sample in item.figures.items():
                 v = got.get(sample)
@@ -148,19 +148,3 @@ class SuiteRun:
         ar.run.fingerprint["nat_rules_per_node"] = ", ".join(f"{c:.0f}" for c in counts)
         await self.manager.db(rstore.add_values, ar.run.run_id, [("nat.rules", 0, "nodes", max(counts), "")])
 
-
-def _footprint_samples(conn: sqlite3.Connection, nodes: list[str], t0: int, t1: int) -> dict[str, float]:
-    """Per sample name: the median over (node, time) of the sum over processes."""
-    from cniscope.collector.store import read_samples
-    from cniscope.core.stats import median
-
-    sums: dict[tuple[str, str, int], float] = {}   # (name, node, t) → sum over processes
-    for r in read_samples(conn, t0, t1, nodes=nodes, names=("cni_cpu_millicores", "cni_rss_bytes")):
-        key = (r.name, r.node, r.t_ns)
-        sums[key] = sums.get(key, 0.0) + r.value
-    out: dict[str, float] = {}
-    for name in ("cni_cpu_millicores", "cni_rss_bytes"):
-        vals = [v for (n, _, _), v in sums.items() if n == name]
-        if vals:
-            out[name] = median(vals)
-    return out
