@@ -7,6 +7,7 @@ probe process and no rule behind."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -178,6 +179,45 @@ def test_service_scaling_iptables_nft_grows_verdict_map_flat(bench_lab: tuple[La
     assert nft_setup < 0.5 * ipt_setup, (nft, ipt_setup)
     for node in lab.nodes():  # the run removed what it loaded
         assert count_rules(node.netns, "iptables-nft") == 0
+
+
+def wait_figure(lab: Lab, node: str, key: str, timeout: float) -> None:
+    from cniscope.cli import _list_nodes
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(n.node == node and key in n.figures for n in asyncio.run(_list_nodes(lab.local_collector, deadline=5))):
+            return
+        time.sleep(0.3)
+    log = Path(lab.status()["state_dir"]) / "logs" / f"agent-{node}.log"
+    raise AssertionError(f"no {key} from {node} within {timeout:.0f}s\n{log.read_text()[-2000:]}")
+
+
+@pytest.mark.bcc
+def test_service_scaling_kernel_setup_counts_the_probes_connects(tmp_path: Path) -> None:
+    """node1's agent runs tcpconnlat on its probe pod's namespace: for every step the tracer's Δcount
+    is exactly the probe's successful connects (the mesh only pings, so nothing else connects from
+    there), and its mean lies inside the userspace mean: each SYN_SENT → ESTABLISHED interval sits
+    inside the connect() call the probe timed. The lab has no kube-proxy, and says so."""
+    from cniscope.collector.runs.kernel_setup import COUNT
+
+    with running_cluster(tmp_path, nodes=3, tracers=("tcpconnlat",), tracer_nodes=("node1",)) as lab:
+        wait_figure(lab, "node1", COUNT, timeout=60)
+        r = bench(lab, "services", "--counts", "4,104", "--backend", "iptables-nft", "--repeat", "1",
+                  "--connects", "50", "-o", "json")
+        md = bench(lab, "show", "services 4,104", "-o", "markdown").stdout
+    rows = {row["services"]: row for row in json.loads(r.stdout)["scaling"]["iptables-nft"]["rows"]}
+    assert sorted(rows) == [4, 104]
+    for n, row in rows.items():
+        assert "kernel_note" not in row, row
+        assert row["kernel_connects"] == row["kernel_probe_connects"] == 50, row  # every connect succeeded
+        assert 0 < row["kernel_setup_mean_us"] <= row["setup_mean_us"], row
+        assert row["kernel_setup_mean_us"] > row["setup_mean_us"] / 20, row
+        assert row["kernel_first_mean_us"] > 0, row
+        assert row["proxy_note"].startswith("does not apply"), row
+        assert "proxy_sync_ms" not in row
+        assert f"{row['kernel_setup_mean_us']:.1f} µs ×50 |" in md, (n, md)
+    assert "kube-proxy sync (every N): does not apply" in md
 
 
 def lab_tools(lab: Lab, name: str) -> list[str]:

@@ -30,6 +30,7 @@ import pytest
 
 from cniscope.agent.inspectors import iptables as ipt
 from cniscope.agent.inspectors.bpf import cilium_summary
+from cniscope.agent.inspectors.iptables_parse import kube_proxy_figures
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, runs_pb2, runs_pb2_grpc
 from cniscope.collector.k8s import MANAGED_BY, ServiceScaler
 from cniscope.collector.reports.scaling import render_scaling
@@ -56,14 +57,26 @@ def managed(api: FakeApiServer) -> dict[str, dict[str, Any]]:
     return {k: v for k, v in store.items() if (v["metadata"].get("labels") or {}).get(MANAGED_BY) == "cniscope"}
 
 
-def iptables_report(n: int) -> common_pb2.CapabilityReport:
-    """The agent's iptables census of kube-proxy's rules for ``n`` Services."""
+SYNC_SECONDS = 0.25  # every kube-proxy sync of the simulated nodes takes this long
+
+
+def kube_proxy_metrics(syncs: int) -> str:
+    """kube-proxy's /metrics after ``syncs`` rule syncs of SYNC_SECONDS each."""
+    h = "kubeproxy_sync_proxy_rules_duration_seconds"
+    return (f'{h}_bucket{{le="0.128"}} 0\n{h}_bucket{{le="0.256"}} {syncs}\n{h}_bucket{{le="+Inf"}} {syncs}\n'
+            f"{h}_sum {SYNC_SECONDS * syncs}\n{h}_count {syncs}\n")
+
+
+def iptables_report(n: int, syncs: int = 0) -> common_pb2.CapabilityReport:
+    """The agent's iptables census of kube-proxy's rules for ``n`` Services, with kube-proxy's sync
+    figures as the agent's parser reads them from its /metrics."""
     text = kubeproxy.render_iptables(kubeproxy.plan(n, PROBE_PODS, port=7411, target_port=7421) if n else [])
 
     def run(argv: Any) -> ipt.ToolOutput:
         return ipt.ToolOutput(0, text if argv[0] == "iptables-nft-save" else "", "")
 
     res = ipt.census(run, sysroot=Path("/nonexistent"), metrics_address="off", fast_tables=False)
+    res.detail["kube_proxy"]["metrics"] = kube_proxy_figures(kube_proxy_metrics(syncs))
     rep = common_pb2.CapabilityReport(time_unix_nano=time.time_ns(), kernel="6.1")
     rep.units.add(name="iptables", ok=True, available=True, detail_json=json.dumps(res.detail))
     return rep
@@ -72,7 +85,7 @@ def iptables_report(n: int) -> common_pb2.CapabilityReport:
 BPF_BASE = 20  # the cluster's own Services (kubernetes, kube-dns) in the map before the run
 
 
-def cilium_report(n: int) -> common_pb2.CapabilityReport:
+def cilium_report(n: int, syncs: int = 0) -> common_pb2.CapabilityReport:
     """The agent's eBPF census summary of Cilium's service map: one entry per Service plus one per backend."""
     maps = [{"name": "cilium_lb4_services_v2", "cilium_class": "service", "entries": BPF_BASE + 4 * n,
              "max_entries": 65536},
@@ -82,7 +95,7 @@ def cilium_report(n: int) -> common_pb2.CapabilityReport:
     return rep
 
 
-REPORTS: dict[str, tuple[Callable[[int], common_pb2.CapabilityReport], Callable[[int], int], str]] = {
+REPORTS: dict[str, tuple[Callable[[int, int], common_pb2.CapabilityReport], Callable[[int], int], str]] = {
     "iptables": (iptables_report, kubeproxy.nat_rule_count, "NAT rules"),
     "cilium": (cilium_report, lambda n: BPF_BASE + 4 * n, "BPF service map entries")}
 
@@ -98,14 +111,16 @@ class DataPlane:
     silent: set[str] = field(default_factory=set)
     programmed: dict[str, int] = field(default_factory=dict)
     seen: dict[str, list[int]] = field(default_factory=dict)   # per node: the count in each report
+    syncs: dict[str, int] = field(default_factory=dict)        # per node: kube-proxy's rule syncs so far
 
     def report(self, node: str) -> common_pb2.CapabilityReport:
-        cur = self.programmed.get(node, 0)
+        cur = was = self.programmed.get(node, 0)
         if not self.frozen:
             want = len(managed(self.api))
             cur += max(-self.step, min(self.step, want - cur))
         self.programmed[node] = cur
-        rep = REPORTS[self.kind][0](cur)
+        self.syncs[node] = self.syncs.get(node, 0) + (cur != was)  # a change is one sync
+        rep = REPORTS[self.kind][0](cur, self.syncs[node])
         self.seen.setdefault(node, []).append(REPORTS[self.kind][1](cur))
         return rep
 
@@ -172,7 +187,7 @@ async def rig_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str = "
     state = ClusterState()
     for node, (host, pod) in NODES.items():
         hello = agent_pb2.Hello(node=node, boot_id="b1", host_ip=host, pod_ip=pod,
-                                capabilities=REPORTS[kind][0](leftovers))
+                                capabilities=REPORTS[kind][0](leftovers, 0))
         state.connect(hello, Session(node, "b1"), time.time_ns())
     agents = [asyncio.create_task(agent(state, n, plane)) for n in NODES]
     store = Store(tmp_path / "c.db")
@@ -224,6 +239,16 @@ async def test_auto_creates_labelled_services_waits_for_the_census_and_cleans_up
             assert rows[n]["signal"] == label
         table = render_scaling(run.label, json.loads(run.detail_json), "table")
         assert ("kubernetes: the NAT rules column counts BPF service map entries" in table) is (kind == "cilium")
+        # kube-proxy's own figure: each node synced once per programmed change, SYNC_SECONDS each
+        for n in (3, 6):
+            if kind == "iptables":
+                assert rows[n]["proxy_sync_ms"] == 1000 * SYNC_SECONDS
+                assert rows[n]["proxy_syncs"] >= 1
+                assert "proxy_note" not in rows[n]
+            else:
+                assert rows[n]["proxy_note"] == f"no iptables census in the agent's report ({', '.join(NODES)})"
+        assert ("250 ms ×" in table) is (kind == "iptables")
+        assert "in-kernel setup (tcpconnlat) (every N): tracer tcpconnlat is not running" in table
         # each step is probed at the last Service's ClusterIP, only once every node's census had settled on it
         measured = [(req, aimed, census) for req, aimed, census in rig.connects.requests
                     if req.params["count"] == "30"]

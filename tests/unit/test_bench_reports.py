@@ -124,3 +124,27 @@ def test_scaling_detail_and_renderings() -> None:
     assert page.count("<svg") == 4
     assert "<script" not in page
     assert json.loads(render_scaling("lab", det, "json"))["published"]["kube-proxy"][0]["nat_rules"] == 99
+
+
+def test_scaling_renderings_carry_kernel_proxy_and_footprint() -> None:
+    rows = [_row(4, 48, 80.0, 2), _row(1000, 10008, 300.0, 5)]
+    for r, k in zip(rows, (40.0, 120.0), strict=True):
+        r.update(kernel_setup_mean_us=k, kernel_setup_mean_min_us=k - 1, kernel_setup_mean_max_us=k + 1,
+                 kernel_connects=600, kernel_probe_connects=600, proxy_note="does not apply: no kube-proxy in the lab",
+                 cni_cpu_load_m=35.0, cni_cpu_measure_m=4.0, cni_rss_measure_mib=61.2)
+    rows[1]["kernel_connects"] = 603
+    det = scaling_detail({"iptables-nft": rows})
+    assert det["scaling"]["iptables-nft"]["slope_kernel_ns_per_rule"] == pytest.approx(  # type: ignore[index]
+        80_000 / 9960, rel=1e-3)
+    text = render_scaling("lab", det, "table")
+    assert "40.0 µs ×600 " in text
+    assert "120.0 µs ×603*" in text  # the tracer's count differs from the probe's
+    assert "35 m / 4 m" in text
+    assert "61.2 MiB" in text
+    assert "kube-proxy sync (every N): does not apply" in text
+    assert "kernel 8.03 ns per rule" in text
+    md = render_scaling("lab", det, "markdown")
+    assert "| n/a | 80.0 µs |" in md
+    page = render_scaling("lab", det, "html")
+    assert page.count("<svg") == 3
+    assert "in-kernel connect setup (tcpconnlat)" in page

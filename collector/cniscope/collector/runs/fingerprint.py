@@ -78,6 +78,30 @@ def data_plane_counts(rep: common_pb2.CapabilityReport) -> dict[str, int]:
     return out
 
 
+def kube_proxy_sync(rep: common_pb2.CapabilityReport) -> tuple[float, float] | str:
+    """kube-proxy's rule syncs since it started, from its own /metrics as the census read them:
+    (syncs, seconds spent syncing), both cumulative; or why there is no such figure."""
+    stale = set(rep.unfinished.stale) if rep.HasField("unfinished") else set()
+    d = {} if "iptables" in stale else _unit(rep, "iptables")
+    if not d:
+        return "no iptables census in the agent's report"
+    kp = d.get("kube_proxy") or {}
+    m = kp.get("metrics") if isinstance(kp, dict) else None
+    if not isinstance(m, dict):
+        return "kube-proxy metrics not read (CNISCOPE_KUBE_PROXY_METRICS=off)"
+    if "unavailable" in m or "error" in m:
+        return f"kube-proxy metrics: {m.get('unavailable') or m.get('error')}"
+    syncs = m.get("syncs", 0)
+    total = m.get("sync_seconds_total")
+    if total is None and isinstance(m.get("sync_mean_ms"), int | float):  # an agent from before the raw sum
+        total = m["sync_mean_ms"] * syncs / 1000
+    elif total is None and not syncs:  # kube-proxy has not synced since it started
+        total = 0.0
+    if not isinstance(syncs, int | float) or not isinstance(total, int | float):
+        return "kube-proxy metrics without kubeproxy_sync_proxy_rules_duration_seconds"
+    return float(syncs), float(total)
+
+
 def derive(nodes: Mapping[str, cluster_pb2.NodeState]) -> dict[str, str]:
     """One fingerprint for the nodes of a run; differing values across nodes are shown as mixed."""
     per: dict[str, dict[str, str]] = {}

@@ -13,6 +13,10 @@ Every Service carries ``app.kubernetes.io/managed-by=cniscope``: a run first del
 interrupted or crashed run left behind, by that label, and its own at the end, also when cancelled.
 The probed Service is the last one created. kube-proxy does not order its chains by creation, so
 there is no first-versus-last chain walk here.
+
+kube-proxy's own sync time comes from the same census reads: its /metrics histogram
+(``kubeproxy_sync_proxy_rules_duration_seconds``, cumulative sum and count) at the read before the API
+change and at the read that settled, so Δsum/Δcount is the mean of the syncs the step caused.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from typing import Any, TypeVar
 
 from cniscope.collector.k8s import ServiceScaler
 from cniscope.collector.runs import capwait
-from cniscope.collector.runs.fingerprint import data_plane_counts
+from cniscope.collector.runs.fingerprint import data_plane_counts, kube_proxy_sync
 from cniscope.collector.runs.manager import Stopped
 from cniscope.collector.runs.services import Applied
 from cniscope.collector.state import ClusterState
@@ -33,6 +37,7 @@ from cniscope.core.errors import Unavailable, ValidationError
 
 T = TypeVar("T")
 Counts = dict[str, dict[str, int]]  # node → signal → count
+Syncs = dict[str, tuple[float, float] | str]  # node → kube-proxy's cumulative (syncs, seconds), or why none
 
 SETTLE_TIMEOUT = 300.0
 SETTLE_POLL = 1.0
@@ -48,6 +53,24 @@ def figure(counts: dict[str, int]) -> tuple[int, str]:
         if key in counts:
             return counts[key], label
     return 0, ""
+
+
+def sync_delta(before: Syncs, after: Syncs) -> tuple[dict[str, tuple[float, float]], str]:
+    """kube-proxy's syncs between two census reads, per node (Δ syncs, Δ seconds), and why the nodes
+    without a figure have none ("" when every node has one)."""
+    out: dict[str, tuple[float, float]] = {}
+    why: dict[str, list[str]] = {}
+    for node in sorted(after):
+        a, b = after[node], before.get(node)
+        if isinstance(a, str):
+            why.setdefault(a, []).append(node)
+        elif not isinstance(b, tuple):
+            why.setdefault(b or "no census before the step", []).append(node)
+        elif a[0] < b[0]:
+            why.setdefault("kube-proxy restarted during the step", []).append(node)
+        else:
+            out[node] = (a[0] - b[0], a[1] - b[1])
+    return out, "; ".join(f"{reason} ({', '.join(nodes)})" for reason, nodes in why.items())
 
 
 def describe(counts: Counts, baseline: Counts) -> str:
@@ -76,11 +99,13 @@ class DataPlaneWatch:
     stable: int = SETTLE_STABLE
     timeout: float = SETTLE_TIMEOUT
     report_wait: float = capwait.CAPS_WAIT
+    syncs: Syncs = field(default_factory=dict)  # kube-proxy's figures in the last read's reports
 
     async def read(self) -> tuple[Counts, capwait.Refresh]:
         r = await capwait.refresh(self.state, self.nodes, self.report_wait, complete=True)
-        counts = {n: data_plane_counts(self.state.nodes[n].capabilities)
-                  for n in self.nodes if n in self.state.nodes and n not in r.late}
+        fresh = [n for n in self.nodes if n in self.state.nodes and n not in r.late]
+        counts = {n: data_plane_counts(self.state.nodes[n].capabilities) for n in fresh}
+        self.syncs = {n: kube_proxy_sync(self.state.nodes[n].capabilities) for n in fresh}
         return counts, r
 
     async def _pause(self, seconds: float) -> None:
@@ -161,6 +186,7 @@ class KubeServices:
             raise ValidationError("a scaling step needs at least one Service")
         self._check()
         baseline, _ = self._on_loop(self.watch.read())
+        syncs0 = dict(self.watch.syncs)
         t0 = time.monotonic()
         before = set(self.scaler.list_names())
         names = self.scaler.scale_to(n, self.run)
@@ -174,7 +200,9 @@ class KubeServices:
         counts, _ = self._on_loop(self.watch.settle(baseline, set(names) != before, f"scaling to {n} Services"))
         rules = {node: figure(c)[0] for node, c in counts.items() if c}
         signal = next((figure(c)[1] for c in counts.values() if c), "")
-        return Applied(ip, self.scaler.port, rules, time.monotonic() - t0, "", signal=signal)
+        proxy, note = sync_delta(syncs0, self.watch.syncs)
+        return Applied(ip, self.scaler.port, rules, time.monotonic() - t0, "", signal=signal,
+                       proxy_sync=proxy, proxy_note=note)
 
     def cleanup(self) -> None:
         self.scaler.delete_all()

@@ -11,6 +11,11 @@ server); a lab backend outside the lab or Kubernetes inside it is refused.
 
 The probed Service is the last one created: the last rule of KUBE-SERVICES, the worst case of the
 linear chain walk, and an ordinary lookup for the verdict map.
+
+Beside the userspace probe each step records the same connects as the source node's in-kernel
+tracer saw them (:mod:`.kernel_setup`; a note where the tracer is not running), kube-proxy's own
+sync time (Kubernetes only; :mod:`.k8s_services`) and the CNI agents' CPU and RSS while the step was
+loaded and settled and while it was measured (:mod:`.footprint`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,9 @@ from typing import TYPE_CHECKING, Protocol
 
 from cniscope.api.v1 import common_pb2, runs_pb2
 from cniscope.collector.dispatcher import Dispatcher
+from cniscope.collector.runs import footprint, kernel_setup
 from cniscope.collector.runs import store as rstore
+from cniscope.collector.runs.kernel_setup import KernelSetup, KernelWatch
 from cniscope.collector.runs.manager import ActiveRun, RunManager, run_probe
 from cniscope.collector.state import ClusterState
 from cniscope.core import benchmetrics as bm
@@ -38,6 +45,7 @@ if TYPE_CHECKING:
     from cniscope.lab.lab import Lab
 
 MAX_SERVICES = 5000
+LAB_PROXY_NOTE = "does not apply: no kube-proxy in the lab (cniscope loads its ruleset; see the load time)"
 DEFAULT_CONNECTS = 200
 SERVICE_PORT = 7411  # the agents' accept-and-close port: the endpoints really answer
 
@@ -50,6 +58,9 @@ class Applied:
     sync_seconds: float          # slowest node's load
     first_ip: str = ""           # the first Service: the head of a linear chain
     signal: str = "NAT rules"    # what ``rules`` counts
+    # kube-proxy's own syncs during the step, per node: (Δ syncs, Δ seconds syncing), from its /metrics
+    proxy_sync: dict[str, tuple[float, float]] = field(default_factory=dict)
+    proxy_note: str = ""         # why a node has no kube-proxy figure
 
 
 class ServiceBackend(Protocol):
@@ -112,7 +123,7 @@ class LabServices:
         last = kubeproxy.plan(1, self.endpoints, port=SERVICE_PORT, target_port=SERVICE_PORT, first=n - 1)[0]
         head = kubeproxy.plan(1, self.endpoints, port=SERVICE_PORT, target_port=SERVICE_PORT)[0]
         return Applied(last.cluster_ip, SERVICE_PORT, {ns: count_rules(ns, self.backend) for ns in self.node_netns},
-                       slowest, head.cluster_ip)
+                       slowest, head.cluster_ip, proxy_note=LAB_PROXY_NOTE)
 
     def cleanup(self) -> None:
         from cniscope.lab import kubeproxy
@@ -224,6 +235,11 @@ class _Step:
     heads: list[float] = field(default_factory=list)
     walks: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    kernel: list[KernelSetup] = field(default_factory=list)       # the last Service, per repetition
+    kernel_heads: list[KernelSetup] = field(default_factory=list)  # the first Service
+    proxy: list[Applied] = field(default_factory=list)            # every repetition's kube-proxy figures
+    windows: dict[str, list[tuple[int, int]]] = field(default_factory=lambda: {"load": [], "measure": []})
+    footprint: dict[str, object] = field(default_factory=dict)
 
     def add(self, res: common_pb2.ProbeResult, head: common_pb2.ProbeResult | None) -> None:
         if not (res.ok and "p50_us" in res.figures):
@@ -254,9 +270,55 @@ class _Step:
                        first_p50_min_us=min(self.heads),
                        # load only ever adds latency: the floors are the steadiest estimate
                        walk_floor_us=min(self.p50s) - min(self.heads))
+        row.update(self._kernel_row())
+        row.update(proxy_row(self.proxy))
+        row.update(self.footprint)
         if self.errors:
             row["errors"] = self.errors[:3]
         return row
+
+    def _kernel_row(self) -> dict[str, object]:
+        """The tracer's mean setup over the repetitions it measured, its Δcount against the probes'."""
+        out: dict[str, object] = {}
+        got = [k for k in self.kernel if k.mean_us is not None]
+        if got:
+            m = bm.aggregate([k.mean_us for k in got if k.mean_us is not None])
+            out.update(kernel_setup_mean_us=round(m.median, 1), kernel_setup_mean_min_us=round(m.lo, 1),
+                       kernel_setup_mean_max_us=round(m.hi, 1), kernel_connects=sum(k.connects for k in got),
+                       kernel_probe_connects=sum(k.probe_connects for k in got), kernel_repeat=len(got))
+        pairs = [(k.mean_us, h.mean_us) for k, h in zip(self.kernel, self.kernel_heads, strict=False)
+                 if k.mean_us is not None and h.mean_us is not None]
+        if pairs:
+            out["kernel_first_mean_us"] = round(stats.median([h for _, h in pairs]), 1)
+            out["kernel_walk_us"] = round(stats.median([k - h for k, h in pairs]), 1)
+        notes = list(dict.fromkeys(k.note for k in self.kernel if k.note))
+        if notes:
+            out["kernel_note"] = "; ".join(notes)
+        return out
+
+
+def proxy_row(applied: list[Applied]) -> dict[str, object]:
+    """kube-proxy's own sync time during the step: per repetition the slowest node's mean sync
+    (Δ seconds / Δ syncs), the median over repetitions; and the syncs per node."""
+    worst: list[float] = []
+    syncs: list[float] = []
+    for a in applied:
+        per = [(n, t) for n, t in a.proxy_sync.values() if n > 0]
+        if per:
+            worst.append(max(1000 * t / n for n, t in per))
+            syncs.append(stats.median([n for n, _ in per]))
+    out: dict[str, object] = {}
+    if worst:
+        w = bm.aggregate(worst)
+        out.update(proxy_sync_ms=round(w.median, 1), proxy_sync_min_ms=round(w.lo, 1),
+                   proxy_sync_max_ms=round(w.hi, 1), proxy_syncs=stats.median(syncs))
+    elif any(a.proxy_sync for a in applied):
+        out["proxy_note"] = "kube-proxy did not sync during the step"
+    notes = ([str(out.pop("proxy_note"))] if "proxy_note" in out else []) + \
+        list(dict.fromkeys(a.proxy_note for a in applied if a.proxy_note))
+    if notes:
+        out["proxy_note"] = "; ".join(notes)
+    return out
 
 
 @dataclass
@@ -270,6 +332,7 @@ class ScalingRun:
     settle_poll: float = 1.0
     settle_report_wait: float = 10.0   # per poll, for every agent's fresh report
     endpoint_timeout: float = 120.0
+    kernel_wait: float = kernel_setup.WAIT  # for the tracer's counters after a probe
 
     async def start(self, req: runs_pb2.ServiceScalingRequest) -> ActiveRun:
         from cniscope.collector.runs.fingerprint import is_lab
@@ -323,6 +386,7 @@ class ScalingRun:
 
         run.fingerprint.update(derive(dict(self.state.nodes)))
         table: dict[str, list[dict[str, object]]] = {}
+        kernel = KernelWatch(self.state, source, ar.cancel, self.kernel_wait)
         for b in backends:
             svc = await make(ar, b)
             acc: dict[int, _Step] = {n: _Step() for n in counts}
@@ -332,23 +396,36 @@ class ScalingRun:
                     for n in counts:
                         ar.check()
                         ar.emit(f"{b}: programming {n} Services (rep {rep + 1}/{repeat})")
-                        applied = await asyncio.to_thread(svc.apply, n)
                         st = acc[n]
+                        t_load = time.time_ns()
+                        applied = await asyncio.to_thread(svc.apply, n)
+                        st.windows["load"].append((t_load, time.time_ns()))
                         st.applied = applied
+                        st.proxy.append(applied)
                         st.syncs.append(applied.sync_seconds)
                         ar.check()
                         ar.emit(f"{b}: {n} Services, connect ×{connects} to {applied.target_ip} (rep {rep + 1}/{repeat})")
+                        t_measure = time.time_ns()
+                        kernel.check()
                         # an unmeasured batch first: neighbour entries and caches settle after a reload
-                        await self._connect(ar, source, applied.target_ip, applied.target_port, min(connects, 20))
+                        warm = await self._connect(ar, source, applied.target_ip, applied.target_port, min(connects, 20))
+                        await kernel.mark(warm)
                         res = await self._connect(ar, source, applied.target_ip, applied.target_port, connects)
+                        st.kernel.append(await kernel.measure(res))
                         head = None
                         if applied.first_ip and applied.first_ip != applied.target_ip:
                             head = await self._connect(ar, source, applied.first_ip, applied.target_port, connects)
+                            st.kernel_heads.append(await kernel.measure(head))
+                        st.windows["measure"].append((t_measure, time.time_ns()))
                         ar.progress_done += 1
                         st.add(res, head)
                     rows = [acc[n].row(n) for n in counts if acc[n].applied is not None]
                     table[b] = rows
                     run.detail_json = json.dumps(scaling_detail(table))
+                nodes = sorted(self.state.sessions)
+                for n in counts:
+                    acc[n].footprint = await self._footprint(acc[n], nodes)
+                table[b] = [acc[n].row(n) for n in counts if acc[n].applied is not None]
                 p = metric_prefix(b)
                 vals = [(f"svc_{p}_{n}.p50", i, source, v, "") for n in counts for i, v in enumerate(acc[n].p50s)]
                 await self.manager.db(rstore.add_values, run.run_id, vals)
@@ -356,6 +433,22 @@ class ScalingRun:
                 ar.emit(f"{b}: removing the Services")
                 await asyncio.shield(asyncio.to_thread(svc.cleanup))
         run.detail_json = json.dumps(scaling_detail(table))
+
+    async def _footprint(self, st: _Step, nodes: list[str]) -> dict[str, object]:
+        """CNI CPU and RSS while the step's Services were loaded and settled, and while it was measured."""
+        out: dict[str, object] = {}
+        for phase in ("load", "measure"):
+            got = await self.manager.db(footprint.window_footprint, nodes, st.windows[phase])
+            assert isinstance(got, tuple)
+            vals: dict[str, float] = got[0]
+            if "cni_cpu_millicores" in vals:
+                out[f"cni_cpu_{phase}_m"] = round(vals["cni_cpu_millicores"], 1)
+            if "cni_rss_bytes" in vals:
+                out[f"cni_rss_{phase}_mib"] = round(vals["cni_rss_bytes"] / 2**20, 1)
+        if not out:
+            out["cni_note"] = ("unavailable: no CNI agent process was sampled on any node during the step "
+                               "(no cni_cpu_millicores / cni_rss_bytes samples)")
+        return out
 
     async def _connect(self, ar: ActiveRun, source: str, ip: str, port: int, count: int) -> common_pb2.ProbeResult:
         req = common_pb2.ProbeRequest(kind="connect", source_node=source, path="service", target_address=ip,
@@ -399,5 +492,8 @@ def scaling_detail(table: dict[str, list[dict[str, object]]]) -> dict[str, objec
                              bm.FigureStat(w, r["walk_p50_min_us"], r["walk_p50_max_us"]))  # type: ignore[arg-type]
                 r["verdict_walk"] = d.verdict if r is not base else "baseline"
         res["slope_walk_ns_per_rule"] = slope_ns_per_rule(wpts)
+        kpts = [(float(r["rules"]), float(r["kernel_setup_mean_us"])) for r in rows  # type: ignore[arg-type]
+                if isinstance(r.get("kernel_setup_mean_us"), float) and isinstance(r.get("rules"), int)]
+        res["slope_kernel_ns_per_rule"] = slope_ns_per_rule(kpts)
         out[b] = res
     return {"scaling": out}
