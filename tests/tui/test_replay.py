@@ -162,3 +162,23 @@ async def test_header_click_sorts_and_a_second_click_reverses() -> None:
         await pilot.click(type(table), offset=(x, 0))
         assert screen.visible_nodes() == sorted(rtt, key=lambda n: (rtt[n], n))
         assert "RTT p50 ▲" in table.render_line(0).text
+
+
+async def test_mesh_opens_on_the_path_with_measurements_until_a_person_chooses() -> None:
+    """The generated cluster's mesh has pod-path RTTs only: the screen opens on them instead of an
+    empty host-path matrix; once 'h' is pressed the chosen path stays, empty or not."""
+    from cniscope.tui.screens.mesh import MeshScreen
+
+    app = kit.replay_app(kit.BIG)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await kit.settle(pilot)
+        await pilot.press("2")
+        await kit.settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, MeshScreen)
+        assert screen.path == "pod"
+        await pilot.press("h")
+        await kit.settle(pilot)
+        assert screen.path == "host"
+        await kit.settle(pilot)
+        assert screen.path == "host"

@@ -44,6 +44,7 @@ class MeshScreen(CniscopeScreen):
         super().__init__()
         self.metric = "rtt"
         self.path = "host"
+        self.path_chosen = False  # until a person toggles it, the screen shows a path that has data
         self._seen = (-1, "", "", -1)
         self.selected: tuple[str, str] | None = None
 
@@ -65,6 +66,10 @@ class MeshScreen(CniscopeScreen):
             return
         self._seen = key
         kind, figs, unit, higher = METRICS[self.metric]
+        if not self.path_chosen:
+            paths = {path for (k, path, _, _), hist in m.pairs.items() if k == kind and hist}
+            if self.path not in paths and paths:  # e.g. the background mesh measures the pod path only
+                self.path = "pod" if "pod" in paths else sorted(paths)[0]
         now = self.capp.now_ns()
         cells: dict[tuple[str, str], Cell] = {}
         for (k, path, src, dst), hist in m.pairs.items():
@@ -122,6 +127,7 @@ class MeshScreen(CniscopeScreen):
 
     def action_toggle_path(self) -> None:
         self.path = "pod" if self.path == "host" else "host"
+        self.path_chosen = True
         self.sync()
 
     def action_probe_pair(self) -> None:
