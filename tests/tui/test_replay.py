@@ -86,7 +86,16 @@ async def test_lab_recording_fills_every_screen() -> None:
         await pilot.pause()
         app.sync_now()
         await pilot.pause()
-        assert app.screen.query_one("#probes", DataTable).row_count == len(m.probes) >= 24
+        table = app.screen.query_one("#probes", DataTable)
+        mesh = [e for e in m.probes.values() if e.probe_id.startswith("mesh-")]
+        assert mesh, "the recording has background mesh probes"
+        # the agents' background mesh is hidden until 'm' shows it
+        assert table.row_count == len(m.probes) - len(mesh) >= 24
+        assert f"{len(mesh)} background mesh probes hidden" in str(
+            app.screen.query_one("#probe-detail", Static).border_subtitle)
+        await pilot.press("m")
+        await pilot.pause()
+        assert table.row_count == len(m.probes)
 
 
 async def test_probe_form_uses_the_api_bounds() -> None:

@@ -59,7 +59,8 @@ def test_mesh_thousand_pod_path(snap_compare: Snap, size: tuple[int, int]) -> No
 @pytest.mark.parametrize("size", SIZES)
 def test_probes(snap_compare: Snap, size: tuple[int, int]) -> None:
     """Probes from the lab recording: every row finished 'ok' with a full progress bar and p50/p99/
-    loss; the detail panel shows the highlighted probe's figures."""
+    loss; the detail panel shows the highlighted probe's figures and says that the 9 background mesh
+    probes are hidden ('m' shows them)."""
     assert snap_compare(kit.replay_app(kit.LAB), terminal_size=size, run_before=kit.before("3"))
 
 

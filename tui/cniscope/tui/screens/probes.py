@@ -32,17 +32,24 @@ def summary(e: ProbeEntry) -> Text:
     return Text("  ".join(f"{k.split('_')[0]} {fmt_figure(k, r.figures[k])}" for k in keys))
 
 
+def is_mesh(e: ProbeEntry) -> bool:
+    """A probe the agents' background mesh fired (its results still feed the Mesh screen)."""
+    return e.probe_id.startswith("mesh-")
+
+
 class ProbesScreen(CniscopeScreen):
     TITLE_TEXT = "Probes"
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("p", "app.probe_form", "New probe"),
         Binding("c", "clear_finished", "Clear finished"),
+        Binding("m", "toggle_mesh", "Mesh probes"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self._rows: dict[int, tuple[str | Text, ...]] = {}
         self._seen = -1
+        self.show_mesh = False  # the agents' background mesh probes flood the list: hidden by default
 
     def compose_body(self) -> ComposeResult:
         table: DataTable[str | Text] = DataTable(id="probes", cursor_type="row", zebra_stripes=True)
@@ -67,7 +74,11 @@ class ProbesScreen(CniscopeScreen):
             return
         self._seen = m.probe_seq
         table = self.query_one("#probes", DataTable)
-        live = {e.uid: e for e in m.probes.values()}
+        live = {e.uid: e for e in m.probes.values() if self.show_mesh or not is_mesh(e)}
+        hidden = len(m.probes) - len(live)
+        self.query_one("#probe-detail", Static).border_subtitle = (
+            f"{hidden} background mesh probe{'s' if hidden != 1 else ''} hidden · m: show" if hidden
+            else "m: hide background mesh probes" if self.show_mesh else "")
         for uid in [u for u in self._rows if u not in live]:
             table.remove_row(str(uid))
             del self._rows[uid]
@@ -102,6 +113,11 @@ class ProbesScreen(CniscopeScreen):
         else:
             panel.update(f"{entry.kind} {entry.source} → {entry.target} ({entry.path}): "
                          f"{entry.state} {entry.fraction:.0%} {entry.message}")
+
+    def action_toggle_mesh(self) -> None:
+        self.show_mesh = not self.show_mesh
+        self._seen = -1
+        self.sync()
 
     def action_clear_finished(self) -> None:
         for pid in [p for p, e in self.model.probes.items() if e.finished]:
