@@ -183,3 +183,18 @@ def test_census_lists_cgroup_attachments_with_and_without_links(tmp_path: Path) 
     (la,) = rows["cns_cg_link"]["attached"]
     assert (la["hook"], la["mode"], la["cgroup"], la["source"]) == ("cgroup", "cgroup_inet_egress", str(child), "link")
     assert la["cgroup_id"] > 0
+
+
+def test_readiness_counts_only_this_namespaces_nics(ns: tuple[str, dict[str, str]]) -> None:
+    """The readiness unit finds physical NICs through sysfs, which a process entering a network
+    namespace with nsenter still sees from the host. Inside a namespace with only virtual links it
+    must find no NIC, whatever the host's sysfs lists; on the host it finds the host's."""
+    from cniscope.agent.inspectors.readiness import _nics
+    from cniscope.core.hostpaths import HostPaths
+
+    host = [n["name"] for n in _nics(HostPaths())]
+    host_physical = [link.name for link in nl.links() if not link.virtual]
+    assert host == sorted(n for n in host_physical if Path(f"/sys/class/net/{n}/device").exists())
+    with nl.in_netns(ns[0]):
+        inside = _nics(HostPaths())
+    assert inside == [], inside

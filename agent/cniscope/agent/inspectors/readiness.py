@@ -132,12 +132,16 @@ def run_probe(timeout: float = 10) -> tuple[dict[str, tuple[int, str]], str]:
 def _nics(paths: HostPaths) -> list[dict[str, Any]]:
     nics = []
     feats: dict[int, Any] = {}
-    try:
-        from cniscope.agent import netlink
+    from cniscope.agent import netlink
 
+    try:
         feats = netlink.xdp_features()
     except Exception:  # netdev genetlink family missing (kernel < 6.3) or no permission
         feats = {}
+    try:  # the interfaces of this network namespace: sysfs may show another one's (nsenter keeps /sys)
+        here: dict[str, int] | None = {link.name: link.index for link in netlink.links() if not link.virtual}
+    except Exception:
+        here = None
     base = paths.sys_path("class", "net")
     try:
         names = sorted(p.name for p in base.iterdir())
@@ -147,9 +151,11 @@ def _nics(paths: HostPaths) -> list[dict[str, Any]]:
         dev = base / name / "device"
         if not dev.exists():
             continue  # virtual interface
+        if here is not None and name not in here:
+            continue  # sysfs of another namespace: not an interface of this one
         drv = (dev / "driver").resolve().name if (dev / "driver").exists() else "?"
         try:
-            ifindex = int((base / name / "ifindex").read_text())
+            ifindex = here[name] if here is not None else int((base / name / "ifindex").read_text())
         except (OSError, ValueError):
             ifindex = -1
         f = feats.get(ifindex)
