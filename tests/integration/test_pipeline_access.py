@@ -129,6 +129,50 @@ async def test_mutual_tls_refuses_no_cert_and_wrong_ca_and_admits_the_right_one(
         await c.stop()
 
 
+def _served_cn(port: int, pki: dict[str, Path]) -> str:
+    """The common name of the certificate the collector presents to a new TLS connection."""
+    import socket
+    import ssl
+
+    ctx = ssl.create_default_context(cafile=str(pki["ca.pem"]))
+    ctx.load_cert_chain(str(pki["client.pem"]), str(pki["client.key"]))
+    ctx.set_alpn_protocols(["h2"])
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls:
+        cert = tls.getpeercert()
+    assert cert is not None
+    subject: Any = cert["subject"]  # ((("commonName", "collector"),), ...)
+    return str(next(attr[1] for rdn in subject for attr in rdn if attr[0] == "commonName"))
+
+
+async def test_collector_serves_a_rotated_certificate_to_new_connections(tmp_path: Path) -> None:
+    """The collector's own certificate is rotated on disk: new connections get the new one without a
+    restart, and an agent connected over the old one stays connected; a half-written rotation
+    (an empty file) keeps the previous certificate in service."""
+    pki, ca = _write_pki(tmp_path)
+    c = await kit.start_collector(tmp_path, tls_cert=str(pki["server.pem"]), tls_key=str(pki["server.key"]),
+                                  tls_ca=str(pki["ca.pem"]))
+    port = int(kit.address(c).rsplit(":", 1)[1])
+    agent = _agent(c, tls_ca=str(pki["ca.pem"]), tls_cert=str(pki["client.pem"]), tls_key=str(pki["client.key"]))
+    task = asyncio.create_task(agent.run())
+    try:
+        await kit.until(lambda: "n1" in c.state.sessions, what="agent over mutual TLS")
+        assert await asyncio.to_thread(_served_cn, port, pki) == "collector"
+        pki["server.key"].write_bytes(b"")  # caught half-written
+        assert await asyncio.to_thread(_served_cn, port, pki) == "collector"
+        cert, key = kit.issue(ca, "collector-rotated", server=True)
+        pki["server.key"].write_bytes(key)
+        pki["server.pem"].write_bytes(cert)
+        assert await asyncio.to_thread(_served_cn, port, pki) == "collector-rotated"
+        good = security.client_credentials(str(pki["ca.pem"]), str(pki["client.pem"]), str(pki["client.key"]))
+        assert await _list(kit.address(c), creds=good) != []
+        assert agent.reconnects == 0  # the open stream kept its connection
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await c.stop()
+
+
 # ---- limits and target policy ---------------------------------------------------------------------
 async def test_hundred_runprobe_calls_in_one_second_are_shaped(tmp_path: Path) -> None:
     c = await kit.start_collector(tmp_path, probe_rate=5.0, probe_burst=20)

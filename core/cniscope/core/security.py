@@ -6,6 +6,7 @@ The bearer token travels as ``authorization: Bearer <token>`` metadata; it is re
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import grpc
 from cniscope.core.errors import ConfigError
 
 AUTH_HEADER = "authorization"
+
+log = logging.getLogger("cniscope.security")
 
 
 def _read(path: str, what: str) -> bytes:
@@ -27,16 +30,42 @@ def _read(path: str, what: str) -> bytes:
 
 
 def server_credentials(cert: str, key: str, client_ca: str = "") -> grpc.ServerCredentials | None:
-    """TLS for the collector; with ``client_ca`` every client must present a certificate it signed."""
+    """TLS for the collector; with ``client_ca`` every client must present a certificate it signed.
+
+    The files are read again when they change (checked as each new connection is accepted), so a
+    rotated certificate is served to new connections without a restart; connections already open
+    keep theirs. A rotation caught half-written (unreadable) keeps the previous certificate."""
     if not cert and not key:
         if client_ca:
             raise ConfigError("tls_ca (client CA) needs tls_cert and tls_key for the server itself")
         return None
     if not (cert and key):
         raise ConfigError("TLS needs both tls_cert and tls_key")
-    pair = (_read(key, "TLS key"), _read(cert, "TLS certificate"))
-    ca = _read(client_ca, "client CA") if client_ca else None
-    return grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=ca is not None)
+
+    def load() -> grpc.ServerCertificateConfiguration:
+        pair = (_read(key, "TLS key"), _read(cert, "TLS certificate"))
+        return grpc.ssl_server_certificate_configuration(
+            [pair], root_certificates=_read(client_ca, "client CA") if client_ca else None)
+
+    seen = [files_signature(cert, key, client_ca)]
+    initial = load()
+
+    def fetch() -> grpc.ServerCertificateConfiguration | None:
+        now = files_signature(cert, key, client_ca)
+        if now == seen[0]:
+            return None
+        try:
+            fresh = load()
+        except ConfigError as exc:
+            log.warning("TLS files changed but cannot be read (%s): still serving the previous certificate", exc)
+            return None
+        seen[0] = now
+        log.info("TLS files changed: new connections get the new certificate")
+        return fresh
+
+    # the fetcher returns None for "unchanged", as grpc documents (its type stubs say otherwise)
+    return grpc.dynamic_ssl_server_credentials(initial, fetch,  # type: ignore[arg-type]
+                                               require_client_authentication=bool(client_ca))
 
 
 def client_credentials(ca: str, cert: str = "", key: str = "") -> grpc.ChannelCredentials | None:
