@@ -191,3 +191,23 @@ async def test_mesh_opens_on_the_path_with_measurements_until_a_person_chooses()
         assert screen.path == "host"
         await kit.settle(pilot)
         assert screen.path == "host"
+
+
+async def test_keys_typed_right_after_slash_reach_the_filter() -> None:
+    """'/gone' arriving in one burst (a paste, tmux send-keys, a fast typist over ssh): every letter
+    is queued before the filter box could take focus, yet all of them land in the filter instead of
+    being taken by the table's bindings."""
+    from textual import events
+
+    app = kit.replay_app(kit.BIG)
+    async with app.run_test(size=(160, 50)) as pilot:
+        await kit.settle(pilot)
+        for ch in "/gone":
+            app.post_message(events.Key("slash" if ch == "/" else ch, ch))
+        await pilot.pause()
+        await pilot.pause()
+        screen = app.screen
+        assert isinstance(screen, NodesScreen)
+        assert screen.query_one("#filter", Input).value == "gone"
+        assert screen.filter_text == "gone"
+        assert screen.visible_nodes() == sorted(n for n, s in _big_statuses().items() if s == "NODE_STATUS_GONE")

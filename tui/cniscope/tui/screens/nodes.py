@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import ClassVar
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import Input, Static
@@ -44,6 +44,7 @@ class NodesScreen(CniscopeScreen):
         self.sort_key = "node"
         self.sort_reverse = False
         self.filter_text = ""
+        self._filter_focus_pending = False
         self._order: list[str] = []                       # every node, sorted
         self._sortval: dict[str, float | str] = {}
         self._static: dict[str, tuple[tuple[int, int], dict[str, Cell]]] = {}
@@ -160,7 +161,31 @@ class NodesScreen(CniscopeScreen):
     def action_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.remove_class("hidden")
+        self._filter_focus_pending = True
         box.focus()
+
+    def on_descendant_focus(self, event: events.DescendantFocus) -> None:
+        if event.widget.id == "filter":
+            self._filter_focus_pending = False
+
+    def on_key(self, event: events.Key) -> None:
+        """Keys typed right after '/' (a paste, or a fast typist over ssh) can arrive before the
+        filter box has focus; they belong to the filter, not to the table's bindings."""
+        box = self.query_one("#filter", Input)
+        if event.key == "slash" and not box.has_focus and not self._filter_focus_pending:
+            # at once, not as a binding: bindings run after keys already queued behind this one
+            self.action_filter()
+            event.stop()
+            event.prevent_default()
+            return
+        if not self._filter_focus_pending or not event.is_printable or not event.character:
+            return
+        if box.has_focus:
+            self._filter_focus_pending = False
+            return
+        box.insert_text_at_cursor(event.character)
+        event.stop()
+        event.prevent_default()
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
