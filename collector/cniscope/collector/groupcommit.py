@@ -35,8 +35,6 @@ class GroupCommitter:
         self._queue: list[Item] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.groups = 0
-        self.batches = 0
 
     async def commit(self, node: str, batch: agent_pb2.Batch, received_ns: int) -> bool:
         """True once the batch is durable; False when it was a duplicate."""
@@ -70,8 +68,6 @@ class GroupCommitter:
                 outcomes: list[bool | BaseException]
                 try:
                     outcomes = [*await self.store.call(self.store.commit_batches, [(n, b, t) for n, b, t, _ in group])]
-                    self.groups += 1
-                    self.batches += len(group)
                     if self.counters is not None:
                         self.counters.commits += 1
                 except Exception as exc:  # nothing in the group is durable: every waiter learns it

@@ -247,10 +247,9 @@ class ClusterState:
         return [names[i:i + size] for i in range(0, len(names), size)]
 
     def _apply(self, node: str, st: cluster_pb2.NodeState, pend: list[tuple[agent_pb2.Batch, int]]) -> None:
-        newest = pend[-1][0]
-        # the agent puts its measured offset in every batch that carries samples: look in the newest
-        with_samples = next((b for b, _ in reversed(pend) if b.samples), newest)
-        measured = next((s.value for s in with_samples.samples if s.name == "agent_clock_offset_ms"), None)
+        # the newest batch that carries samples (the agent puts its measured offset in every one)
+        newest = next((b for b, _ in reversed(pend) if b.samples), pend[-1][0])
+        measured = next((s.value for s in newest.samples if s.name == "agent_clock_offset_ms"), None)
         if measured is not None:  # the agent's round-trip measurement
             skew: float | None = round(measured, 3)
         else:  # the one-way estimate, fed every batch's (agent time, receive time)
@@ -271,7 +270,9 @@ class ClusterState:
         figures = st.figures
         if len(pend) > 1:
             names = {s.name for s in newest.samples}
-            for b, _ in pend[:-1]:
+            for b, _ in pend:
+                if b is newest:
+                    continue
                 for s in b.samples:
                     if s.name not in names:
                         key = series_key(s)
