@@ -43,7 +43,7 @@ from generate import _node  # type: ignore[import-not-found]  # noqa: E402
 from cniscope.api.v1 import cluster_pb2, common_pb2  # noqa: E402
 from cniscope.tui.app import CniscopeApp  # noqa: E402
 from cniscope.tui.client import ConnectionState  # noqa: E402
-from cniscope.tui.runs import RunSummary  # noqa: E402
+from cniscope.tui.run_compare import RunSummary  # noqa: E402
 from cniscope.tui.screens.nodes import NodesScreen  # noqa: E402
 from cniscope.tui.screens.nodes_columns import COLUMNS  # noqa: E402
 from cniscope.tui.screens.nodes_columns import Cell as TableCell  # noqa: E402

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from probe_helpers import running_cluster  # type: ignore[import-not-found]
 
-from cniscope.agent.mesh import choose_peers
+from cniscope.agent.mesh_peers import choose_peers
 from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
 from cniscope.core import grpcutil
 

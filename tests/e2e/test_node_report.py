@@ -9,8 +9,8 @@ import pytest
 
 from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
 from cniscope.cli import main
+from cniscope.cli.capreport import render_matrix, render_node
 from cniscope.core import grpcutil
-from cniscope.core.capreport import render_matrix, render_node
 from cniscope.lab import kubeproxy as kp
 from cniscope.lab.lab import Lab
 
@@ -108,7 +108,7 @@ def test_units_reach_the_collector(lab: Lab, tmp_path: object, capsys: pytest.Ca
 def test_xdp_test_missing_from_build(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import sys
 
-    monkeypatch.setitem(sys.modules, "cniscope.agent.xdp_test", None)  # import fails as in a slim build
+    monkeypatch.setitem(sys.modules, "cniscope.agent.xdp_trial", None)  # import fails as in a slim build
     assert main(["node", "xdp-test", "lo"]) == 3
     assert "not available in this build" in capsys.readouterr().err
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from cniscope.agent.inspectors.footprint import inspect_footprint
+from cniscope.agent.inspectors.cni_processes import inspect_footprint
 from cniscope.agent.samplers.cni_footprint import CniFootprintSampler
 from cniscope.api.v1 import common_pb2
 from cniscope.core.errors import Unavailable

@@ -20,7 +20,7 @@ from cniscope.agent import netlink as nl  # noqa: E402
 from cniscope.agent.bpf import syscall as sc  # noqa: E402
 from cniscope.agent.inspectors.bpf import prog_census  # noqa: E402
 from cniscope.agent.inspectors.nic import nic_report  # noqa: E402
-from cniscope.agent.xdp_test import run_xdp_test  # noqa: E402
+from cniscope.agent.xdp_trial import run_xdp_test  # noqa: E402
 from cniscope.core.errors import NotFound, ValidationError  # noqa: E402
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf]

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from cniscope.agent.netlink import in_netns
-from cniscope.agent.samplers.tracers import TracerSampler, TracerSettings
+from cniscope.agent.samplers.tracer_counters import TracerSampler, TracerSettings
 from cniscope.agent.tracers.drops import Drops
 from cniscope.agent.tracers.retrans import Retrans
 from cniscope.agent.tracers.tcpconnlat import TcpConnLat

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from cniscope.agent import caps
 from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
-from cniscope.core import caps, grpcutil
+from cniscope.core import grpcutil
 from cniscope.lab import netns
 from cniscope.lab.lab import Lab
 from tests.conftest import wait_connected

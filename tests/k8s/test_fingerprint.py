@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cniscope.agent import k8s
+from cniscope.agent import cluster_api
 from cniscope.core.fingerprint import ClusterObjects, NodeFacts, derive, from_node, kube_proxy_mode
 from cniscope.core.hostpaths import HostPaths
 from tests.k8s.apiserver import load_fixture
@@ -104,6 +104,6 @@ def fake_cilium_agent(tmp_path: Path) -> Iterator[int]:
 
 
 def test_node_fallback_sees_a_running_cni_agent(fake_cilium_agent: int) -> None:
-    facts = k8s.node_facts(HostPaths())
+    facts = cluster_api.node_facts(HostPaths())
     assert "cilium-agent" in facts.processes
     assert from_node(facts).cni == "cilium"

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from cniscope.agent import k8s
-from cniscope.agent.inspectors.base import UNKNOWN
+from cniscope.agent import cluster_api
 from cniscope.agent.inspectors.cluster import inspect_cluster
-from cniscope.collector.k8s import MANAGED_BY, ServiceScaler
-from cniscope.core import kube
+from cniscope.agent.inspectors.unit import UNKNOWN
+from cniscope.collector.runs.service_scaler import MANAGED_BY, ServiceScaler
+from cniscope.core import kubeapi
 from cniscope.core.config import AgentConfig
 from cniscope.core.errors import Unavailable
 from cniscope.core.fingerprint import Fingerprint
@@ -56,8 +56,8 @@ def env_for(api: FakeApiServer, tmp_path: Path) -> dict[str, str]:
     return {"KUBECONFIG": str(api.kubeconfig(tmp_path / "kubeconfig"))}
 
 
-def view(api: FakeApiServer, tmp_path: Path) -> k8s.ClusterView:
-    v = k8s.ClusterView.connect("auto", env_for(api, tmp_path))
+def view(api: FakeApiServer, tmp_path: Path) -> cluster_api.ClusterView:
+    v = cluster_api.ClusterView.connect("auto", env_for(api, tmp_path))
     assert v is not None
     return v
 
@@ -115,7 +115,7 @@ def test_forbidden_says_which_grant_is_missing(api: FakeApiServer, tmp_path: Pat
 def test_a_wrong_token_is_refused(api: FakeApiServer, tmp_path: Path) -> None:
     env = env_for(api, tmp_path)
     api.token = "another-token"
-    v = k8s.ClusterView.connect("on", env)
+    v = cluster_api.ClusterView.connect("on", env)
     assert v is not None
     with pytest.raises(Unavailable, match="401"):
         v.node(NODE)
@@ -125,23 +125,23 @@ def test_unreachable_api_server_is_unavailable(tmp_path: Path) -> None:
     srv = FakeApiServer()
     cfg = srv.kubeconfig(tmp_path / "kc")
     srv.httpd.server_close()           # the port is now closed: connection refused
-    v = k8s.ClusterView.connect("on", {"KUBECONFIG": str(cfg)})
+    v = cluster_api.ClusterView.connect("on", {"KUBECONFIG": str(cfg)})
     assert v is not None
     with pytest.raises(Unavailable, match="unreachable"):
         v.fingerprint()
 
 
 def test_no_api_wanted_in_the_lab() -> None:
-    assert k8s.ClusterView.connect("auto", {}) is None
-    assert k8s.ClusterView.connect("off", {"KUBERNETES_SERVICE_HOST": "10.100.0.1"}) is None
-    assert kube.wanted("auto", {"KUBERNETES_SERVICE_HOST": "10.100.0.1", "KUBERNETES_SERVICE_PORT": "443"})
+    assert cluster_api.ClusterView.connect("auto", {}) is None
+    assert cluster_api.ClusterView.connect("off", {"KUBERNETES_SERVICE_HOST": "10.100.0.1"}) is None
+    assert kubeapi.wanted("auto", {"KUBERNETES_SERVICE_HOST": "10.100.0.1", "KUBERNETES_SERVICE_PORT": "443"})
 
 
 def test_in_cluster_without_a_service_account_is_unavailable(tmp_path: Path) -> None:
     env = {"KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "6443",
            "CNISCOPE_SA_TOKEN": str(tmp_path / "token"), "CNISCOPE_SA_CA": str(tmp_path / "ca.crt")}
     with pytest.raises(Unavailable, match="token file does not exist"):
-        k8s.ClusterView.connect("auto", env)
+        cluster_api.ClusterView.connect("auto", env)
 
 
 def test_cluster_unit_uses_the_api(api: FakeApiServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -233,16 +233,16 @@ def test_no_probe_pod_on_this_node(api: FakeApiServer, tmp_path: Path) -> None:
 
 def test_probe_pod_netns_from_the_pod_uid_in_cgroups(tmp_path: Path) -> None:
     paths = fake_proc(tmp_path / "proc")
-    assert k8s.find_pod_pid(paths, POD_UID) == 4100
-    assert k8s.pod_netns(paths, POD_UID) == str(tmp_path / "proc" / "4100" / "ns" / "net")
+    assert cluster_api.find_pod_pid(paths, POD_UID) == 4100
+    assert cluster_api.pod_netns(paths, POD_UID) == str(tmp_path / "proc" / "4100" / "ns" / "net")
     with pytest.raises(Unavailable, match="hostPID"):
-        k8s.pod_netns(paths, "00000000-0000-0000-0000-000000000000")
+        cluster_api.pod_netns(paths, "00000000-0000-0000-0000-000000000000")
 
 
 def test_discovery_fills_the_agent_config(api: FakeApiServer, tmp_path: Path) -> None:
     api.pods.append(probe_pod("Running", "192.168.40.7"))
     cfg = AgentConfig(node=NODE)
-    pod = k8s.discover_probe_pod(cfg, fake_proc(tmp_path / "proc"), view(api, tmp_path), timeout=1)
+    pod = cluster_api.discover_probe_pod(cfg, fake_proc(tmp_path / "proc"), view(api, tmp_path), timeout=1)
     assert pod is not None
     assert cfg.pod_ip == "192.168.40.7"
     assert cfg.pod_netns.endswith("/4100/ns/net")
@@ -252,7 +252,7 @@ def test_discovery_fills_the_agent_config(api: FakeApiServer, tmp_path: Path) ->
 def test_services_created_and_garbage_collected_by_label(api: FakeApiServer, tmp_path: Path) -> None:
     api.services["cniscope-probe"] = {"keep-me": {"metadata": {"name": "keep-me", "labels": {"app": "x"}},
                                                   "spec": {}}}
-    scaler = ServiceScaler("cniscope-probe", kube.api_client(env_for(api, tmp_path)))
+    scaler = ServiceScaler("cniscope-probe", kubeapi.api_client(env_for(api, tmp_path)))
     names = scaler.create_services(5, run="r1")
     assert len(names) == 5
     store = api.services["cniscope-probe"]
@@ -270,7 +270,7 @@ def test_services_created_and_garbage_collected_by_label(api: FakeApiServer, tmp
 
 def test_service_creation_forbidden(api: FakeApiServer, tmp_path: Path) -> None:
     api.forbidden.add("/api/v1/namespaces/kube-system/services")
-    scaler = ServiceScaler("kube-system", kube.api_client(env_for(api, tmp_path)))
+    scaler = ServiceScaler("kube-system", kubeapi.api_client(env_for(api, tmp_path)))
     with pytest.raises(Unavailable, match="403"):
         scaler.create_services(1)
 
@@ -321,19 +321,19 @@ def test_reconcile_changes_nothing_while_the_same_pod_runs(api: FakeApiServer, t
     api.pods.append(probe_pod("Running", "192.168.40.7"))
     v = view(api, tmp_path)
     cfg = AgentConfig(node=NODE)
-    assert k8s.reconcile_probe_pod(cfg, paths, v, "") is not None          # first sight
-    assert k8s.reconcile_probe_pod(cfg, paths, v, POD_UID) is None          # same pod: no reconnect
+    assert cluster_api.reconcile_probe_pod(cfg, paths, v, "") is not None          # first sight
+    assert cluster_api.reconcile_probe_pod(cfg, paths, v, POD_UID) is None          # same pod: no reconnect
     api.pods[:] = [{**probe_pod("Running", "192.168.40.9")}]
-    moved = k8s.reconcile_probe_pod(cfg, paths, v, POD_UID)
+    moved = cluster_api.reconcile_probe_pod(cfg, paths, v, POD_UID)
     assert moved is not None
     assert cfg.pod_ip == "192.168.40.9"
     api.pods.clear()
-    assert k8s.reconcile_probe_pod(cfg, paths, v, POD_UID) is None          # none running: keep the last
+    assert cluster_api.reconcile_probe_pod(cfg, paths, v, POD_UID) is None          # none running: keep the last
     assert cfg.pod_ip == "192.168.40.9"
 
 
 def test_scale_to_an_exact_count_and_wait_for_endpoints(api: FakeApiServer, tmp_path: Path) -> None:
-    scaler = ServiceScaler("cniscope-probe", kube.api_client(env_for(api, tmp_path)))
+    scaler = ServiceScaler("cniscope-probe", kubeapi.api_client(env_for(api, tmp_path)))
     assert len(scaler.scale_to(6)) == 6
     names = scaler.scale_to(2)
     assert scaler.list_names() == names == ["cniscope-scale-00000", "cniscope-scale-00001"]

@@ -32,14 +32,14 @@ from cniscope.agent.inspectors import iptables as ipt
 from cniscope.agent.inspectors.bpf import cilium_summary
 from cniscope.agent.inspectors.iptables_parse import kube_proxy_figures
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, runs_pb2, runs_pb2_grpc
-from cniscope.collector.k8s import MANAGED_BY, ServiceScaler
 from cniscope.collector.reports.scaling import render_scaling
 from cniscope.collector.runs.api import RunsService
-from cniscope.collector.runs.fingerprint import data_plane_counts
+from cniscope.collector.runs.run_fingerprint import data_plane_counts
+from cniscope.collector.runs.service_scaler import MANAGED_BY, ServiceScaler
 from cniscope.collector.runs.services import KUBERNETES, resolve_backends
 from cniscope.collector.state import ClusterState, Session
 from cniscope.collector.store import Store
-from cniscope.core import grpcutil, kube
+from cniscope.core import grpcutil, kubeapi
 from cniscope.core.errors import Unavailable, ValidationError
 from cniscope.lab import kubeproxy
 from tests.k8s.apiserver import FakeApiServer
@@ -182,7 +182,7 @@ async def rig_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str = "
     monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig(tmp_path / "kubeconfig")))
     monkeypatch.setenv("CNISCOPE_SCALING_NAMESPACE", NS)
     if leftovers:  # an earlier run that crashed left these behind
-        ServiceScaler(NS, kube.api_client()).create_services(leftovers, run="crashed")
+        ServiceScaler(NS, kubeapi.api_client()).create_services(leftovers, run="crashed")
     plane = DataPlane(api, kind, programmed={n: leftovers for n in NODES})
     state = ClusterState()
     for node, (host, pod) in NODES.items():

@@ -235,7 +235,7 @@ def test_persistent_overlay_puts_the_database_on_a_claim() -> None:
 
 
 def test_added_capabilities_are_exactly_what_the_features_need() -> None:
-    from cniscope.core.caps import FEATURE_CAPS
+    from cniscope.agent.caps import FEATURE_CAPS
 
     needed = {c for caps in FEATURE_CAPS.values() for c in caps}
     ds = workloads("base")["cniscope-agent"]

@@ -14,7 +14,7 @@ from cniscope.core import grpcutil
 from cniscope.lab.lab import Lab
 from cniscope.tui.app import CniscopeApp
 from cniscope.tui.client import GrpcClusterClient, ReplayClient
-from cniscope.tui.runs import fmt_value
+from cniscope.tui.run_compare import fmt_value
 from cniscope.tui.screens.probe_form import ProbeForm
 from cniscope.tui.screens.runs import RunsScreen
 from cniscope.tui.widgets.cluster_bar import ClusterBar

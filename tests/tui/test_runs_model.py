@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from cniscope.api.v1 import runs_pb2
 from cniscope.core.benchmetrics import BETTER, NOISE, WORSE, FigureStat
-from cniscope.tui.runs import (
+from cniscope.tui.run_compare import (
     RunSummary,
     comparison,
     fmt_value,

@@ -7,7 +7,7 @@ import json
 from collections.abc import Mapping
 
 from cniscope.api.v1 import cluster_pb2, common_pb2
-from cniscope.collector.runs.fingerprint import census_nat_rules, derive, is_lab
+from cniscope.collector.runs.run_fingerprint import census_nat_rules, derive, is_lab
 
 
 def node(host: str, pod: str, fp: Mapping[str, object], census: Mapping[str, object] | None = None,

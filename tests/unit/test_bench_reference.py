@@ -94,7 +94,7 @@ def test_reference_alone_renders_the_tables_and_headlines() -> None:
 
 
 def test_reference_scenario_beside_a_run_and_a_gate() -> None:
-    from cniscope.collector.reports.model import RunView
+    from cniscope.collector.reports.report_model import RunView
 
     mine = RunView("r1", "my cluster", {"rtt.p50": bm.FigureStat(3500, 3400, 3600, 3)})
     resp = build_comparison([mine], runs_pb2.CompareRequest(reference="report-2026-02:E", fail_if=["rtt.p50 > +10%"]))

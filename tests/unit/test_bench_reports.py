@@ -10,7 +10,7 @@ import xml.dom.minidom
 import pytest
 
 from cniscope.collector.reports import FORMATS, render
-from cniscope.collector.reports.model import RunView, compare
+from cniscope.collector.reports.report_model import RunView, compare
 from cniscope.collector.reports.scaling import render_scaling
 from cniscope.collector.runs.services import scaling_detail, slope_ns_per_rule
 from cniscope.core import benchmetrics as bm

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from cniscope.api.v1 import runs_pb2
-from cniscope.collector.runs import store as rstore
+from cniscope.collector.runs import run_store as rstore
 from cniscope.collector.runs.manager import ActiveRun, RunManager
 from cniscope.collector.runs.suite import choose_pairs, items
 from cniscope.collector.store import Store

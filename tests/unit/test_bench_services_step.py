@@ -17,12 +17,12 @@ import pytest
 
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, runs_pb2
 from cniscope.collector.reports.scaling import render_scaling
-from cniscope.collector.runs import footprint
+from cniscope.collector.runs import footprint_figures
 from cniscope.collector.runs import kernel_setup as ks
-from cniscope.collector.runs import store as rstore
-from cniscope.collector.runs.fingerprint import kube_proxy_sync
+from cniscope.collector.runs import run_store as rstore
 from cniscope.collector.runs.k8s_services import Syncs, sync_delta
 from cniscope.collector.runs.manager import RunManager
+from cniscope.collector.runs.run_fingerprint import kube_proxy_sync
 from cniscope.collector.runs.services import LAB_PROXY_NOTE, Applied, ScalingRun, proxy_row
 from cniscope.collector.state import ClusterState, Session
 from cniscope.collector.store import Store
@@ -258,10 +258,10 @@ async def test_footprint_window_takes_the_sample_that_spans_its_end(store: Store
     await store.call(store.commit_batches, [batch(1, base, 1.0), batch(2, base + 2 * s, 10.0),
                                             batch(3, base + 4 * s, 100.0), batch(4, base + 6 * s, 1000.0)])
     # a 0.1 s window between two samples: only the one after it covers it (two processes summed)
-    vals, points = await store.call(footprint.window_footprint, store.conn, ["n1"], [(base + s, base + s + s // 10)])
+    vals, points = await store.call(footprint_figures.window_footprint, store.conn, ["n1"], [(base + s, base + s + s // 10)])
     assert (vals, points) == ({"cni_cpu_millicores": 20.0}, 1)
     # a window holding one sample: that one and the one after its end
-    vals, points = await store.call(footprint.window_footprint, store.conn, ["n1"], [(base + s, base + 3 * s)])
+    vals, points = await store.call(footprint_figures.window_footprint, store.conn, ["n1"], [(base + s, base + 3 * s)])
     assert (vals["cni_cpu_millicores"], points) == (110.0, 2)
-    vals, points = await store.call(footprint.window_footprint, store.conn, ["n2"], [(base, base + 6 * s)])
+    vals, points = await store.call(footprint_figures.window_footprint, store.conn, ["n2"], [(base, base + 6 * s)])
     assert (vals, points) == ({}, 0)

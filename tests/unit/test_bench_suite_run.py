@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, runs_pb2
-from cniscope.collector.runs import store as rstore
+from cniscope.collector.runs import run_store as rstore
 from cniscope.collector.runs import suite as suite_mod
 from cniscope.collector.runs.manager import RunManager
 from cniscope.collector.runs.suite import Item

@@ -22,10 +22,10 @@ import pytest
 from cniscope.agent import capabilities
 from cniscope.agent.app import Agent
 from cniscope.agent.inspectors import readiness
-from cniscope.agent.inspectors.base import READY, UnitResult
+from cniscope.agent.inspectors.unit import READY, UnitResult
 from cniscope.api.v1 import agent_pb2, common_pb2
 from cniscope.collector.runs import capwait
-from cniscope.collector.runs.fingerprint import data_plane_counts
+from cniscope.collector.runs.run_fingerprint import data_plane_counts
 from cniscope.collector.state import ClusterState, Session
 from cniscope.core.config import AgentConfig
 from cniscope.core.hostpaths import HostPaths

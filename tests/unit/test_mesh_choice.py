@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from cniscope.agent.mesh import choose_peers, offsets
+from cniscope.agent.mesh_peers import choose_peers, offsets
 
 
 def test_subset_is_bounded_stable_and_excludes_self() -> None:

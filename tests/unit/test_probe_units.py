@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cniscope.agent.probes import PROBES
-from cniscope.agent.probes.base import ProbeContext
 from cniscope.agent.probes.dns import nameserver_from, resolv_conf_for
 from cniscope.agent.probes.httpload import HttpError, parse_response_head
 from cniscope.agent.probes.netcounters import parse_dev_tx_drops, parse_snmp_udp
+from cniscope.agent.probes.probe import ProbeContext
 from cniscope.agent.targets.iperf import IperfServers
 from cniscope.core.errors import ToolMissing
 from cniscope.core.probespec import SPECS

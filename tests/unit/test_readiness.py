@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cniscope.agent.inspectors import readiness as R
-from cniscope.agent.inspectors.base import NOT_READY, READY
+from cniscope.agent.inspectors.unit import NOT_READY, READY
 from cniscope.core.hostpaths import HostPaths
 
 GOOD_CONFIG = {k: "y" for k in (

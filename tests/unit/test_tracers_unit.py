@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 
 from cniscope.agent.bpf.btf import Btf
-from cniscope.agent.inspectors.base import NOT_READY
-from cniscope.agent.inspectors.tracers import inspect_tracers
-from cniscope.agent.samplers.tracers import TracerSampler, TracerSettings
+from cniscope.agent.inspectors.tracer_readiness import inspect_tracers
+from cniscope.agent.inspectors.unit import NOT_READY
+from cniscope.agent.samplers.tracer_counters import TracerSampler, TracerSettings
 from cniscope.agent.tracers import TRACERS, hist
-from cniscope.agent.tracers.base import environment_problem
+from cniscope.agent.tracers.bcc_tracer import environment_problem
 from cniscope.agent.tracers.drops import parse_reasons
 from cniscope.core.errors import ConfigError, ParseError, Unavailable
 from cniscope.core.hostpaths import HostPaths
@@ -134,7 +134,7 @@ def no_bcc(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.usefixtures("no_bcc")
 def test_missing_bcc_is_unavailable_everywhere(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("cniscope.agent.tracers.base.environment_problem", lambda events: None)
+    monkeypatch.setattr("cniscope.agent.tracers.bcc_tracer.environment_problem", lambda events: None)
     with pytest.raises(Unavailable, match="bcc is not importable"):
         TRACERS.get("tcpconnlat")(None).start()
     sampler = TracerSampler(TracerSettings(names=("tcpconnlat", "retrans")))

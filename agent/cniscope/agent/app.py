@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from cniscope.agent import capabilities, mesh
+from cniscope.agent import capabilities, caps, mesh_peers
+from cniscope.agent.agent_metrics import AgentMetrics
 from cniscope.agent.backoff import Backoff
 from cniscope.agent.health import HealthServer
-from cniscope.agent.metrics import AgentMetrics
 from cniscope.agent.probes import PROBES
-from cniscope.agent.probes.base import ProbeContext
+from cniscope.agent.probes.probe import ProbeContext
 from cniscope.agent.samplers import SAMPLERS
-from cniscope.agent.samplers.base import Sampler
+from cniscope.agent.samplers.sampler import Sampler
 from cniscope.agent.spool import Spool
 from cniscope.agent.targets import listeners
 from cniscope.agent.targets.iperf import IperfServers
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, common_pb2, targets_pb2
-from cniscope.core import caps, grpcutil, netpolicy, probespec, security
+from cniscope.core import grpcutil, netpolicy, probespec, security
 from cniscope.core.config import AgentConfig, read_token
 from cniscope.core.errors import CniscopeError
 from cniscope.core.hostpaths import HostPaths
@@ -39,7 +39,7 @@ from cniscope.core.params import ParamSet, Value
 from cniscope.core.version import VERSION
 
 if TYPE_CHECKING:
-    from cniscope.agent.k8s import ClusterView
+    from cniscope.agent.cluster_api import ClusterView
 
 log = logging.getLogger("cniscope.agent")
 
@@ -476,8 +476,8 @@ class Agent:
         await asyncio.sleep(rng.uniform(0, interval))  # agents started together do not ping in step
         while True:
             t0 = time.monotonic()
-            peers = mesh.choose_peers(self.cfg.node, self.peers, self.cfg.mesh_fanout)
-            for peer, off in zip(peers, mesh.offsets(len(peers), interval, 0.2, rng), strict=True):
+            peers = mesh_peers.choose_peers(self.cfg.node, self.peers, self.cfg.mesh_fanout)
+            for peer, off in zip(peers, mesh_peers.offsets(len(peers), interval, 0.2, rng), strict=True):
                 delay = t0 + off - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -493,7 +493,7 @@ class Agent:
         path = "pod" if (self.cfg.pod_ip and self.cfg.pod_netns and p.pod_ip) else "host"
         req = common_pb2.ProbeRequest(probe_id=f"mesh-{uuid.uuid4().hex[:12]}", kind="rtt",
                                       source_node=self.cfg.node, target_node=peer, path=path,
-                                      params=mesh.MESH_PARAMS)
+                                      params=mesh_peers.MESH_PARAMS)
         try:
             ctx = self.prepare_probe(req)
         except CniscopeError as exc:
@@ -558,20 +558,20 @@ class Agent:
     async def _discover_probe_pod(self) -> ClusterView | None:
         """In Kubernetes: this node's probe pod's IP and network namespace, for the pod paths.
         Returns the API view to keep reconciling with (None in the lab or with --pod-netns)."""
-        from cniscope.core import kube
+        from cniscope.core import kubeapi
 
-        if self.cfg.pod_netns or not kube.wanted(self.cfg.kubernetes):
+        if self.cfg.pod_netns or not kubeapi.wanted(self.cfg.kubernetes):
             return None
-        from cniscope.agent import k8s
+        from cniscope.agent import cluster_api
 
         try:
-            view = await asyncio.to_thread(k8s.ClusterView.connect, self.cfg.kubernetes)
+            view = await asyncio.to_thread(cluster_api.ClusterView.connect, self.cfg.kubernetes)
         except CniscopeError as exc:
             log.warning("no Kubernetes API for the probe pod: %s", exc)
             return None
         if view is not None:
             try:
-                pod = await asyncio.to_thread(k8s.discover_probe_pod, self.cfg, self.paths, view, 30.0)
+                pod = await asyncio.to_thread(cluster_api.discover_probe_pod, self.cfg, self.paths, view, 30.0)
                 self._probe_pod_uid = pod.uid if pod is not None else ""
             except CniscopeError as exc:  # keep the view: the reconcile loop tries again
                 log.warning("no probe pod for the pod paths yet: %s", exc)
@@ -580,12 +580,12 @@ class Agent:
     async def _probe_pod_loop(self, view: ClusterView) -> None:
         """Follow the probe pod through restarts and rollouts: re-point the pod paths, re-serve the
         pod-side targets, reconnect so the collector learns the new address. Never ends the agent."""
-        from cniscope.agent import k8s
+        from cniscope.agent import cluster_api
 
         while True:
             await asyncio.sleep(max(1.0, self.cfg.probe_pod_recheck))
             try:
-                pod = await asyncio.to_thread(k8s.reconcile_probe_pod, self.cfg, self.paths, view,
+                pod = await asyncio.to_thread(cluster_api.reconcile_probe_pod, self.cfg, self.paths, view,
                                               self._probe_pod_uid)
                 if pod is None:
                     continue

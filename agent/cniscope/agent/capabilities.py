@@ -18,9 +18,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from cniscope.agent import caps
 from cniscope.agent.inspectors import INSPECTORS
 from cniscope.api.v1 import common_pb2
-from cniscope.core import caps
 from cniscope.core.errors import Unavailable
 from cniscope.core.hostpaths import HostPaths
 

@@ -17,7 +17,7 @@ from cniscope.api.v1 import agent_pb2
 from cniscope.collector.store import Store
 
 if TYPE_CHECKING:
-    from cniscope.collector.metrics import IngestCounters
+    from cniscope.collector.collector_metrics import IngestCounters
 
 MAX_GROUP = 512
 

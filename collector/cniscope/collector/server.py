@@ -19,9 +19,9 @@ from grpc_reflection.v1alpha import reflection
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
 from cniscope.collector import retention
 from cniscope.collector.auth import TokenAuthInterceptor
+from cniscope.collector.collector_metrics import CollectorMetrics, IngestCounters
 from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.groupcommit import GroupCommitter
-from cniscope.collector.metrics import CollectorMetrics, IngestCounters
 from cniscope.collector.ratelimit import TokenBucket
 from cniscope.collector.runs.api import RunsService
 from cniscope.collector.state import ClusterState, Outgoing, Session
@@ -329,7 +329,7 @@ class Collector:
             ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter,
                            self.cfg.allow_cidrs), server)
         from cniscope.api.v1 import runs_pb2, runs_pb2_grpc
-        from cniscope.collector.runs import store as runs_store
+        from cniscope.collector.runs import run_store as runs_store
 
         await self.store.call(runs_store.mark_interrupted, self.store.conn, time.time_ns())
         self.runs = RunsService(self.state, self.store, self.dispatcher)

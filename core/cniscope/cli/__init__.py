@@ -32,7 +32,7 @@ Clients find the collector in CNISCOPE_COLLECTOR, else the local lab's socket, e
 
 # Modules under cniscope/cli/ that add subcommands: each has ``register(subparsers)`` and imports
 # its heavy dependencies inside the command functions only.
-EXTENSIONS: list[str] = ["bench", "k8s", "node", "report", "impair", "trace"]
+EXTENSIONS: list[str] = ["bench", "k8s_cmd", "node", "report", "impair_cmd", "trace"]
 
 
 def default_collector() -> str:
@@ -449,7 +449,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-tui", action="store_true", help="print the report even on a terminal")
     p.set_defaults(func=cmd_demo)
 
-    # each area adds its own subcommands from its own module (cniscope/cli/<area>.py)
+    # each area adds its own subcommands from its own module (cniscope/cli/<area>.py or <area>_cmd.py)
     import importlib
 
     for mod in EXTENSIONS:

@@ -14,7 +14,7 @@ XDP_MODES = ("driver", "generic", "link")
 def cmd_node_report(ns: argparse.Namespace) -> int:
     from cniscope.agent import capabilities
     from cniscope.agent.inspectors import INSPECTORS
-    from cniscope.core.capreport import render_node
+    from cniscope.cli.capreport import render_node
     from cniscope.core.hostpaths import HostPaths
 
     only = ns.only or None
@@ -29,7 +29,7 @@ def cmd_node_report(ns: argparse.Namespace) -> int:
 
 def cmd_node_xdp_test(ns: argparse.Namespace) -> int:
     try:
-        from cniscope.agent.xdp_test import run_xdp_test
+        from cniscope.agent.xdp_trial import run_xdp_test
     except ImportError:
         raise ToolMissing("the XDP attach test is not available in this build") from None
     wanted = list(XDP_MODES) if ns.mode == "all" else [ns.mode]

@@ -9,7 +9,7 @@ from typing import Any
 
 def cmd_report_capabilities(ns: argparse.Namespace) -> int:
     from cniscope.cli import _grpc_error, _list_nodes, default_collector
-    from cniscope.core.capreport import render_matrix
+    from cniscope.cli.capreport import render_matrix
 
     address = ns.collector or default_collector()
     try:

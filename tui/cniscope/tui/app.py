@@ -21,9 +21,8 @@ from cniscope.api.v1 import common_pb2
 from cniscope.core.errors import CniscopeError
 from cniscope.core.render import probe_result_text
 from cniscope.tui.client import ClusterClient, ConnectionState, GrpcClusterClient, ReplayClient
+from cniscope.tui.cluster_model import ClusterModel
 from cniscope.tui.commands import NodeCommands, binding_commands
-from cniscope.tui.model import ClusterModel
-from cniscope.tui.screens.base import CniscopeScreen
 from cniscope.tui.screens.log import LogScreen
 from cniscope.tui.screens.mesh import MeshScreen
 from cniscope.tui.screens.node_detail import NodeDetailScreen
@@ -31,6 +30,7 @@ from cniscope.tui.screens.nodes import NodesScreen
 from cniscope.tui.screens.probe_form import ProbeForm
 from cniscope.tui.screens.probes import ProbesScreen
 from cniscope.tui.screens.runs import RunsScreen
+from cniscope.tui.screens.screen_frame import CniscopeScreen
 
 Clock = Callable[[], int]
 

@@ -19,7 +19,7 @@ from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2, runs_pb2,
 from cniscope.core import grpcutil, security
 from cniscope.core.config import read_token
 from cniscope.core.errors import CniscopeError, ConnectionFailed
-from cniscope.tui.runs import RunSummary, RunsUnavailable, run_from_dict, run_from_proto, run_to_dict
+from cniscope.tui.run_compare import RunSummary, RunsUnavailable, run_from_dict, run_from_proto, run_to_dict
 
 log = logging.getLogger("cniscope.tui")
 LIST_RUNS = 500  # newest first

@@ -18,7 +18,7 @@ from cniscope.agent import bpf as bpfmod
 from cniscope.agent import netlink as nl
 from cniscope.agent.bpf import syscall as sc
 from cniscope.agent.bpf.info import link_info, map_info, prog_info
-from cniscope.agent.inspectors.base import UnitResult
+from cniscope.agent.inspectors.unit import UnitResult
 from cniscope.core.errors import ParseError, Unavailable
 from cniscope.core.hostpaths import HostPaths
 

@@ -3,7 +3,7 @@ else from what runs on the node (the lab)."""
 
 from __future__ import annotations
 
-from cniscope.agent.inspectors.base import READY, UNKNOWN, UnitResult
+from cniscope.agent.inspectors.unit import READY, UNKNOWN, UnitResult
 from cniscope.core.config import AgentConfig, load
 from cniscope.core.errors import Unavailable
 from cniscope.core.fingerprint import from_node
@@ -11,12 +11,12 @@ from cniscope.core.hostpaths import HostPaths
 
 
 def inspect_cluster(paths: HostPaths) -> UnitResult:
-    from cniscope.agent import k8s
+    from cniscope.agent import cluster_api
 
     cfg = load(AgentConfig)
     res = UnitResult()
     try:
-        view = k8s.ClusterView.connect(cfg.kubernetes)
+        view = cluster_api.ClusterView.connect(cfg.kubernetes)
     except Unavailable as exc:
         view, why = None, str(exc)
     else:
@@ -26,14 +26,14 @@ def inspect_cluster(paths: HostPaths) -> UnitResult:
             fp = view.fingerprint()
             res.item("kubernetes_api", READY, "fingerprint from the API server")
         except Unavailable as exc:
-            fp, why = from_node(k8s.node_facts(paths)), str(exc)
+            fp, why = from_node(cluster_api.node_facts(paths)), str(exc)
             res.item("kubernetes_api", UNKNOWN, why)
         try:
             res.detail["node"] = view.node(cfg.node).to_dict()
         except Unavailable as exc:
             res.detail["node_error"] = str(exc)
     else:
-        fp = from_node(k8s.node_facts(paths))
+        fp = from_node(cluster_api.node_facts(paths))
         res.item("kubernetes_api", UNKNOWN, why)
     res.detail["fingerprint"] = fp.to_dict()
     return res

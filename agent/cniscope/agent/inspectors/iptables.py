@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cniscope.agent.inspectors import iptables_parse as P
-from cniscope.agent.inspectors.base import UnitResult
+from cniscope.agent.inspectors.unit import UnitResult
 from cniscope.core.errors import CniscopeError, ParseError, Unavailable
 from cniscope.core.hostpaths import HostPaths
 

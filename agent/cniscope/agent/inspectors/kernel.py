@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from cniscope.agent.inspectors.base import NOT_READY, READY, UnitResult
+from cniscope.agent.inspectors.unit import NOT_READY, READY, UnitResult
 from cniscope.core.hostpaths import HostPaths
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from cniscope.agent import ethtool
 from cniscope.agent import netlink as nl
-from cniscope.agent.inspectors.base import NOT_READY, READY, UNKNOWN, UnitResult
+from cniscope.agent.inspectors.unit import NOT_READY, READY, UNKNOWN, UnitResult
 from cniscope.core.errors import Unavailable
 from cniscope.core.hostpaths import HostPaths
 

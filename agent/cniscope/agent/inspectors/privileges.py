@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import platform
 
-from cniscope.agent.inspectors.base import NOT_READY, READY, UnitResult
-from cniscope.core import caps
+from cniscope.agent import caps
+from cniscope.agent.inspectors.unit import NOT_READY, READY, UnitResult
 from cniscope.core.hostpaths import HostPaths
 
 

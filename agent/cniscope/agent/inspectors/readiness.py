@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cniscope.agent.inspectors.base import NOT_READY, READY, UNKNOWN, UnitResult
+from cniscope.agent.inspectors.unit import NOT_READY, READY, UNKNOWN, UnitResult
 from cniscope.core.hostpaths import HostPaths
 
 NAMES: dict[int, str] = {int(READY): "ready", int(NOT_READY): "not ready", int(UNKNOWN): "unknown"}

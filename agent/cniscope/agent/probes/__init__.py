@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from cniscope.agent.probes.base import Probe
 from cniscope.agent.probes.connect import ConnectProbe
 from cniscope.agent.probes.dns import DnsProbe
 from cniscope.agent.probes.http import HttpProbe
+from cniscope.agent.probes.probe import Probe
 from cniscope.agent.probes.rtt import RttProbe
 from cniscope.agent.probes.tcp import TcpProbe
 from cniscope.agent.probes.udp import UdpProbe

@@ -26,7 +26,7 @@ import dns.rcode
 import dns.rdatatype
 
 from cniscope.agent import nsthread
-from cniscope.agent.probes.base import Outcome, ProbeContext, ticking
+from cniscope.agent.probes.probe import Outcome, ProbeContext, ticking
 from cniscope.core import stats
 
 BUDGET_SECONDS = 25.0  # the collector waits for a light probe's result about this long

@@ -11,8 +11,8 @@ the client's own timer released requests — large values mean the source was st
 
 from __future__ import annotations
 
-from cniscope.agent.probes.base import Outcome, ProbeContext
 from cniscope.agent.probes.httpload import HttpLoad, LoadResult
+from cniscope.agent.probes.probe import Outcome, ProbeContext
 from cniscope.core import stats
 
 TIMEOUT = 2.0

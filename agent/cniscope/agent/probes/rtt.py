@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import shutil
 
-from cniscope.agent.probes.base import Outcome, ProbeContext, run_tool
 from cniscope.agent.probes.ping_parse import parse_ping
+from cniscope.agent.probes.probe import Outcome, ProbeContext, run_tool
 from cniscope.core.errors import ParseError
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import shutil
 
-from cniscope.agent.probes.base import Outcome, ProbeContext, in_netns, run_tool, ticking
 from cniscope.agent.probes.iperf3_parse import parse_tcp
+from cniscope.agent.probes.probe import Outcome, ProbeContext, in_netns, run_tool, ticking
 from cniscope.core.errors import ParseError
 
 CONNECT_TIMEOUT_MS = 3000

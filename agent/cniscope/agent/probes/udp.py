@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import shutil
 
-from cniscope.agent.probes.base import Outcome, ProbeContext, run_tool, ticking
 from cniscope.agent.probes.iperf3_parse import parse_udp
 from cniscope.agent.probes.netcounters import sender_drop_counters
+from cniscope.agent.probes.probe import Outcome, ProbeContext, run_tool, ticking
 from cniscope.agent.probes.tcp import MARGIN, client_argv, failure_from
 from cniscope.core.errors import ParseError
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from cniscope.agent.samplers.agent_self import AgentSelfSampler
-from cniscope.agent.samplers.base import Sampler
 from cniscope.agent.samplers.cni_footprint import CniFootprintSampler
-from cniscope.agent.samplers.tracers import TracerSampler
+from cniscope.agent.samplers.sampler import Sampler
+from cniscope.agent.samplers.tracer_counters import TracerSampler
 from cniscope.core.registry import Registry
 
 SAMPLERS: Registry[Callable[[], Sampler]] = Registry("sampler")

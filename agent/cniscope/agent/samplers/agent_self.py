@@ -6,7 +6,7 @@ import time
 
 import psutil
 
-from cniscope.agent.samplers.base import make_sample
+from cniscope.agent.samplers.sampler import make_sample
 from cniscope.api.v1 import common_pb2
 
 

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cniscope.agent.samplers.base import make_sample
+from cniscope.agent.samplers.sampler import make_sample
 from cniscope.api.v1 import common_pb2
 from cniscope.core.hostpaths import HostPaths
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from cniscope.agent.tracers.base import BccTracer
+from cniscope.agent.tracers.bcc_tracer import BccTracer
 from cniscope.agent.tracers.drops import Drops
 from cniscope.agent.tracers.retrans import Retrans
 from cniscope.agent.tracers.tcpconnlat import TcpConnLat

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cniscope.agent.tracers.base import TRACEFS, BccTracer
+from cniscope.agent.tracers.bcc_tracer import TRACEFS, BccTracer
 from cniscope.api.v1 import common_pb2
 from cniscope.core.errors import ParseError
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cniscope.agent.tracers.base import BccTracer
+from cniscope.agent.tracers.bcc_tracer import BccTracer
 from cniscope.api.v1 import common_pb2
 
 TCP_STATES = ["", "ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",

@@ -4,7 +4,7 @@ SYN_SENT→CLOSE. Counters are cumulative since the tracer started."""
 from __future__ import annotations
 
 from cniscope.agent.tracers import hist
-from cniscope.agent.tracers.base import BccTracer
+from cniscope.agent.tracers.bcc_tracer import BccTracer
 from cniscope.api.v1 import common_pb2
 
 

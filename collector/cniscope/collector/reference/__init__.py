@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cniscope.collector.reports.model import RunView
+from cniscope.collector.reports.report_model import RunView
 from cniscope.core import benchmetrics as bm
 from cniscope.core.errors import NotFound, ValidationError
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cniscope.collector.reports.model import Comparison
+from cniscope.collector.reports.report_model import Comparison
 
 FORMATS = ("table", "json", "markdown", "html")
 

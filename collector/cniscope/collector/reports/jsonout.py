@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from cniscope.collector.reports.model import Comparison
+from cniscope.collector.reports.report_model import Comparison
 
 
 def to_obj(c: Comparison) -> dict[str, Any]:

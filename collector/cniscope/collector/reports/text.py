@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cniscope.collector.reports.model import Comparison, Row
+from cniscope.collector.reports.report_model import Comparison, Row
 from cniscope.core import benchmetrics as bm
 from cniscope.core.render import table
 

@@ -12,8 +12,8 @@ from cniscope.collector import reference
 from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.reports import FORMATS, render
 from cniscope.collector.reports.jsonout import render_json
-from cniscope.collector.reports.model import RunView, compare
-from cniscope.collector.runs import store as rstore
+from cniscope.collector.reports.report_model import RunView, compare
+from cniscope.collector.runs import run_store as rstore
 from cniscope.collector.runs.manager import RunManager
 from cniscope.collector.runs.services import ScalingRun
 from cniscope.collector.runs.suite_run import SuiteRun

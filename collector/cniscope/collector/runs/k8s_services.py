@@ -1,5 +1,5 @@
 """Service scaling in Kubernetes: the :class:`~cniscope.collector.runs.services.ServiceBackend` whose
-Services are created through the API (:class:`cniscope.collector.k8s.ServiceScaler`).
+Services are created through the API (:class:`cniscope.collector.runs.service_scaler.ServiceScaler`).
 
 A step is programmed when the agents see it. Each poll asks every agent for a fresh capability report
 and reads what its census counts of the Service data plane (:func:`fingerprint.data_plane_counts`):
@@ -27,10 +27,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from cniscope.collector.k8s import ServiceScaler
 from cniscope.collector.runs import capwait
-from cniscope.collector.runs.fingerprint import data_plane_counts, kube_proxy_sync
 from cniscope.collector.runs.manager import Stopped
+from cniscope.collector.runs.run_fingerprint import data_plane_counts, kube_proxy_sync
+from cniscope.collector.runs.service_scaler import ServiceScaler
 from cniscope.collector.runs.services import Applied
 from cniscope.collector.state import ClusterState
 from cniscope.core.errors import Unavailable, ValidationError

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from cniscope.api.v1 import common_pb2, runs_pb2
 from cniscope.collector.dispatcher import Dispatcher
-from cniscope.collector.runs import store as rstore
+from cniscope.collector.runs import run_store as rstore
 from cniscope.collector.store import Store
 from cniscope.core import benchmetrics as bm
 from cniscope.core.errors import CniscopeError, NotFound

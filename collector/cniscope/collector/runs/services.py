@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING, Protocol
 
 from cniscope.api.v1 import common_pb2, runs_pb2
 from cniscope.collector.dispatcher import Dispatcher
-from cniscope.collector.runs import footprint, kernel_setup
-from cniscope.collector.runs import store as rstore
+from cniscope.collector.runs import footprint_figures, kernel_setup
+from cniscope.collector.runs import run_store as rstore
 from cniscope.collector.runs.kernel_setup import KernelSetup, KernelWatch
 from cniscope.collector.runs.manager import ActiveRun, RunManager, run_probe
 from cniscope.collector.state import ClusterState
@@ -41,7 +41,7 @@ from cniscope.core import stats
 from cniscope.core.errors import Unavailable, ValidationError
 
 if TYPE_CHECKING:
-    from cniscope.collector.k8s import ServiceScaler
+    from cniscope.collector.runs.service_scaler import ServiceScaler
     from cniscope.lab.lab import Lab
 
 MAX_SERVICES = 5000
@@ -198,7 +198,7 @@ def resolve_backends(req: runs_pb2.ServiceScalingRequest, in_lab: bool) -> list[
 
 def scaler_from_env() -> ServiceScaler:
     """The collector's ServiceScaler: CNISCOPE_SCALING_NAMESPACE, $KUBECONFIG or the pod's service account."""
-    from cniscope.collector.k8s import ServiceScaler
+    from cniscope.collector.runs.service_scaler import ServiceScaler
     from cniscope.core import config
 
     return ServiceScaler.from_config(config.load(config.CollectorConfig))
@@ -335,7 +335,7 @@ class ScalingRun:
     kernel_wait: float = kernel_setup.WAIT  # for the tracer's counters after a probe
 
     async def start(self, req: runs_pb2.ServiceScalingRequest) -> ActiveRun:
-        from cniscope.collector.runs.fingerprint import is_lab
+        from cniscope.collector.runs.run_fingerprint import is_lab
 
         counts = sorted(set(req.counts)) or [4, 104, 1000]
         if counts[0] < 1 or counts[-1] > MAX_SERVICES:
@@ -382,7 +382,7 @@ class ScalingRun:
         machine's load drifts over all N alike instead of landing on one step."""
         run = ar.run
         ar.progress_total = len(backends) * len(counts) * repeat
-        from cniscope.collector.runs.fingerprint import derive
+        from cniscope.collector.runs.run_fingerprint import derive
 
         run.fingerprint.update(derive(dict(self.state.nodes)))
         table: dict[str, list[dict[str, object]]] = {}
@@ -438,7 +438,7 @@ class ScalingRun:
         """CNI CPU and RSS while the step's Services were loaded and settled, and while it was measured."""
         out: dict[str, object] = {}
         for phase in ("load", "measure"):
-            got = await self.manager.db(footprint.window_footprint, nodes, st.windows[phase])
+            got = await self.manager.db(footprint_figures.window_footprint, nodes, st.windows[phase])
             assert isinstance(got, tuple)
             vals: dict[str, float] = got[0]
             if "cni_cpu_millicores" in vals:

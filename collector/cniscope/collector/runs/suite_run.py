@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from cniscope.api.v1 import common_pb2, runs_pb2
 from cniscope.collector.dispatcher import Dispatcher
-from cniscope.collector.runs import capwait, fingerprint
-from cniscope.collector.runs import store as rstore
-from cniscope.collector.runs.footprint import footprint_samples
+from cniscope.collector.runs import capwait, run_fingerprint
+from cniscope.collector.runs import run_store as rstore
+from cniscope.collector.runs.footprint_figures import footprint_samples
 from cniscope.collector.runs.manager import ActiveRun, RunManager, run_probe
 from cniscope.collector.runs.suite import Item, choose_pairs, items
 from cniscope.collector.state import ClusterState
@@ -59,7 +59,7 @@ class SuiteRun:
         nodes = sorted({n for p in pairs for n in p} | set(self.state.sessions))
         ar.emit("refreshing the agents' capability reports (fingerprint, census)")
         refreshed = await self.refresh_capabilities(nodes)
-        run.fingerprint.update(fingerprint.derive({n: self.state.nodes[n] for n in nodes if n in self.state.nodes}))
+        run.fingerprint.update(run_fingerprint.derive({n: self.state.nodes[n] for n in nodes if n in self.state.nodes}))
         note = refreshed.note(CAPS_WAIT)
         if note:
             run.fingerprint["note"] = note
@@ -139,7 +139,7 @@ class SuiteRun:
         for n in nodes:
             st = self.state.nodes.get(n)
             if st is not None:
-                rules, _ = fingerprint.census_nat_rules(st.capabilities)
+                rules, _ = run_fingerprint.census_nat_rules(st.capabilities)
                 if rules is not None:
                     counts.append(rules)
         if not counts:

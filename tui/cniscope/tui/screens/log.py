@@ -10,8 +10,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.widgets import RichLog
 
-from cniscope.tui.model import LogEntry
-from cniscope.tui.screens.base import CniscopeScreen
+from cniscope.tui.cluster_model import LogEntry
+from cniscope.tui.screens.screen_frame import CniscopeScreen
 
 LEVEL_STYLE = {"info": "", "warning": "yellow", "error": "bold red"}
 

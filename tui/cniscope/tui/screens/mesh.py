@@ -15,8 +15,8 @@ from textual.widgets import Static
 from cniscope.api.v1 import common_pb2
 from cniscope.core.errors import CniscopeError
 from cniscope.core.render import fmt_figure
-from cniscope.tui.model import THROUGHPUT_KEYS
-from cniscope.tui.screens.base import CniscopeScreen
+from cniscope.tui.cluster_model import THROUGHPUT_KEYS
+from cniscope.tui.screens.screen_frame import CniscopeScreen
 from cniscope.tui.widgets.heatmap import Cell, Heatmap
 
 METRICS = {  # name: (probe kind, figure keys, unit, higher is better)

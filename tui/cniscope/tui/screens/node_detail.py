@@ -15,7 +15,7 @@ from textual.widgets import Static
 from cniscope.api.v1 import cluster_pb2, common_pb2
 from cniscope.core.render import STATUS, ago
 from cniscope.tui import facts
-from cniscope.tui.screens.base import CniscopeScreen
+from cniscope.tui.screens.screen_frame import CniscopeScreen
 from cniscope.tui.widgets.bars import fill_bar
 
 MARK = {common_pb2.READINESS_READY: ("✓", "green"), common_pb2.READINESS_NOT_READY: ("✗", "red"),

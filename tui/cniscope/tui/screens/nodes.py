@@ -12,8 +12,8 @@ from textual.widgets import Input, Static
 
 from cniscope.api.v1 import common_pb2
 from cniscope.core.render import STATUS
-from cniscope.tui.screens.base import CniscopeScreen
 from cniscope.tui.screens.nodes_columns import BY_KEY, COLUMNS, Cell, Column
+from cniscope.tui.screens.screen_frame import CniscopeScreen
 from cniscope.tui.widgets.livetable import ColumnSpec, LiveTable
 
 STATIC = {"nat", "proxy", "fill", "xdp"}  # derived from the capability report only

@@ -10,7 +10,7 @@ from rich.text import Text
 from cniscope.api.v1 import cluster_pb2
 from cniscope.core.render import STATUS
 from cniscope.tui import facts
-from cniscope.tui.model import ClusterModel, cni_total
+from cniscope.tui.cluster_model import ClusterModel, cni_total
 
 STATUS_STYLE = {1: "green", 2: "yellow", 3: "red"}
 STATUS_ORDER = {3: 0, 2: 1, 0: 2, 1: 3}   # worst first when sorting by status

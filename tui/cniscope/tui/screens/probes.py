@@ -11,8 +11,8 @@ from textual.binding import Binding, BindingType
 from textual.widgets import DataTable, Static
 
 from cniscope.core.render import probe_result_text
-from cniscope.tui.model import THROUGHPUT_KEYS, ProbeEntry
-from cniscope.tui.screens.base import CniscopeScreen
+from cniscope.tui.cluster_model import THROUGHPUT_KEYS, ProbeEntry
+from cniscope.tui.screens.screen_frame import CniscopeScreen
 from cniscope.tui.widgets.bars import progress_bar
 
 COLUMNS = (("id", "ID", 10), ("kind", "KIND", 7), ("pair", "FROM → TO", 22), ("path", "PATH", 7),

@@ -13,8 +13,8 @@ from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
 from cniscope.core.benchmetrics import BETTER, NA, NOISE, WORSE
-from cniscope.tui.runs import RunSummary, RunsUnavailable, comparison, fmt_value, title
-from cniscope.tui.screens.base import CniscopeScreen
+from cniscope.tui.run_compare import RunSummary, RunsUnavailable, comparison, fmt_value, title
+from cniscope.tui.screens.screen_frame import CniscopeScreen
 
 VERDICT_STYLE = {BETTER: "bold green", WORSE: "bold red", NOISE: "dim", NA: "dim"}
 STATUS_STYLE = {"done": "green", "running": "cyan", "cancelled": "yellow", "failed": "red"}

@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.widgets import Static
 
 from cniscope.tui import facts
-from cniscope.tui.model import ClusterModel
+from cniscope.tui.cluster_model import ClusterModel
 
 _PROC = re.compile(r"^cni_(?:cpu_millicores|rss_bytes)\{.*process=([^,}]+)")
 

@@ -19,14 +19,14 @@ def cmd_probe_pod(ns: argparse.Namespace) -> int:
 
 
 def cmd_fingerprint(ns: argparse.Namespace) -> int:
-    from cniscope.agent import k8s
+    from cniscope.agent import cluster_api
     from cniscope.core.errors import Unavailable
     from cniscope.core.fingerprint import from_node
     from cniscope.core.hostpaths import HostPaths
 
-    view = k8s.ClusterView.connect("on" if not ns.node_only else "off")
+    view = cluster_api.ClusterView.connect("on" if not ns.node_only else "off")
     if view is None:
-        fp = from_node(k8s.node_facts(HostPaths.from_env()))
+        fp = from_node(cluster_api.node_facts(HostPaths.from_env()))
     else:
         try:
             fp = view.fingerprint()

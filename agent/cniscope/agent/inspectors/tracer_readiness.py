@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import importlib.util
 
-from cniscope.agent.inspectors.base import NOT_READY, READY, UnitResult
+from cniscope.agent.inspectors.unit import NOT_READY, READY, UnitResult
 from cniscope.agent.tracers import TRACERS
-from cniscope.agent.tracers.base import environment_problem
+from cniscope.agent.tracers.bcc_tracer import environment_problem
 from cniscope.core.hostpaths import HostPaths
 
 

@@ -11,7 +11,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
 
-from cniscope.tui.model import ClusterModel
+from cniscope.tui.cluster_model import ClusterModel
 from cniscope.tui.widgets.cluster_bar import ClusterBar
 
 if TYPE_CHECKING:

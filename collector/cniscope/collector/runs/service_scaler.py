@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cniscope.core import kube
+from cniscope.core import kubeapi
 from cniscope.core.config import CollectorConfig
 from cniscope.core.errors import Unavailable
 
@@ -28,13 +28,13 @@ class ServiceScaler:
         from kubernetes import client
 
         self.namespace, self.prefix, self.port, self.target_port = namespace, prefix, port, target_port
-        self.core = client.CoreV1Api(api_client if api_client is not None else kube.api_client())
+        self.core = client.CoreV1Api(api_client if api_client is not None else kubeapi.api_client())
 
     @classmethod
     def from_config(cls, cfg: CollectorConfig) -> ServiceScaler:
         """The scaler for ``cfg.scaling_namespace`` (CNISCOPE_SCALING_NAMESPACE), using $KUBECONFIG or
         the pod's service account; raises Unavailable where there is no API server (the lab)."""
-        return cls(cfg.scaling_namespace, kube.api_client())
+        return cls(cfg.scaling_namespace, kubeapi.api_client())
 
     def service_body(self, index: int, run: str = "") -> dict[str, Any]:
         labels = {MANAGED_BY: "cniscope", "cniscope.io/role": "scaling"}
@@ -48,7 +48,7 @@ class ServiceScaler:
         }
 
     def list_names(self) -> list[str]:
-        listed = kube.call(self.core.list_namespaced_service, self.namespace, label_selector=MANAGED_SELECTOR,
+        listed = kubeapi.call(self.core.list_namespaced_service, self.namespace, label_selector=MANAGED_SELECTOR,
                            what=f"list services in {self.namespace}")
         return sorted(i["metadata"]["name"] for i in (listed or {}).get("items", []))
 
@@ -62,7 +62,7 @@ class ServiceScaler:
             body = self.service_body(i, run)
             name = body["metadata"]["name"]
             if name not in have:
-                kube.call(self.core.create_namespaced_service, self.namespace, body,
+                kubeapi.call(self.core.create_namespaced_service, self.namespace, body,
                           what=f"create service {self.namespace}/{name}")
             names.append(name)
         return names
@@ -73,12 +73,12 @@ class ServiceScaler:
         keep = set(names)
         for name in self.list_names():
             if name not in keep:
-                kube.call(self.core.delete_namespaced_service, name, self.namespace,
+                kubeapi.call(self.core.delete_namespaced_service, name, self.namespace,
                           what=f"delete service {self.namespace}/{name}")
         return names
 
     def cluster_ip(self, name: str) -> str:
-        obj = kube.call(self.core.read_namespaced_service, name, self.namespace,
+        obj = kubeapi.call(self.core.read_namespaced_service, name, self.namespace,
                         what=f"get service {self.namespace}/{name}")
         if obj is None:
             raise Unavailable(f"service {self.namespace}/{name} does not exist")
@@ -94,7 +94,7 @@ class ServiceScaler:
         disc = client.DiscoveryV1Api(self.core.api_client)
         t0 = time.monotonic()
         while True:
-            listed = kube.call(disc.list_namespaced_endpoint_slice, self.namespace,
+            listed = kubeapi.call(disc.list_namespaced_endpoint_slice, self.namespace,
                                label_selector=f"kubernetes.io/service-name={name}",
                                what=f"list endpointslices in {self.namespace}")
             for sl in (listed or {}).get("items", []):
@@ -111,6 +111,6 @@ class ServiceScaler:
         """Delete every Service labelled managed-by=cniscope in the namespace; return how many."""
         names = self.list_names()
         for name in names:
-            kube.call(self.core.delete_namespaced_service, name, self.namespace,
+            kubeapi.call(self.core.delete_namespaced_service, name, self.namespace,
                       what=f"delete service {self.namespace}/{name}")
         return len(names)

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 
 from cniscope.agent.tracers import TRACERS
-from cniscope.agent.tracers.base import BccTracer
+from cniscope.agent.tracers.bcc_tracer import BccTracer
 from cniscope.api.v1 import common_pb2
 from cniscope.core.errors import ConfigError, Unavailable
 

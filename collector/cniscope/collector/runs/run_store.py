@@ -148,7 +148,7 @@ def mark_interrupted(conn: sqlite3.Connection, now_ns: int) -> int:
 
 
 def to_view(run: runs_pb2.Run) -> Any:
-    from cniscope.collector.reports.model import RunView
+    from cniscope.collector.reports.report_model import RunView
 
     status = runs_pb2.RunStatus.Name(run.status).removeprefix("RUN_STATUS_").lower()
     return RunView(id=run.run_id, label=run.label, created_ns=run.started_unix_nano, suite=run.suite,

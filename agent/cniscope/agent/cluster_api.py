@@ -18,13 +18,13 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cniscope.core import kube
+from cniscope.core import kubeapi
 from cniscope.core.config import AgentConfig
 from cniscope.core.errors import Unavailable
 from cniscope.core.fingerprint import ClusterObjects, Fingerprint, NodeFacts, derive
 from cniscope.core.hostpaths import HostPaths
 
-log = logging.getLogger("cniscope.agent.k8s")
+log = logging.getLogger("cniscope.agent.cluster_api")
 
 KS = "kube-system"
 
@@ -91,22 +91,22 @@ class ClusterView:
     @classmethod
     def connect(cls, mode: str = "auto", env: dict[str, str] | None = None) -> ClusterView | None:
         """None when the API is not wanted here (the lab); raises Unavailable when wanted but unusable."""
-        if not kube.wanted(mode, env):
+        if not kubeapi.wanted(mode, env):
             return None
-        return cls(kube.api_client(env))
+        return cls(kubeapi.api_client(env))
 
     def node(self, name: str) -> NodeInfo:
-        obj = kube.call(self.core.read_node, name, what=f"get node {name}")
+        obj = kubeapi.call(self.core.read_node, name, what=f"get node {name}")
         if obj is None:
             raise Unavailable(f"node {name!r} is not known to the API server")
         return node_info(obj)
 
     def objects(self) -> ClusterObjects:
         def cm(name: str) -> dict[str, Any] | None:
-            return kube.call(self.core.read_namespaced_config_map, name, KS, what=f"get configmap {KS}/{name}")
+            return kubeapi.call(self.core.read_namespaced_config_map, name, KS, what=f"get configmap {KS}/{name}")
 
         def ds(name: str) -> dict[str, Any] | None:
-            return kube.call(self.apps.read_namespaced_daemon_set, name, KS, what=f"get daemonset {KS}/{name}")
+            return kubeapi.call(self.apps.read_namespaced_daemon_set, name, KS, what=f"get daemonset {KS}/{name}")
 
         return ClusterObjects(
             cilium_config=cm("cilium-config"), cilium=ds("cilium"), kube_proxy=ds("kube-proxy"),
@@ -124,7 +124,7 @@ class ClusterView:
 
         what = f"list pods in {namespace}"
         field = f"spec.nodeName={node}"
-        listed = kube.call(self.core.list_namespaced_pod, namespace, label_selector=selector,
+        listed = kubeapi.call(self.core.list_namespaced_pod, namespace, label_selector=selector,
                            field_selector=field, what=what)
         if listed is None:
             raise Unavailable(f"namespace {namespace!r} does not exist")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cniscope.agent.inspectors.base import UnitResult
+from cniscope.agent.inspectors.unit import UnitResult
 from cniscope.agent.samplers.cni_footprint import CniFootprintSampler
 from cniscope.core.errors import Unavailable
 from cniscope.core.hostpaths import HostPaths
