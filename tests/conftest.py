@@ -66,14 +66,16 @@ def wait_connected(lab: Lab, count: int, timeout: float = 20.0) -> list[object]:
 
     deadline = time.monotonic() + timeout
     nodes: list[object] = []
+    last_error: Exception | None = None  # the latest failure to list the nodes, if any
     while time.monotonic() < deadline:
         try:
             nodes = asyncio.run(_list_nodes(lab.local_collector, deadline=2))
             if sum(1 for n in nodes if getattr(n, "status", 0) == 1) >= count:
                 return nodes
-        except Exception:
-            pass
+        except Exception as exc:  # the collector may still be starting: try again, keep the reason
+            last_error = exc
         time.sleep(0.2)
     logs = "\n".join(f"--- {p['role']}\n" + Path(p["log"]).read_text()[-2000:]
                      for p in lab.status()["processes"] if Path(p["log"]).exists())
-    raise AssertionError(f"{count} agents did not connect within {timeout}s; nodes={nodes}\n{logs}")
+    why = f"; last error while listing nodes: {type(last_error).__name__}: {last_error}" if last_error else ""
+    raise AssertionError(f"{count} agents did not connect within {timeout}s; nodes={nodes}{why}\n{logs}")
