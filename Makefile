@@ -6,7 +6,7 @@ CNISCOPE := $(VENV)/bin/cniscope
 STAMP := $(VENV)/.installed
 ROOTS := proto agent collector tui core
 
-.PHONY: setup host venv proto test test-fast lint typecheck demo demo-down bench clean
+.PHONY: setup host venv proto test test-fast lint typecheck demo demo-down bench clean image
 
 setup: host venv
 
@@ -47,6 +47,19 @@ demo-down: venv
 # parallel); each prints its figures as ratios against a baseline measured in the same run.
 bench: setup
 	@set -e; for f in benchmarks/bench_*.py; do echo "== $$f"; $(PY) $$f; done
+
+# The container image for linux/amd64 and linux/arm64, tagged with the package version, pushed to
+# $(IMAGE) (your registry: `docker login` first). PUSH=0 builds this machine's platform only and loads
+# it into the local image store instead. Needs docker buildx (and QEMU or a builder per platform).
+IMAGE     ?= ghcr.io/cniscope/cniscope
+PLATFORMS ?= linux/amd64,linux/arm64
+PUSH      ?= 1
+VERSION   := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+image:
+	@test -n "$(VERSION)" || { echo "no version in pyproject.toml" >&2; exit 1; }
+	docker buildx build -f daemonset/Dockerfile --build-arg VERSION=$(VERSION) -t $(IMAGE):$(VERSION) \
+	  $(if $(filter 1,$(PUSH)),--platform $(PLATFORMS) --push,--load) .
+	@echo "image $(IMAGE):$(VERSION); point the install at it: README, Kubernetes, 'Bring your own registry'"
 
 clean:
 	-@$(CNISCOPE) lab down 2>/dev/null

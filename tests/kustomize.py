@@ -2,7 +2,7 @@
 exactly what ``kubectl apply -k`` would send without a kubectl binary.
 
 Supported: ``resources`` (files and directories holding a kustomization), ``labels`` (pairs, with or
-without selectors), ``images`` (newName/newTag/digest) and ``patches`` with a ``target`` and an
+without selectors and templates), ``images`` (newName/newTag/digest) and ``patches`` with a ``target`` and an
 RFC 6902 JSON patch body. Anything else in a kustomization is an error, so a manifest never uses a
 feature this renderer would silently ignore.
 """
@@ -42,7 +42,8 @@ def render(directory: Path) -> list[Doc]:
         _apply_patch(docs, patch, directory)
     for lab in spec.get("labels", []):
         for d in docs:
-            _add_labels(d, lab["pairs"], bool(lab.get("includeSelectors", False)))
+            _add_labels(d, lab["pairs"], bool(lab.get("includeSelectors", False)),
+                        bool(lab.get("includeTemplates", False)))
     for img in spec.get("images", []):
         for d in docs:
             for c in _containers(d):
@@ -59,8 +60,16 @@ def _containers(d: Doc) -> list[Doc]:
     return [*spec.get("initContainers", []), *spec.get("containers", [])]
 
 
+def image_name(ref: str) -> str:
+    """The name part of an image reference, as kustomize matches it: without tag or digest
+    (``localhost:5000/x:1.0@sha256:…`` → ``localhost:5000/x``; a registry's port is not a tag)."""
+    ref = ref.split("@", 1)[0]
+    head, sep, tail = ref.rpartition(":")
+    return head if sep and "/" not in tail else ref
+
+
 def _set_image(c: Doc, img: Doc) -> None:
-    name, _, _tag = c["image"].partition(":")
+    name = image_name(c["image"])
     if name != img["name"]:
         return
     new = img.get("newName", name)
@@ -70,10 +79,12 @@ def _set_image(c: Doc, img: Doc) -> None:
         c["image"] = f"{new}:{img['newTag']}" if "newTag" in img else new
 
 
-def _add_labels(d: Doc, pairs: dict[str, str], selectors: bool) -> None:
+def _add_labels(d: Doc, pairs: dict[str, str], selectors: bool, templates: bool) -> None:
+    """kustomize's ``labels``: always on the object; on pod templates with ``includeTemplates`` or
+    ``includeSelectors``; on selectors with ``includeSelectors`` only."""
     d.setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
     tmpl = d.get("spec", {}).get("template")
-    if isinstance(tmpl, dict):
+    if isinstance(tmpl, dict) and (templates or selectors):
         tmpl.setdefault("metadata", {}).setdefault("labels", {}).update(pairs)
     if selectors:
         sel = d.get("spec", {}).get("selector")
