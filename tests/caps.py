@@ -9,13 +9,14 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
-def missing(reason: str) -> None:
+def missing(reason: str) -> NoReturn:
     if IN_CI:
         pytest.fail(f"required capability missing under CI: {reason}", pytrace=False)
     pytest.skip(reason)

@@ -26,6 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc
 from cniscope.core import grpcutil
 from cniscope.lab.lab import Lab
+from tests.caps import missing
 from tests.conftest import wait_connected
 from tests.k8s.apiserver import FakeApiServer, load_fixture
 
@@ -82,7 +83,7 @@ class PodProcesses:
 def pods() -> Iterator[PodProcesses]:
     root = cgroup_root()
     if root is None:
-        pytest.skip("no writable cgroup hierarchy")
+        missing("no writable cgroup hierarchy")
     pp = PodProcesses(root)
     try:
         yield pp

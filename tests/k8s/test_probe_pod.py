@@ -16,6 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.caps import missing
+
 PORT = 17421
 
 
@@ -33,7 +35,7 @@ def _importable_as(uid: int) -> bool:
 @pytest.fixture
 def probe_pod() -> Iterator[subprocess.Popen[bytes]]:
     if shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is not installed")
+        missing("setpriv (util-linux) is not installed")
     assert free(), f"port {PORT} busy"
     argv = [sys.executable, "-m", "cniscope.cli", "probe-pod", "--address", "127.0.0.1", "--port", str(PORT)]
     if os.geteuid() == 0:   # drop to the DaemonSet's uid with an empty capability set, as the pod runs
