@@ -89,11 +89,13 @@ class ClusterView:
         self.apps = client.AppsV1Api(api_client)
 
     @classmethod
-    def connect(cls, mode: str = "auto", env: dict[str, str] | None = None) -> ClusterView | None:
-        """None when the API is not wanted here (the lab); raises Unavailable when wanted but unusable."""
+    def connect(cls, mode: str = "auto", env: dict[str, str] | None = None, *, context: str = "",
+                kubeconfig: str = "") -> ClusterView | None:
+        """None when the API is not wanted here (the lab); raises Unavailable when wanted but unusable.
+        ``context``/``kubeconfig`` choose the API as kubectl's flags of the same names do."""
         if not kubeapi.wanted(mode, env):
             return None
-        return cls(kubeapi.api_client(env))
+        return cls(kubeapi.api_client(env, context=context, kubeconfig=kubeconfig))
 
     def node(self, name: str) -> NodeInfo:
         obj = kubeapi.call(self.core.read_node, name, what=f"get node {name}")

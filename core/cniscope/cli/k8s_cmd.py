@@ -24,7 +24,8 @@ def cmd_fingerprint(ns: argparse.Namespace) -> int:
     from cniscope.core.fingerprint import from_node
     from cniscope.core.hostpaths import HostPaths
 
-    view = cluster_api.ClusterView.connect("on" if not ns.node_only else "off")
+    view = cluster_api.ClusterView.connect("on" if not ns.node_only else "off", context=ns.context,
+                                           kubeconfig=ns.kubeconfig)
     if view is None:
         fp = from_node(cluster_api.node_facts(HostPaths.from_env()))
     else:
@@ -42,6 +43,13 @@ def cmd_fingerprint(ns: argparse.Namespace) -> int:
     return 0
 
 
+def add_kubeconfig_flags(p: argparse.ArgumentParser) -> None:
+    """kubectl's ``--kubeconfig`` and ``--context``, with kubectl's meaning."""
+    p.add_argument("--kubeconfig", default="", help="kubeconfig file (default: $KUBECONFIG, merged, "
+                                                   "else ~/.kube/config, else the pod's service account)")
+    p.add_argument("--context", default="", help="kubeconfig context (default: its current-context)")
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser("probe-pod", help="serve the pod-side targets (the probe pod's process)")
     p.add_argument("--address", default="0.0.0.0", help="bind address (default 0.0.0.0)")
@@ -53,7 +61,8 @@ def register(sub: Any) -> None:
     k = sub.add_parser("k8s", help="Kubernetes: the cluster's data-plane fingerprint")
     ksub = k.add_subparsers(dest="k8s_cmd")
     f = ksub.add_parser("fingerprint", help="CNI and version, kube-proxy mode, routing, IPAM, tuning flags "
-                                            "(from $KUBECONFIG or the pod's service account)")
+                                            "(the API kubectl would use, or the pod's service account)")
     f.add_argument("--node-only", action="store_true", help="read this machine's processes instead of the API")
+    add_kubeconfig_flags(f)
     f.add_argument("-o", "--output", choices=["text", "json"], default="text")
     f.set_defaults(func=cmd_fingerprint)
