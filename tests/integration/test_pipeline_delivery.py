@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 from cniscope.agent.app import Agent
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
 from cniscope.collector.auth import TokenAuthInterceptor
-from cniscope.collector.server import ClusterService, Collector
+from cniscope.collector.cluster_service import ClusterService
+from cniscope.collector.server import Collector
 from cniscope.core import grpcutil
 from cniscope.core.config import AgentConfig, CollectorConfig
 
@@ -338,6 +339,38 @@ async def test_a_failed_commit_stops_acks_for_everything_after_it(tmp_path: Path
         seqs = [r[0] for r in col.store.conn.execute("SELECT seq FROM batches WHERE node='n1' ORDER BY seq")]
         assert seqs == list(range(1, 21))
     finally:
+        await col.stop()
+
+
+async def test_a_batch_is_acked_only_once_it_is_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every commit takes 200 ms, so an ack sent before its batch's transaction ended would reach the
+    agent while the batch is not yet in the database. At every ack, every batch up to the acked seq
+    is already readable through another connection to the store's file."""
+    col = await kit.start_collector(tmp_path)
+    real: Callable[[list[Any]], list[bool]] = col.store.commit_batches
+
+    def slow(items: list[Any]) -> list[bool]:
+        time.sleep(0.2)
+        return real(items)
+
+    monkeypatch.setattr(col.store, "commit_batches", slow)
+    durable = sqlite3.connect(col.store.path)
+    try:
+        msgs = [agent_pb2.AgentMessage(hello=agent_pb2.Hello(node="n1", boot_id="b1", host_ip="198.18.0.11"))]
+        msgs += [agent_pb2.AgentMessage(batch=agent_pb2.Batch(
+            boot_id="b1", seq=seq, samples=[common_pb2.Sample(name="x", value=float(seq))])) for seq in range(1, 6)]
+        acked: list[int] = []
+        async with grpcutil.insecure_channel(kit.address(col)) as ch:
+            async for msg in agent_pb2_grpc.AgentHubStub(ch).Connect(iter(msgs)):
+                if msg.WhichOneof("body") != "ack":
+                    continue
+                stored = {seq for (seq,) in durable.execute("SELECT seq FROM batches WHERE node='n1' AND boot_id='b1'")}
+                assert set(range(1, msg.ack.seq + 1)) <= stored, f"ack {msg.ack.seq} but only {sorted(stored)} stored"
+                acked.append(msg.ack.seq)
+        assert acked, "no ack came back"
+        assert acked[-1] == 5
+    finally:
+        durable.close()
         await col.stop()
 
 
