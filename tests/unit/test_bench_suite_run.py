@@ -1,6 +1,6 @@
-"""A suite run against a scripted dispatcher (no network): figures map from probe results, a kind the
-collector does not know is skipped with the reason, an item whose every attempt failed is skipped
-with the first error, repetitions × pairs are all stored, and the census gives NAT rules."""
+"""A suite run against a scripted dispatcher (no network): figures map from probe results, an item
+whose every attempt failed is skipped with the first error, repetitions × pairs are all stored, and
+the census gives NAT rules."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, runs_pb2
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.collector.runs import run_store as rstore
-from cniscope.collector.runs import suite as suite_mod
+from cniscope.collector.runs import suite_run as suite_run_mod
 from cniscope.collector.runs.manager import RunManager
 from cniscope.collector.runs.suite import Item
 from cniscope.collector.runs.suite_run import SuiteRun
 from cniscope.collector.store import Store
+from cniscope.core.probekinds import spec_for
 
 
 @dataclass
@@ -64,10 +66,11 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 def lab_state() -> FakeState:
     st = FakeState()
-    census = {"iptables-nft": {"tables": {"nat": {"rules": 48}}}, "iptables-legacy": {"tables": {}}}
+    census = cap.IptablesDetail(iptables_nft=cap.IptablesBackend(ran=True, tables={"nat": cap.IptablesTable(rules=48)}),
+                                iptables_legacy=cap.IptablesBackend(ran=True))
     for i in (1, 2, 3):
         rep = common_pb2.CapabilityReport(kernel="6.18")
-        rep.units.add(name="iptables", ok=True, available=True, detail_json=json.dumps(census))
+        rep.units.add(name="iptables", ok=True, available=True, iptables=census)
         st.nodes[f"node{i}"] = cluster_pb2.NodeState(node=f"node{i}", host_ip=f"198.18.0.{10 + i}",
                                                      pod_ip=f"198.19.{i}.11", capabilities=rep)
         st.sessions[f"node{i}"] = FakeSession(f"node{i}", st)
@@ -75,14 +78,13 @@ def lab_state() -> FakeState:
 
 
 async def test_suite_run_maps_figures_and_explains_skips(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    items = (
-        Item("rtt", "rtt", {"rtt.p50": "p50_us", "rtt.p99": "p99_us"}, {"count": "5"}),
-        Item("connect", "connect", {"connect.mean": "mean_us"}, {"count": "5"}),
-        Item("quic", "quic", {"tcp.gbps": "gbps"}),
+    items = [
+        Item("rtt", "rtt", {"rtt.p50": "p50_us", "rtt.p99": "p99_us"}, spec_for("rtt").params.validate({"count": 5})),
+        Item("connect", "connect", {"connect.mean": "mean_us"}, spec_for("connect").params.validate({"count": 5})),
         Item("footprint", "footprint", {"cni.cpu_m": "cni_cpu_millicores"}, needs_target=False),
         Item("census", "census", {"nat.rules": "nat_rules"}, needs_target=False),
-    )
-    monkeypatch.setitem(suite_mod.SUITES, "quick", items)
+    ]
+    monkeypatch.setattr(suite_run_mod, "items", lambda suite, only: items)
     state, disp = lab_state(), ScriptedDispatcher()
     mgr = RunManager(store)
     sr = SuiteRun(state, disp, mgr)  # type: ignore[arg-type]
@@ -91,13 +93,12 @@ async def test_suite_run_maps_figures_and_explains_skips(store: Store, monkeypat
     run = await store.call(rstore.get_run, store.conn, ar.run.run_id)
     assert run.status == runs_pb2.RUN_STATUS_DONE, run.error
     assert list(run.pairs) == ["node1→node2", "node2→node3", "node3→node1"]
-    # 3 repetitions × 3 pairs for rtt and connect; the unknown kind never reached the dispatcher
+    # 3 repetitions × 3 pairs for rtt and connect, each with its parameters on the wire
     assert [r.kind for r in disp.requests].count("rtt") == 9
     assert len(disp.requests) == 18
     assert {r.kind for r in disp.requests} == {"rtt", "connect"}
-    assert all(r.path == "pod" and r.target_node for r in disp.requests)
+    assert all(r.path == "pod" and r.target_node and r.params["count"] == "5" for r in disp.requests)
     skipped = {s.item: s.reason for s in run.skipped}
-    assert "not available on this collector" in skipped["quic"]
     assert "connect refused by target" in skipped["connect"]
     assert "no CNI agent process" in skipped["footprint"]
     assert "census" not in skipped
@@ -135,7 +136,7 @@ async def test_dispatcher_cancel_reaches_source_and_target(store: Store) -> None
     d = Dispatcher(state, store)
     assert d.cancel("nope") is False
     req = common_pb2.ProbeRequest(probe_id="r1.1", kind="tcp", source_node="node1", target_node="node2")
-    d.pending["r1.1"] = Pending(req, asyncio.get_running_loop().create_future())
+    d.pending["r1.1"] = Pending(req, asyncio.get_running_loop().create_future(), served=True)
     assert d.cancel("r1.1") is True
     first, second = state.sessions["node1"].outbox.get_nowait(), state.sessions["node2"].outbox.get_nowait()
     assert isinstance(first, agent_pb2.CollectorMessage)

@@ -17,17 +17,17 @@ from cniscope.agent.probes.netcounters import parse_dev_tx_drops, parse_snmp_udp
 from cniscope.agent.probes.probe import ProbeContext
 from cniscope.agent.targets.iperf import IperfServers
 from cniscope.core.errors import ToolMissing
-from cniscope.core.probespec import SPECS
+from cniscope.core.probekinds import KINDS, spec_for
 
 
 def ctx(kind: str) -> ProbeContext:
     return ProbeContext(probe_id="p", kind=kind, source_node="a", target_node="b",
                         target_address="198.18.0.12", path="host",
-                        params=SPECS[kind].params.validate({}), iperf_port=5201, target_port=7411)
+                        params=spec_for(kind).params.validate({}), iperf_port=5201, target_port=7411)
 
 
 def test_every_declared_kind_has_a_probe() -> None:
-    assert set(SPECS) == set(PROBES.names())
+    assert KINDS.names() == PROBES.names()
 
 
 @pytest.mark.parametrize("kind", ["tcp", "udp"])

@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING
 
 import grpc
 
-from cniscope.agent import capabilities, caps, mesh_peers
+from cniscope.agent import capabilities, mesh_peers
 from cniscope.agent.agent_metrics import AgentMetrics
 from cniscope.agent.backoff import Backoff
 from cniscope.agent.health import HealthServer
-from cniscope.agent.probes import PROBES
+from cniscope.agent.probes import PROBES, probe_request
 from cniscope.agent.probes.probe import ProbeContext
 from cniscope.agent.samplers import SAMPLERS
 from cniscope.agent.samplers.sampler import Sampler
@@ -30,12 +30,13 @@ from cniscope.agent.spool import Spool
 from cniscope.agent.targets import listeners
 from cniscope.agent.targets.iperf import IperfServers
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, common_pb2, targets_pb2
-from cniscope.core import grpcutil, netpolicy, probespec, security
+from cniscope.core import grpcutil, security
 from cniscope.core.config import AgentConfig, read_token
 from cniscope.core.errors import CniscopeError
 from cniscope.core.hostpaths import HostPaths
 from cniscope.core.metricshttp import MetricsServer
-from cniscope.core.params import ParamSet, Value
+from cniscope.core.probekinds import spec_for
+from cniscope.core.probespec import validate_path
 from cniscope.core.version import VERSION
 
 if TYPE_CHECKING:
@@ -395,9 +396,9 @@ class Agent:
     async def _serve_target(self, command_id: str, req: targets_pb2.ServeTarget) -> None:
         ack = agent_pb2.CommandAck(command_id=command_id, accepted=True)
         try:
-            if req.kind not in ("tcp", "udp"):
+            if not spec_for(req.kind).served:
                 raise CniscopeError(f"no one-off server for probe kind {req.kind!r}")
-            path = probespec.validate_path(req.path)
+            path = validate_path(req.path)
             address, netns = self.probe_address(path)
             port = req.port or self.cfg.iperf_port
             expected = min(max(req.expected_seconds, 1.0), 600.0)
@@ -411,51 +412,9 @@ class Agent:
     # ---- probes ------------------------------------------------------------------------------
     def prepare_probe(self, req: common_pb2.ProbeRequest) -> ProbeContext:
         """Validate kind, parameters, path and target before any packet leaves."""
-        spec = probespec.spec_for(req.kind)
-        values = spec.params.validate(dict(req.params))
-        path = probespec.validate_path(req.path)
-        if req.kind not in PROBES:
-            raise CniscopeError(f"probe {req.kind!r} is not implemented by this agent ({VERSION})")
-        target = req.target_address
-        if req.kind == "dns":
-            return self._prepare_dns(req, values, path)
-        if path == "service" and not target:
-            raise CniscopeError("the service path needs the Service's ClusterIP as the target address")
-        if not target and req.target_node:
-            peer = self.peers.get(req.target_node)
-            if peer is None:
-                raise CniscopeError(f"unknown target node {req.target_node!r}; "
-                                    f"known: {', '.join(sorted(self.peers)) or 'none'}")
-            target = peer.pod_ip if path == "pod" else peer.host_ip
-            if not target:
-                raise CniscopeError(f"node {req.target_node} has no {path} address")
-        if not target:
-            raise CniscopeError("a probe needs a target node or address")
-        peer_addrs = [a for p in self.peers.values() for a in (p.host_ip, p.pod_ip) if a]
-        address = netpolicy.check_target(target, peer_addrs, self.cfg.allow_cidrs)
-        netns = self.probe_address(path)[1] if path != "host" else ""
-        caps.require_probe(req.kind, path, netns)  # "missing CAP_X" before any packet leaves
-        port = req.target_port or 0
-        return ProbeContext(
-            probe_id=req.probe_id, kind=req.kind, source_node=self.cfg.node,
-            target_node=req.target_node, target_address=address, path=path, params=values,
-            netns=netns, target_port=port or self.cfg.target_port, iperf_port=port or self.cfg.iperf_port,
-        )
-
-    def _prepare_dns(self, req: common_pb2.ProbeRequest, values: dict[str, Value], path: str) -> ProbeContext:
-        """A dns probe's target is its resolver: the parameter, an explicit address, or resolv.conf."""
-        resolver = str(values.get("resolver") or "") or req.target_address
-        address = ""
-        if resolver:
-            peer_addrs = [a for p in self.peers.values() for a in (p.host_ip, p.pod_ip) if a]
-            address = netpolicy.check_target(resolver, peer_addrs, self.cfg.allow_cidrs)
-            if values.get("resolver"):
-                values["resolver"] = address
-        netns = self.probe_address(path)[1] if path != "host" else ""
-        return ProbeContext(
-            probe_id=req.probe_id, kind=req.kind, source_node=self.cfg.node, target_node=req.target_node,
-            target_address=address, path=path, params=values, netns=netns,
-            target_port=self.cfg.target_port, iperf_port=self.cfg.iperf_port)
+        return probe_request.prepare(req, probe_request.Origin(
+            self.cfg.node, self.peers, self.cfg.allow_cidrs, self.cfg.target_port, self.cfg.iperf_port,
+            self.probe_address))
 
     async def _start_listeners(self) -> None:
         """The accept-and-close port and the HTTP echo endpoint on every probe address."""
@@ -499,7 +458,7 @@ class Agent:
         except CniscopeError as exc:
             log.debug("mesh rtt to %s skipped: %s", peer, exc)
             return
-        ctx.params["mesh"] = True  # marks the stored result (params) as a mesh measurement
+        ctx.mesh = True  # marks the stored result (params) as a mesh measurement
         started = time.time_ns()
         try:
             out = await PROBES.get("rtt").run(ctx)
@@ -516,10 +475,9 @@ class Agent:
 
         ctx.progress = progress
         probe = PROBES.get(req.kind)
-        spec = probespec.spec_for(req.kind)
         started = time.time_ns()
         try:
-            if probespec.is_bandwidth(req.kind, dict(ctx.params)):
+            if spec_for(req.kind).is_bandwidth(ctx.params):
                 async with self._bandwidth_lock:
                     outcome = await probe.run(ctx)
             else:
@@ -532,7 +490,6 @@ class Agent:
         except Exception as exc:  # a probe's bug is a failed result, never a dead agent
             log.exception("probe %s %s failed", req.kind, req.probe_id)
             self._record_result(req, ctx, started=started, error=f"{type(exc).__name__}: {exc}")
-        del spec
 
     def _record_result(self, req: common_pb2.ProbeRequest, ctx: ProbeContext | None, *,
                        started: int | None = None, ok: bool = False, error: str = "",
@@ -543,7 +500,7 @@ class Agent:
             path=ctx.path if ctx else req.path, ok=ok, error=error, figures=figures or {},
             detail_json=json.dumps(detail or {}, default=str),
             started_unix_nano=started or time.time_ns(), finished_unix_nano=time.time_ns(),
-            params=ParamSet.to_strings(ctx.params) if ctx else dict(req.params),
+            params=ctx.result_params() if ctx else dict(req.params),
         )
         self._pending_results.append(res)
         self.last_results[(res.kind, res.target_node or res.target_address, res.path)] = res
@@ -570,6 +527,7 @@ class Agent:
             log.warning("no Kubernetes API for the probe pod: %s", exc)
             return None
         if view is not None:
+            await asyncio.to_thread(cluster_api.resolve_allow_list, self.cfg, view)
             try:
                 pod = await asyncio.to_thread(cluster_api.discover_probe_pod, self.cfg, self.paths, view, 30.0)
                 self._probe_pod_uid = pod.uid if pod is not None else ""

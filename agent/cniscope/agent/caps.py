@@ -130,21 +130,25 @@ def icmp_dgram_allowed(proc: Path = Path("/proc")) -> bool:
     return any(lo <= g <= hi for g in {os.getgid(), *os.getgroups()})
 
 
-def probe_features(kind: str, path: str, netns: str = "") -> list[str]:
-    """Features a probe of ``kind`` on ``path`` needs; checked before any packet leaves."""
+# Features a probe kind may declare (``privileges`` in the probe table) that it needs only sometimes.
+NEEDED_ONLY_WHEN: dict[str, Callable[[], bool]] = {"raw_icmp": lambda: not icmp_dgram_allowed()}
+
+
+def probe_features(privileges: Iterable[str], netns: str = "") -> list[str]:
+    """Features a probe needs: its kind's ``privileges`` (where they apply here) and those of
+    originating in ``netns``; checked before any packet leaves."""
     out = []
     if netns:
         out.append("pod_path")
         if "/proc/" in netns:
             out.append("probe_pod_netns")
-    if kind == "rtt" and not icmp_dgram_allowed():
-        out.append("raw_icmp")
+    out += [f for f in privileges if NEEDED_ONLY_WHEN.get(f, lambda: True)()]
     return out
 
 
-def require_probe(kind: str, path: str, netns: str = "", have: set[str] | None = None) -> None:
+def require_probe(privileges: Iterable[str], netns: str = "", have: set[str] | None = None) -> None:
     lack: list[str] = []
-    for f in probe_features(kind, path, netns):
+    for f in probe_features(privileges, netns):
         lack += [c for c in missing(FEATURE_CAPS[f], have) if c not in lack]
     if lack:
         raise Unavailable(reason(lack))

@@ -1,7 +1,9 @@
 """Probe dispatch: validate, schedule, send the command down the agent's stream, await the result.
 
-Bandwidth probes (tcp, udp, http max-QPS) hold both nodes for their duration, so no two of them
-share a node at once; light probes run with bounded concurrency.
+What a kind needs comes from its row in the probe table (``probekinds``): its parameters and caps,
+whether it needs a target, whether the target serves a one-off server first, and whether it is a
+bandwidth probe. Bandwidth probes (tcp, udp, http max-QPS) hold both nodes for their duration, so no
+two of them share a node at once; light probes run with bounded concurrency.
 """
 
 from __future__ import annotations
@@ -18,16 +20,32 @@ from typing import Any
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, targets_pb2
 from cniscope.collector.state import ClusterState
 from cniscope.collector.store import Store
-from cniscope.core import probespec
 from cniscope.core.errors import NotFound, ValidationError
-from cniscope.core.params import ParamSet
+from cniscope.core.params import ParamValues
+from cniscope.core.probekinds import spec_for
+from cniscope.core.probespec import ProbeSpec, validate_path
 
 log = logging.getLogger("cniscope.collector.dispatch")
 
 LIGHT_CONCURRENCY = 32
 GRACE_SECONDS = 30.0
 SERVE_TIMEOUT = 10.0
-SERVED_KINDS = ("tcp", "udp")  # the target agent starts a one-off iperf3 server for these
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A request that passed validation: its parameters parsed once, and what that decides."""
+
+    request: common_pb2.ProbeRequest   # path, probe id and every parameter filled in
+    spec: ProbeSpec
+    values: ParamValues
+    expected: float                    # seconds the probe should take
+    bandwidth: bool                    # holds both nodes while it runs
+
+    @property
+    def served(self) -> bool:
+        """The target agent starts a one-off server before the source begins."""
+        return self.spec.served and bool(self.request.target_node)
 
 
 @dataclass
@@ -35,6 +53,7 @@ class Pending:
     request: common_pb2.ProbeRequest
     result: asyncio.Future[common_pb2.ProbeResult]
     progress: asyncio.Queue[common_pb2.ProbeProgress] = field(default_factory=asyncio.Queue)
+    served: bool = False
 
 
 class Dispatcher:
@@ -47,10 +66,10 @@ class Dispatcher:
         self._acks: dict[str, asyncio.Future[agent_pb2.CommandAck]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def validate(self, req: common_pb2.ProbeRequest) -> tuple[common_pb2.ProbeRequest, float, bool]:
-        spec = probespec.spec_for(req.kind)
+    def validate(self, req: common_pb2.ProbeRequest) -> Admitted:
+        spec = spec_for(req.kind)
         values = spec.params.validate(dict(req.params))
-        path = probespec.validate_path(req.path)
+        path = validate_path(req.path)
         if not req.source_node:
             raise ValidationError("source node is required")
         if req.source_node not in self.state.sessions:
@@ -58,7 +77,7 @@ class Dispatcher:
             raise NotFound(f"source node {req.source_node!r} is not connected ({known})")
         if req.target_node and req.target_node not in self.state.nodes:
             raise NotFound(f"target node {req.target_node!r} is unknown")
-        if not req.target_node and not req.target_address and req.kind != "dns":
+        if not req.target_node and not req.target_address and spec.needs_target:
             raise ValidationError("a target node or a target address is required")
         if path == "service" and not req.target_address:
             raise ValidationError("the service path needs the Service's ClusterIP as the target address")
@@ -67,8 +86,8 @@ class Dispatcher:
         out.path = path
         out.probe_id = req.probe_id or uuid.uuid4().hex[:16]
         out.params.clear()
-        out.params.update(ParamSet.to_strings(values))
-        return out, spec.expected_seconds(dict(values)), probespec.is_bandwidth(req.kind, dict(values))
+        out.params.update(values.to_wire())
+        return Admitted(out, spec, values, spec.expected_seconds(values), spec.is_bandwidth(values))
 
     def _lock(self, node: str) -> asyncio.Lock:
         return self._node_locks.setdefault(node, asyncio.Lock())
@@ -88,19 +107,19 @@ class Dispatcher:
     async def run(self, req: common_pb2.ProbeRequest) -> AsyncIterator[cluster_pb2.ProbeUpdate]:
         """Progress, then the result. The probe runs in its own task: a caller that goes away does
         not release the nodes while the agents are still measuring."""
-        req, expected, bandwidth = self.validate(req)
+        adm = self.validate(req)
         updates: asyncio.Queue[cluster_pb2.ProbeUpdate | None] = asyncio.Queue()
-        task = asyncio.create_task(self._execute(req, expected, bandwidth, updates), name=f"probe:{req.probe_id}")
+        task = asyncio.create_task(self._execute(adm, updates), name=f"probe:{adm.request.probe_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         while (upd := await updates.get()) is not None:
             yield upd
         await task  # re-raises what stopped it (e.g. the source disconnected)
 
-    async def _execute(self, req: common_pb2.ProbeRequest, expected: float, bandwidth: bool,
-                       out: asyncio.Queue[cluster_pb2.ProbeUpdate | None]) -> None:
+    async def _execute(self, adm: Admitted, out: asyncio.Queue[cluster_pb2.ProbeUpdate | None]) -> None:
+        req, expected, bandwidth, served = adm.request, adm.expected, adm.bandwidth, adm.served
         loop = asyncio.get_running_loop()
-        pend = Pending(req, loop.create_future())
+        pend = Pending(req, loop.create_future(), served=served)
         self.pending[req.probe_id] = pend
         try:
             if bandwidth and any(self._lock(n).locked() for n in (req.source_node, req.target_node) if n):
@@ -110,7 +129,6 @@ class Dispatcher:
                 session = self.state.sessions.get(req.source_node)
                 if session is None:
                     raise NotFound(f"source node {req.source_node!r} disconnected")
-                served = req.kind in SERVED_KINDS and bool(req.target_node)
                 if served:
                     out.put_nowait(cluster_pb2.ProbeUpdate(progress=common_pb2.ProbeProgress(
                         probe_id=req.probe_id, fraction=0.0,
@@ -203,7 +221,7 @@ class Dispatcher:
             self._acks[command_id] = asyncio.get_running_loop().create_future()  # answered quietly
             session.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
                 command_id=command_id, cancel_probe=agent_pb2.CancelProbe(probe_id=probe_id))))
-        if req.kind in SERVED_KINDS and req.target_node:
+        if pend.served:
             self._stop_target(req)
         return True
 

@@ -6,6 +6,7 @@ Pure functions only, shared by the collector (runs, reports, the Compare API), t
 Metric keys are ``<group>.<figure>``: ``tcp.gbps``, ``udp.loss_pct``, ``rtt.p50``, ``http@1000.p99``,
 ``httpmax.qps``, ``dns.p99``, ``cni.cpu_m``, ``nat.rules``. A group may carry a parameter after ``@``
 (the fixed QPS of an HTTP figure), so ``http@1000.p99`` and ``http@5000.p99`` are different figures.
+The probes' groups, their figures, units and directions are the probe table's (``probekinds``).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ from dataclasses import dataclass
 
 from cniscope.core import stats
 from cniscope.core.errors import ValidationError
-
-LOWER = "lower"
-HIGHER = "higher"
+from cniscope.core.probekinds import KINDS
+from cniscope.core.probespec import HIGHER as HIGHER  # the directions, as the probe table names them
+from cniscope.core.probespec import LOWER as LOWER
 
 
 @dataclass(frozen=True)
@@ -40,46 +41,47 @@ class _Figure:
     digits: int
 
 
-# group → (table title, {figure → how to show it}); order is the report's table order.
-_GROUPS: dict[str, tuple[str, dict[str, _Figure]]] = {
-    "tcp": ("TCP throughput", {"gbps": _Figure("TCP throughput", "Gbit/s", HIGHER, 2),
-                               "retransmits": _Figure("TCP retransmits", "", LOWER, 0)}),
-    "udp": ("UDP throughput and loss", {"gbps": _Figure("UDP throughput", "Gbit/s", HIGHER, 3),
-                                        "loss_pct": _Figure("UDP loss", "%", LOWER, 2),
-                                        "jitter_ms": _Figure("UDP jitter", "ms", LOWER, 3)}),
-    "rtt": ("Pod-to-pod RTT", {"p50": _Figure("RTT p50", "µs", LOWER, 0),
-                               "p99": _Figure("RTT p99", "µs", LOWER, 0)}),
-    "connect": ("Connection setup (Connection: close)",
-                {"mean": _Figure("connect setup mean", "µs", LOWER, 1),
-                 "p99": _Figure("connect setup p99", "µs", LOWER, 1),
-                 "per_s": _Figure("connections/s", "1/s", HIGHER, 0)}),
-    "http": ("HTTP at a fixed QPS", {"qps": _Figure("HTTP actual QPS", "1/s", HIGHER, 1),
-                                     "p50": _Figure("HTTP p50", "ms", LOWER, 2),
-                                     "p99": _Figure("HTTP p99", "ms", LOWER, 2)}),
-    "httpmax": ("HTTP maximum QPS", {"qps": _Figure("max QPS", "1/s", HIGHER, 0),
-                                     "p99": _Figure("HTTP p99 at max QPS", "ms", LOWER, 2)}),
-    "dns": ("DNS resolution", {"p50": _Figure("DNS p50", "ms", LOWER, 2),
-                               "p99": _Figure("DNS p99", "ms", LOWER, 2)}),
+# Groups that no probe fills: the CNI agent's samples and the agents' iptables/nft census.
+_NODE_GROUPS: dict[str, tuple[str, dict[str, _Figure]]] = {
     "cni": ("CNI agent footprint (per node, under load)",
             {"cpu_m": _Figure("CNI CPU", "millicores", LOWER, 1),
              "mem_mib": _Figure("CNI memory", "MiB", LOWER, 0)}),
     "nat": ("NAT rules", {"rules": _Figure("iptables NAT rules", "rules", LOWER, 0)}),
 }
-GROUP_ORDER = tuple(_GROUPS)
 _KEY = re.compile(r"^([a-z][a-z0-9_]*)(?:@(\d+))?\.([a-z][a-z0-9_]*)$")
+
+
+def _groups() -> dict[str, tuple[str, dict[str, _Figure]]]:
+    """group → (table title, {figure → how to show it}), in the report's table order: the probe
+    kinds' benchmark groups as the probe table declares them, then the node groups."""
+    out: dict[str, tuple[str, dict[str, _Figure]]] = {}
+    for spec in KINDS:
+        for b in spec.benchmarks:
+            figs = {}
+            for bf in b.figures:
+                f = spec.figure(bf.figure)
+                figs[bf.metric] = _Figure(bf.title or f.title, f.unit, f.better, bf.digits)
+            out[b.group] = (b.table, figs)
+    out.update(_NODE_GROUPS)
+    return out
+
+
+def _arg_groups() -> set[str]:
+    return {b.group for spec in KINDS for b in spec.benchmarks if b.arg_param}
 
 
 def parse_key(key: str) -> tuple[str, str, str]:
     """``http@1000.p99`` → ("http", "1000", "p99"); raises ValidationError for an unknown metric."""
     m = _KEY.match(key)
-    if not m or m.group(1) not in _GROUPS or m.group(3) not in _GROUPS[m.group(1)][1]:
+    groups = _groups()
+    if not m or m.group(1) not in groups or m.group(3) not in groups[m.group(1)][1]:
         raise ValidationError(f"unknown metric {key!r}; known: {', '.join(known_keys())}")
     return m.group(1), m.group(2) or "", m.group(3)
 
 
 def metric(key: str) -> Metric:
     group, arg, fig = parse_key(key)
-    table, figs = _GROUPS[group]
+    table, figs = _groups()[group]
     f = figs[fig]
     title = f"{f.title} @{int(arg):,} QPS" if arg else f.title
     table = f"{table} ({int(arg):,} QPS)" if arg else table
@@ -88,8 +90,9 @@ def metric(key: str) -> Metric:
 
 def known_keys() -> list[str]:
     out: list[str] = []
-    for g, (_, figs) in _GROUPS.items():
-        out.extend(f"{g}@1000.{f}" if g == "http" else f"{g}.{f}" for f in figs)
+    with_arg = _arg_groups()
+    for g, (_, figs) in _groups().items():
+        out.extend(f"{g}@1000.{f}" if g in with_arg else f"{g}.{f}" for f in figs)
     return out
 
 
@@ -97,9 +100,9 @@ def sort_key(key: str) -> tuple[int, int, int, str]:
     try:
         group, arg, fig = parse_key(key)
     except ValidationError:
-        return (len(GROUP_ORDER), 0, 0, key)
-    figs = list(_GROUPS[group][1])
-    return (GROUP_ORDER.index(group), int(arg or 0), figs.index(fig), key)
+        return (len(_groups()), 0, 0, key)
+    groups = _groups()
+    return (list(groups).index(group), int(arg or 0), list(groups[group][1]).index(fig), key)
 
 
 def fmt(key: str, value: float | None) -> str:

@@ -1,7 +1,9 @@
 """Parameters declared once, as data: name, type, default, bounds, help.
 
 The same table renders CLI options, TUI form fields and validates requests on the collector and
-the agent, so a cap cannot differ between the places that enforce it.
+the agent, so a cap cannot differ between the places that enforce it. Text is parsed once, where it
+enters a process (:meth:`ParamSet.validate`); from there on the values travel as a typed
+:class:`ParamValues`, and only the wire carries strings again (:meth:`ParamValues.to_wire`).
 """
 
 from __future__ import annotations
@@ -113,19 +115,62 @@ class ParamSet:
                 return p
         raise KeyError(name)
 
-    def validate(self, raw: Mapping[str, str | Value]) -> dict[str, Value]:
-        """Defaults filled in, every value converted and bounded; unknown names refused."""
+    def validate(self, raw: Mapping[str, str | Value]) -> ParamValues:
+        """Every value converted and bounded — the defaults too, so a default outside its own bounds
+        is refused like a typed-in value; unknown names refused."""
         known = {p.name: p for p in self.params}
         unknown = sorted(set(raw) - set(known))
         if unknown:
             raise ValidationError(
                 f"unknown parameter(s) {', '.join(unknown)}; known: {', '.join(known) or 'none'}"
             )
-        out: dict[str, Value] = {}
-        for p in self.params:
-            out[p.name] = p.parse(raw[p.name]) if p.name in raw else p.default
-        return out
+        return ParamValues(self, {p.name: p.parse(raw[p.name] if p.name in raw else p.default)
+                                  for p in self.params})
 
-    @staticmethod
-    def to_strings(values: Mapping[str, Value]) -> dict[str, str]:
-        return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in values.items()}
+
+class ParamValues(Mapping[str, Value]):
+    """One request's parameters, parsed and bounded by their :class:`ParamSet`; read them typed."""
+
+    __slots__ = ("_params", "_values")
+
+    def __init__(self, params: ParamSet, values: Mapping[str, Value]) -> None:
+        self._params = params
+        self._values = dict(values)
+
+    def __getitem__(self, name: str) -> Value:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return f"ParamValues({self._values!r})"
+
+    def _typed(self, name: str, kinds: tuple[type, ...], want: str) -> Value:
+        v = self._values[name]
+        if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
+            raise TypeError(f"parameter {name} is {type(v).__name__}, not {want}")
+        return v
+
+    def integer(self, name: str) -> int:
+        return int(self._typed(name, (int,), "an integer"))
+
+    def number(self, name: str) -> float:
+        return float(self._typed(name, (int, float), "a number"))
+
+    def flag(self, name: str) -> bool:
+        return bool(self._typed(name, (bool,), "a flag"))
+
+    def text(self, name: str) -> str:
+        return str(self._typed(name, (str,), "text"))
+
+    def replace(self, **changes: str | Value) -> ParamValues:
+        """A copy with ``changes`` parsed and bounded by the same parameters."""
+        return self._params.validate({**self._values, **changes})
+
+    def to_wire(self) -> dict[str, str]:
+        """The values as the API carries them (booleans as ``true``/``false``)."""
+        return {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in self._values.items()}

@@ -1,119 +1,166 @@
-"""The probe kinds and their parameters, declared once (see ``params.py``).
+"""What a probe kind is, as data: the shape of one row of the probe table (``probekinds``).
 
-Caps here are enforced by the collector before dispatch and again by the agent before any packet
-leaves; the CLI and the TUI form render their options from the same table.
+A :class:`ProbeSpec` says everything the pieces that do not run the probe need to know about it —
+parameters with their caps, whether it needs a target, whether the target starts a one-off server,
+whether it is a bandwidth probe, which agent features (privileges) it needs, its headline figures,
+and how benchmark runs use it. The collector, the CLI and the TUI read it; the agent reads it too,
+and runs the kind with the implementation registered under the same name.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 
 from cniscope.core.errors import ValidationError
-from cniscope.core.params import Param, ParamSet
+from cniscope.core.params import ParamSet, ParamValues, Value
 
 PATHS = ("host", "pod", "service")
+SUITE_NAMES = ("standard", "quick")
+LOWER = "lower"
+HIGHER = "higher"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A headline figure of a probe's result: its key in ``ProbeResult.figures``, how to call it,
+    its unit, and which direction is better."""
+
+    name: str
+    title: str
+    unit: str
+    better: str  # lower | higher
+
+
+@dataclass(frozen=True)
+class BenchFigure:
+    """One figure of a benchmark group: metric ``<group>.<metric>`` read from result figure ``figure``.
+    Title, unit and direction come from the probe's :class:`Figure` unless ``title`` says otherwise."""
+
+    metric: str
+    figure: str
+    digits: int = 2
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class BenchGroup:
+    """A report table filled by this probe kind, and the suite items that fill it.
+
+    ``suites`` maps a suite name to the parameter sets one item each runs with. With ``arg_param``
+    the group's metrics carry that parameter's value (``http@1000.p99``), so items with different
+    values are different figures.
+    """
+
+    group: str
+    table: str
+    figures: tuple[BenchFigure, ...]
+    suites: Mapping[str, tuple[Mapping[str, Value], ...]] = field(default_factory=dict)
+    arg_param: str = ""
 
 
 @dataclass(frozen=True)
 class ProbeSpec:
     kind: str
-    summary: str
+    title: str
     params: ParamSet
-    bandwidth: bool = False  # a bandwidth probe owns both nodes while it runs
+    figures: tuple[Figure, ...] = ()          # headline figures, most telling first
+    benchmarks: tuple[BenchGroup, ...] = ()   # report tables and suite items
+    needs_target: bool = True                 # False: a target is optional (dns asks a resolver)
+    target_param: str = ""                    # a parameter holding a target address, checked like one
+    served: bool = False                      # the target agent starts a one-off iperf3 server for it
+    bandwidth: bool = False                   # it owns both nodes while it runs ...
+    bandwidth_param: str = ""                 # ... or only when this bool parameter is true
+    privileges: tuple[str, ...] = ()          # agent features (Linux capabilities) beyond the path's
 
-    def expected_seconds(self, values: dict[str, object]) -> float:
+    def __post_init__(self) -> None:
+        """A row that contradicts itself is refused where it is declared, not when someone runs it."""
+        names = set(self.params.names())
+        if self.bandwidth_param and (self.bandwidth_param not in names
+                                     or self.params.get(self.bandwidth_param).type != "bool"):
+            raise ValueError(f"{self.kind}: bandwidth_param {self.bandwidth_param!r} is not a bool parameter")
+        if self.target_param and self.target_param not in names:
+            raise ValueError(f"{self.kind}: target_param {self.target_param!r} is not a parameter")
+        figures = {f.name for f in self.figures}
+        for b in self.benchmarks:
+            unknown = [f.figure for f in b.figures if f.figure not in figures]
+            if unknown:
+                raise ValueError(f"{self.kind}: benchmark {b.group} reads undeclared figures {unknown}")
+            if b.arg_param and b.arg_param not in names:
+                raise ValueError(f"{self.kind}: benchmark {b.group} arg_param {b.arg_param!r} is not a parameter")
+            for suite, runs in b.suites.items():
+                if suite not in SUITE_NAMES:
+                    raise ValueError(f"{self.kind}: unknown suite {suite!r}; one of {', '.join(SUITE_NAMES)}")
+                for values in runs:
+                    self.params.validate(values)  # parses the defaults as well: a bad one fails here
+
+    def figure(self, name: str) -> Figure:
+        for f in self.figures:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.kind} declares no figure {name!r}")
+
+    def short_run(self) -> ParamValues:
+        """The parameters of its first quick-suite item, else its defaults: a short measurement."""
+        for b in self.benchmarks:
+            for values in b.suites.get("quick", ()):
+                return self.params.validate(values)
+        return self.params.validate({})
+
+    def is_bandwidth(self, values: ParamValues) -> bool:
+        return self.bandwidth or (bool(self.bandwidth_param) and values.flag(self.bandwidth_param))
+
+    def expected_seconds(self, values: ParamValues) -> float:
         """How long the probe should take, for timeouts and progress."""
-        for key in ("duration",):
-            v = values.get(key)
-            if isinstance(v, int | float):
-                return float(v)
-        count = values.get("count")
-        interval = values.get("interval")
-        if isinstance(count, int | float) and isinstance(interval, int | float):
-            return float(count) * float(interval)
+        if "duration" in values:
+            return values.number("duration")
+        if "count" in values and "interval" in values:
+            return values.number("count") * values.number("interval")
         return 5.0
 
-
-_DURATION = Param("duration", "float", 5.0, "test length", min=1, max=60, unit="s")
-
-SPECS: dict[str, ProbeSpec] = {}
-
-
-def _register(spec: ProbeSpec) -> None:
-    if spec.kind in SPECS:
-        raise ValueError(f"duplicate probe kind {spec.kind!r}")
-    SPECS[spec.kind] = spec
-
-
-_register(ProbeSpec(
-    "rtt", "ICMP echo round-trip time (ping)",
-    ParamSet((
-        Param("count", "int", 10, "echo requests", min=1, max=1000),
-        Param("interval", "float", 0.2, "seconds between requests", min=0.01, max=5, unit="s"),
-        Param("size", "int", 56, "payload bytes", min=0, max=8972, unit="B"),
-        Param("timeout", "float", 2.0, "wait for the last reply", min=0.1, max=30, unit="s"),
-    )),
-))
-_register(ProbeSpec(
-    "tcp", "TCP throughput (iperf3)",
-    ParamSet((
-        _DURATION,
-        Param("streams", "int", 1, "parallel streams", min=1, max=16),
-        Param("reverse", "bool", False, "target sends, source receives"),
-        Param("bbr", "bool", False, "use the BBR congestion control"),
-    )),
-    bandwidth=True,
-))
-_register(ProbeSpec(
-    "udp", "UDP throughput, loss and jitter (iperf3 -u)",
-    ParamSet((
-        _DURATION,
-        Param("rate_mbps", "float", 100.0, "offered rate", min=0.1, max=25_000, unit="Mbit/s"),
-        Param("length", "int", 1400, "datagram payload", min=64, max=8972, unit="B"),
-        Param("streams", "int", 1, "parallel streams", min=1, max=16),
-    )),
-    bandwidth=True,
-))
-_register(ProbeSpec(
-    "connect", "TCP connect+close setup time (Connection: close)",
-    ParamSet((
-        Param("count", "int", 200, "sequential connections", min=1, max=20_000),
-        Param("port", "int", 0, "target port (0: the agent's accept port)", min=0, max=65535),
-        Param("timeout", "float", 1.0, "per-connection timeout", min=0.01, max=10, unit="s"),
-    )),
-))
-_register(ProbeSpec(
-    "http", "HTTP/1.1 GET load at a fixed QPS, or max QPS",
-    ParamSet((
-        _DURATION,
-        Param("qps", "int", 100, "requests per second (fixed-rate mode)", min=1, max=20_000),
-        Param("max_qps", "bool", False, "send as fast as answers come back (bandwidth probe)"),
-        Param("keepalive", "bool", True, "reuse connections (false: Connection: close)"),
-        Param("concurrency", "int", 8, "connections in flight", min=1, max=256),
-    )),
-))
-_register(ProbeSpec(
-    "dns", "DNS lookups through a resolver",
-    ParamSet((
-        Param("count", "int", 50, "lookups", min=1, max=10_000),
-        Param("name", "str", "kubernetes.default.svc.cluster.local", "name to resolve", max_len=253),
-        Param("resolver", "str", "", "resolver address (empty: the pod's /etc/resolv.conf)", max_len=64),
-        Param("rdtype", "choice", "A", "record type", choices=("A", "AAAA", "SRV", "TXT")),
-        Param("timeout", "float", 2.0, "per-lookup timeout", min=0.05, max=10, unit="s"),
-    )),
-))
+    def describe(self) -> str:
+        """The title and what the kind asks of the cluster, for help texts and forms."""
+        notes = []
+        if not self.needs_target:
+            notes.append("target optional")
+        if self.served:
+            notes.append("the target serves a one-off iperf3 server")
+        if self.bandwidth:
+            notes.append("owns both nodes while it runs")
+        elif self.bandwidth_param:
+            notes.append(f"with --{self.bandwidth_param.replace('_', '-')} it owns both nodes")
+        return self.title + (f" ({'; '.join(notes)})" if notes else "")
 
 
-def spec_for(kind: str) -> ProbeSpec:
-    try:
-        return SPECS[kind]
-    except KeyError:
-        raise ValidationError(f"unknown probe kind {kind!r}; known: {', '.join(SPECS)}") from None
+class KindTable:
+    """The probe kinds in declaration order. A duplicate kind is a bug and raises."""
 
+    def __init__(self) -> None:
+        self._specs: dict[str, ProbeSpec] = {}
 
-def is_bandwidth(kind: str, values: dict[str, object]) -> bool:
-    spec = spec_for(kind)
-    return spec.bandwidth or (kind == "http" and bool(values.get("max_qps")))
+    def register(self, spec: ProbeSpec) -> ProbeSpec:
+        if spec.kind in self._specs:
+            raise ValueError(f"duplicate probe kind {spec.kind!r}")
+        self._specs[spec.kind] = spec
+        return spec
+
+    def unregister(self, kind: str) -> None:
+        del self._specs[kind]
+
+    def get(self, kind: str) -> ProbeSpec:
+        try:
+            return self._specs[kind]
+        except KeyError:
+            raise ValidationError(f"unknown probe kind {kind!r}; known: {', '.join(self._specs)}") from None
+
+    def names(self) -> list[str]:
+        return list(self._specs)
+
+    def __iter__(self) -> Iterator[ProbeSpec]:
+        return iter(list(self._specs.values()))
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._specs
 
 
 def validate_path(path: str) -> str:

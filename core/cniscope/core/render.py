@@ -1,10 +1,13 @@
-"""Plain-text renderings shared by the CLI and reports (no terminal library needed)."""
+"""Plain-text renderings shared by the CLI and reports (no terminal library needed); a probe's
+headline figures are the ones its row in the probe table (``probekinds``) declares."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from cniscope.core.probekinds import KINDS
 
 STATUS = {0: "?", 1: "connected", 2: "stale", 3: "gone"}
 
@@ -109,12 +112,11 @@ def rtt_matrix(nodes: Sequence[str], results: Mapping[tuple[str, str, str], Any]
     return "\n".join(out).rstrip()
 
 
-SUITE_FIGURES: dict[str, tuple[str, ...]] = {
-    "tcp": ("received_gbps", "retransmits"),
-    "udp": ("achieved_gbps", "loss_pct", "jitter_ms"),
-    "connect": ("p50_us", "p99_us", "conn_per_s"),
-    "http": ("actual_qps", "p50_ms", "p99_ms"),
-}
+def headline_keys(kind: str, figures: Mapping[str, float], limit: int = 3) -> list[str]:
+    """The first ``limit`` headline figures the probe table declares for ``kind`` that ``figures``
+    holds; for a kind the table does not know, or a result without them, the first names."""
+    declared = [f.name for f in KINDS.get(kind).figures] if kind in KINDS else []
+    return [k for k in declared if k in figures][:limit] or sorted(figures)[:limit]
 
 
 def demo_suite_table(results: Sequence[Any]) -> str:
@@ -124,6 +126,6 @@ def demo_suite_table(results: Sequence[Any]) -> str:
         if not r.ok:
             rows.append([r.kind, "error", (r.error or "")[:70]])
             continue
-        keys = [k for k in SUITE_FIGURES.get(r.kind, ()) if k in r.figures] or sorted(r.figures)[:3]
+        keys = headline_keys(r.kind, r.figures)
         rows.append([r.kind, "ok", "  ".join(f"{k} {fmt_figure(k, r.figures[k])}" for k in keys)])
     return table(["PROBE", "", "FIGURES"], rows)

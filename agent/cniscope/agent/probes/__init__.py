@@ -1,4 +1,5 @@
-"""Probe registry: one module per probe kind; kinds and parameters come from core.probespec."""
+"""Probe registry: one module per probe kind, registered under its name in the probe table
+(``cniscope.core.probekinds``), which declares everything else about the kind."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from cniscope.agent.probes.udp import UdpProbe
 from cniscope.core.registry import Registry
 
 PROBES: Registry[Probe] = Registry("probe")
-PROBES.register("rtt", RttProbe())
 PROBES.register("tcp", TcpProbe())
 PROBES.register("udp", UdpProbe())
+PROBES.register("rtt", RttProbe())
 PROBES.register("connect", ConnectProbe())
 PROBES.register("http", HttpProbe())
 PROBES.register("dns", DnsProbe())

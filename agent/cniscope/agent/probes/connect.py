@@ -78,12 +78,10 @@ def summarise(times: list[float], errors: Counter[str], wall: float, attempts: i
 
 
 class ConnectProbe:
-    kind = "connect"
-
     async def run(self, ctx: ProbeContext) -> Outcome:
         p = ctx.params
-        count, timeout = int(p["count"]), float(p["timeout"])
-        port = int(p["port"]) or ctx.target_port
+        count, timeout = p.integer("count"), p.number("timeout")
+        port = p.integer("port") or ctx.target_port
         target = f"{ctx.target_address}:{port}"
         async with ticking(ctx, max(1.0, count * 0.0003), f"{count} × connect+close → {target}"):
             times, errors, wall = await nsthread.run_in(

@@ -82,12 +82,10 @@ def lookup_loop(resolver: str, name: str, rdtype: str, count: int, timeout: floa
 
 
 class DnsProbe:
-    kind = "dns"
-
     async def run(self, ctx: ProbeContext) -> Outcome:
         p = ctx.params
-        resolver = str(p["resolver"]) or ctx.target_address
-        source = "parameter" if p["resolver"] else "target address"
+        resolver = p.text("resolver") or ctx.target_address
+        source = "parameter" if p.text("resolver") else "target address"
         if not resolver:
             conf = resolv_conf_for(ctx.netns)
             try:
@@ -98,10 +96,10 @@ class DnsProbe:
                 return Outcome.failure(f"no resolver given and {conf} names no nameserver")
             source = str(conf)
             ctx.target_address = resolver  # the result names the resolver that was asked
-        count, name, rdtype = int(p["count"]), str(p["name"]), str(p["rdtype"])
+        count, name, rdtype = p.integer("count"), p.text("name"), p.text("rdtype")
         async with ticking(ctx, max(1.0, count * 0.002), f"{count} × {rdtype} {name} @ {resolver}"):
             times, failures = await nsthread.run_in(
-                ctx.netns, lambda: lookup_loop(resolver, name, rdtype, count, float(p["timeout"])))
+                ctx.netns, lambda: lookup_loop(resolver, name, rdtype, count, p.number("timeout")))
         done = len(times) + sum(failures.values())
         f: dict[str, float] = {"lookups": float(done), "answered": float(len(times)),
                                "failures": float(sum(failures.values()))}

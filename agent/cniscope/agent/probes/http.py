@@ -41,16 +41,14 @@ def figures_of(res: LoadResult) -> dict[str, float]:
 
 
 class HttpProbe:
-    kind = "http"
-
     async def run(self, ctx: ProbeContext) -> Outcome:
         p = ctx.params
-        duration, qps = float(p["duration"]), int(p["qps"])
+        duration, qps, keepalive = p.number("duration"), p.integer("qps"), p.flag("keepalive")
         port = ctx.target_port + 1
         target = f"http://{ctx.target_address}:{port}/"
-        mode = "max" if p["max_qps"] else "fixed"
-        load = HttpLoad(ctx.target_address, port, ctx.netns, keepalive=bool(p["keepalive"]),
-                        concurrency=int(p["concurrency"]), timeout=TIMEOUT)
+        mode = "max" if p.flag("max_qps") else "fixed"
+        load = HttpLoad(ctx.target_address, port, ctx.netns, keepalive=keepalive,
+                        concurrency=p.integer("concurrency"), timeout=TIMEOUT)
 
         async def tick(fraction: float) -> None:
             await ctx.report(fraction, f"GET {target} at {qps}/s")
@@ -64,7 +62,7 @@ class HttpProbe:
         f = figures_of(res)
         if mode == "fixed":
             f["requested_qps"] = float(qps)
-        detail: dict[str, object] = {"url": target, "mode": mode, "keepalive": bool(p["keepalive"]),
+        detail: dict[str, object] = {"url": target, "mode": mode, "keepalive": keepalive,
                                      "errors_by_kind": dict(res.errors), "window_s": round(res.elapsed_s, 4)}
         if not res.latencies_ms:
             kinds = ", ".join(f"{k} ×{n}" for k, n in res.errors.most_common())

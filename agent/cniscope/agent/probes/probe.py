@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from cniscope.core.params import Value
+from cniscope.core.params import ParamValues
 
 Progress = Callable[[float, str], Awaitable[None]]
 
@@ -22,12 +22,17 @@ class ProbeContext:
     target_node: str
     target_address: str        # resolved and already checked against peers/allow-list
     path: str                  # host | pod | service
-    params: dict[str, Value]   # validated against the probe's ParamSet
+    params: ParamValues        # parsed and bounded by the kind's row in the probe table
     netns: str = ""            # namespace path to originate from ("" = the agent's own)
     target_port: int = 0       # the target agent's accept port (connect/http)
     iperf_port: int = 0
     progress: Progress | None = None
     started_ns: int = field(default_factory=time.time_ns)
+    mesh: bool = False         # a background mesh measurement, not a requested probe
+
+    def result_params(self) -> dict[str, str]:
+        """The parameters as the result carries them; a mesh measurement says so (``mesh=true``)."""
+        return {**self.params.to_wire(), **({"mesh": "true"} if self.mesh else {})}
 
     async def report(self, fraction: float, message: str = "") -> None:
         if self.progress is not None:
@@ -49,7 +54,7 @@ class Outcome:
 
 
 class Probe(Protocol):
-    kind: str
+    """Runs one kind; registered in ``cniscope.agent.probes`` under the kind's name in the probe table."""
 
     async def run(self, ctx: ProbeContext) -> Outcome: ...
 

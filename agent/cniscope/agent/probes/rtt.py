@@ -17,19 +17,17 @@ from cniscope.core.errors import ParseError
 
 
 class RttProbe:
-    kind = "rtt"
-
     async def run(self, ctx: ProbeContext) -> Outcome:
         ping = shutil.which("ping")
         if ping is None:
             return Outcome.failure("ping not found (install iputils-ping)")
         p = ctx.params
-        count, interval = int(p["count"]), float(p["interval"])
-        argv = [ping, "-n", "-c", str(count), "-i", f"{interval:g}", "-s", str(p["size"]),
-                "-W", f"{float(p['timeout']):g}", ctx.target_address]
+        count, interval, timeout = p.integer("count"), p.number("interval"), p.number("timeout")
+        argv = [ping, "-n", "-c", str(count), "-i", f"{interval:g}", "-s", str(p.integer("size")),
+                "-W", f"{timeout:g}", ctx.target_address]
         if ctx.netns:
             argv = ["nsenter", f"--net={ctx.netns}", "--", *argv]
-        expected = count * interval + float(p["timeout"]) + 5
+        expected = count * interval + timeout + 5
         await ctx.report(0.0, f"ping {ctx.target_address} ×{count}")
         try:
             rc, out, err = await run_tool(argv, limit=expected)

@@ -20,7 +20,7 @@ MARGIN = 15.0
 def client_argv(binary: str, ctx: ProbeContext, *extra: str) -> list[str]:
     p = ctx.params
     argv = [binary, "-c", ctx.target_address, "-p", str(ctx.iperf_port), "-J",
-            "-t", f"{float(p['duration']):g}", "-P", str(p["streams"]),
+            "-t", f"{p.number('duration'):g}", "-P", str(p.integer("streams")),
             "--connect-timeout", str(CONNECT_TIMEOUT_MS), *extra]
     return in_netns(argv, ctx.netns)
 
@@ -34,20 +34,18 @@ def failure_from(err: ParseError, stderr: str, target: str) -> str:
 
 
 class TcpProbe:
-    kind = "tcp"
-
     async def run(self, ctx: ProbeContext) -> Outcome:
         binary = shutil.which("iperf3")
         if binary is None:
             return Outcome.failure("missing tool: iperf3 not found on the source node (install iperf3)")
         p = ctx.params
         extra: list[str] = []
-        if p["reverse"]:
+        if p.flag("reverse"):
             extra.append("-R")
-        if p["bbr"]:
+        if p.flag("bbr"):
             extra += ["-C", "bbr"]
         argv = client_argv(binary, ctx, *extra)
-        duration = float(p["duration"])
+        duration = p.number("duration")
         async with ticking(ctx, duration, f"iperf3 tcp → {ctx.target_address}:{ctx.iperf_port}"):
             try:
                 rc, out, err = await run_tool(argv, limit=duration + MARGIN)

@@ -21,20 +21,17 @@ from cniscope.core.errors import ParseError
 
 
 class UdpProbe:
-    kind = "udp"
-
     async def run(self, ctx: ProbeContext) -> Outcome:
         binary = shutil.which("iperf3")
         if binary is None:
             return Outcome.failure("missing tool: iperf3 not found on the source node (install iperf3)")
         p = ctx.params
-        rate_bps = int(float(p["rate_mbps"]) * 1e6)
-        streams = int(p["streams"])
-        per_stream = max(1, rate_bps // streams)
-        argv = client_argv(binary, ctx, "-u", "-b", str(per_stream), "-l", str(p["length"]))
-        duration = float(p["duration"])
+        rate_mbps = p.number("rate_mbps")
+        per_stream = max(1, int(rate_mbps * 1e6) // p.integer("streams"))
+        argv = client_argv(binary, ctx, "-u", "-b", str(per_stream), "-l", str(p.integer("length")))
+        duration = p.number("duration")
         before = await sender_drop_counters(ctx.netns)
-        async with ticking(ctx, duration, f"iperf3 udp {float(p['rate_mbps']):g} Mbit/s → {ctx.target_address}"):
+        async with ticking(ctx, duration, f"iperf3 udp {rate_mbps:g} Mbit/s → {ctx.target_address}"):
             try:
                 rc, out, err = await run_tool(argv, limit=duration + MARGIN)
             except TimeoutError:

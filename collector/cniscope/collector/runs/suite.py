@@ -1,17 +1,24 @@
-"""Probe suites as data: which probe, on which path, with which parameters, yielding which figures.
+"""Probe suites: which probe, on which path, with which parameters, yielding which figures.
 
-``standard`` follows the published study (iperf3 10 s, HTTP at 1,000 and 5,000 QPS and max QPS,
-100 DNS lookups); ``quick`` is the same shape with short durations and modest rates, for labs, CI and
-small machines. The pseudo-items ``footprint`` (CNI agent samples during the run) and ``census`` (NAT
-rules from the agents' iptables/nft census) need no probe.
+The probe items come from the probe table (``probekinds``): each kind's benchmark groups say which
+parameters it runs with in each suite and which figures feed which metrics. ``standard`` follows the
+published study (iperf3 10 s, HTTP at 1,000 and 5,000 QPS and max QPS, 100 DNS lookups); ``quick``
+is the same shape with short durations and modest rates, for labs, CI and small machines. The
+pseudo-items ``footprint`` (CNI agent samples during the run) and ``census`` (NAT rules from the
+agents' iptables/nft census) need no probe.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cniscope.core.errors import ValidationError
+from cniscope.core.params import ParamValues
+from cniscope.core.probekinds import KINDS
+from cniscope.core.probespec import SUITE_NAMES, BenchGroup, ProbeSpec
+
+NODE_ITEMS = ("footprint", "census")
 
 
 @dataclass(frozen=True)
@@ -19,64 +26,44 @@ class Item:
     name: str
     kind: str                                   # probe kind, or "footprint" / "census"
     figures: Mapping[str, str]                  # metric key → the probe's figure name
-    params: Mapping[str, str] = field(default_factory=dict)
+    params: ParamValues | None = None           # a probe item's parameters, parsed and bounded
     path: str = "pod"
     needs_target: bool = True
 
     @property
     def is_probe(self) -> bool:
-        return self.kind not in ("footprint", "census")
+        return self.kind not in NODE_ITEMS
 
 
-def _http(qps: int, duration: str) -> Item:
-    return Item(f"http@{qps}", "http", {f"http@{qps}.qps": "actual_qps", f"http@{qps}.p50": "p50_ms",
-                                         f"http@{qps}.p99": "p99_ms"},
-                {"qps": str(qps), "duration": duration, "keepalive": "true", "concurrency": "16"})
+def _probe_items(spec: ProbeSpec, group: BenchGroup, suite: str) -> list[Item]:
+    out = []
+    for raw in group.suites.get(suite, ()):
+        values = spec.params.validate(raw)
+        name = f"{group.group}@{values[group.arg_param]}" if group.arg_param else group.group
+        out.append(Item(name, spec.kind, {f"{name}.{f.metric}": f.figure for f in group.figures}, values,
+                        needs_target=spec.needs_target))
+    return out
 
 
-_RTT = {"rtt.p50": "p50_us", "rtt.p99": "p99_us"}
-_TCP = {"tcp.gbps": "received_gbps", "tcp.retransmits": "retransmits"}
-_UDP = {"udp.gbps": "achieved_gbps", "udp.loss_pct": "loss_pct", "udp.jitter_ms": "jitter_ms"}
-_CONNECT = {"connect.mean": "mean_us", "connect.p99": "p99_us", "connect.per_s": "conn_per_s"}
-_MAX = {"httpmax.qps": "actual_qps", "httpmax.p99": "p99_ms"}
-_DNS = {"dns.p50": "p50_ms", "dns.p99": "p99_ms"}
-_FOOT = {"cni.cpu_m": "cni_cpu_millicores", "cni.mem_mib": "cni_rss_bytes"}
-_CENSUS = {"nat.rules": "nat_rules"}
+_NODE_ITEMS = (
+    Item("footprint", "footprint", {"cni.cpu_m": "cni_cpu_millicores", "cni.mem_mib": "cni_rss_bytes"},
+         needs_target=False),
+    Item("census", "census", {"nat.rules": "nat_rules"}, needs_target=False),
+)
 
-SUITES: dict[str, tuple[Item, ...]] = {
-    "standard": (
-        Item("tcp", "tcp", _TCP, {"duration": "10"}),
-        Item("udp", "udp", _UDP, {"duration": "10", "rate_mbps": "1000"}),
-        Item("rtt", "rtt", _RTT, {"count": "100", "interval": "0.05"}),
-        Item("connect", "connect", _CONNECT, {"count": "500"}),
-        _http(1000, "10"),
-        _http(5000, "10"),
-        Item("httpmax", "http", _MAX, {"max_qps": "true", "duration": "10", "concurrency": "32"}),
-        Item("dns", "dns", _DNS, {"count": "100"}, needs_target=False),
-        Item("footprint", "footprint", _FOOT, needs_target=False),
-        Item("census", "census", _CENSUS, needs_target=False),
-    ),
-    "quick": (
-        Item("tcp", "tcp", _TCP, {"duration": "1"}),
-        Item("udp", "udp", _UDP, {"duration": "1", "rate_mbps": "20"}),
-        Item("rtt", "rtt", _RTT, {"count": "20", "interval": "0.02"}),
-        Item("connect", "connect", _CONNECT, {"count": "50"}),
-        _http(200, "1"),
-        Item("httpmax", "http", _MAX, {"max_qps": "true", "duration": "1", "concurrency": "4"}),
-        Item("dns", "dns", _DNS, {"count": "20"}, needs_target=False),
-        Item("footprint", "footprint", _FOOT, needs_target=False),
-        Item("census", "census", _CENSUS, needs_target=False),
-    ),
-}
+
+def suite_items(suite: str) -> list[Item]:
+    """Every item of ``suite``: the probe kinds' in the probe table's order, then the node items."""
+    if suite not in SUITE_NAMES:
+        raise ValidationError(f"unknown suite {suite!r}; one of {', '.join(SUITE_NAMES)}")
+    out = [i for spec in KINDS for g in spec.benchmarks for i in _probe_items(spec, g, suite)]
+    return out + list(_NODE_ITEMS)
 
 
 def items(suite: str, only: list[str] | tuple[str, ...] = ()) -> list[Item]:
-    try:
-        all_items = SUITES[suite or "standard"]
-    except KeyError:
-        raise ValidationError(f"unknown suite {suite!r}; one of {', '.join(SUITES)}") from None
+    all_items = suite_items(suite or "standard")
     if not only:
-        return list(all_items)
+        return all_items
     names = {i.name for i in all_items}
     bad = [o for o in only if o not in names]
     if bad:

@@ -1,4 +1,7 @@
-"""Mesh: N×N heatmap of RTT p50 (or throughput) per node pair; selecting a cell shows its history."""
+"""Mesh: N×N heatmap of RTT p50 (or throughput) per node pair; selecting a cell shows its history.
+
+Each heatmap shows its probe kind's first headline figure, with the unit and direction the probe
+table (``probekinds``) declares for it."""
 
 from __future__ import annotations
 
@@ -14,15 +17,13 @@ from textual.widgets import Static
 
 from cniscope.api.v1 import common_pb2
 from cniscope.core.errors import CniscopeError
-from cniscope.core.render import fmt_figure
-from cniscope.tui.cluster_model import THROUGHPUT_KEYS
+from cniscope.core.probekinds import spec_for
+from cniscope.core.probespec import HIGHER
+from cniscope.core.render import fmt_figure, headline_keys
 from cniscope.tui.screens.screen_frame import CniscopeScreen
 from cniscope.tui.widgets.heatmap import Cell, Heatmap
 
-METRICS = {  # name: (probe kind, figure keys, unit, higher is better)
-    "rtt": ("rtt", ("p50_us",), "RTT p50 µs", False),
-    "tcp": ("tcp", THROUGHPUT_KEYS, "TCP Gbit/s", True),
-}
+MESH_KINDS = ("rtt", "tcp")  # the probe kinds whose heatmaps 't' cycles through
 SWEEP_MAX_PAIRS = 400
 MAX_SIDE = 60  # larger clusters show only the nodes with measurements, up to this many
 
@@ -65,7 +66,8 @@ class MeshScreen(CniscopeScreen):
         if key == self._seen:
             return
         self._seen = key
-        kind, figs, unit, higher = METRICS[self.metric]
+        kind = self.metric
+        head = spec_for(kind).figures[0]
         if not self.path_chosen:
             paths = {path for (k, path, _, _), hist in m.pairs.items() if k == kind and hist}
             if self.path not in paths and paths:  # e.g. the background mesh measures the pod path only
@@ -76,16 +78,16 @@ class MeshScreen(CniscopeScreen):
             if k != kind or path != self.path or not hist:
                 continue
             r = hist[-1]
-            value = next((r.figures[f] for f in figs if f in r.figures), None) if r.ok else None
+            value = r.figures.get(head.name) if r.ok else None
             cells[(src, dst)] = Cell(value, max(0.0, (now - (r.finished_unix_nano or now)) / 1e9))
         names = sorted(m.nodes)
         if len(names) > MAX_SIDE:
             measured = sorted({n for pair in cells for n in pair})
             names = measured[:MAX_SIDE]
             self.notify_once(f"{len(m.nodes)} nodes: the mesh shows the {len(names)} with measurements")
-        fmt = _fmt_us if self.metric == "rtt" else (lambda v: f"{v:.1f}")
-        self.query_one(Heatmap).set_data(names, cells, fmt=fmt, unit=f"{unit} ({self.path} path)",
-                                         higher_better=higher)
+        fmt = _fmt_us if head.unit == "µs" else (lambda v: f"{v:.1f}")
+        self.query_one(Heatmap).set_data(names, cells, fmt=fmt, unit=f"{head.title} {head.unit} ({self.path} path)",
+                                         higher_better=head.better == HIGHER)
         self._show_pair()
 
     def notify_once(self, text: str) -> None:
@@ -106,7 +108,7 @@ class MeshScreen(CniscopeScreen):
                               style="dim"))
             return
         src, dst = self.selected
-        kind = METRICS[self.metric][0]
+        kind = self.metric
         hist = list(self.model.pairs.get((kind, self.path, src, dst), ()))
         out = Table(box=None, expand=True, header_style="bold dim", title=f"{kind} {src} → {dst} ({self.path})")
         for h in ("#", "result", "figures"):
@@ -115,14 +117,14 @@ class MeshScreen(CniscopeScreen):
             out.add_row("", Text("no results yet — press r", style="dim"), "")
         for n, r in enumerate(reversed(hist[-15:]), 1):
             if r.ok:
-                keys = [k for k in ("p50_us", "p99_us", "loss_pct", *THROUGHPUT_KEYS) if k in r.figures][:3]
+                keys = headline_keys(kind, r.figures)
                 out.add_row(str(n), Text("ok", style="green"), "  ".join(fmt_figure(k, r.figures[k]) for k in keys))
             else:
                 out.add_row(str(n), Text("failed", style="red"), Text(r.error, style="dim"))
         panel.update(out)
 
     def action_toggle_metric(self) -> None:
-        self.metric = "tcp" if self.metric == "rtt" else "rtt"
+        self.metric = MESH_KINDS[(MESH_KINDS.index(self.metric) + 1) % len(MESH_KINDS)]
         self.sync()
 
     def action_toggle_path(self) -> None:
@@ -135,10 +137,9 @@ class MeshScreen(CniscopeScreen):
             self.notify("select a pair of two different nodes first", severity="warning")
             return
         src, dst = self.selected
-        kind = METRICS[self.metric][0]
-        params = {"count": "10", "interval": "0.05"} if kind == "rtt" else {"duration": "2"}
-        self.capp.fire_probe(common_pb2.ProbeRequest(kind=kind, source_node=src, target_node=dst,
-                                                     path=self.path, params=params))
+        kind = self.metric
+        self.capp.fire_probe(common_pb2.ProbeRequest(kind=kind, source_node=src, target_node=dst, path=self.path,
+                                                     params=spec_for(kind).short_run().to_wire()))
 
     def action_sweep(self) -> None:
         names = sorted(n for n, st in self.model.nodes.items() if st.status == 1)

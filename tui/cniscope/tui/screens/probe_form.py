@@ -1,4 +1,4 @@
-"""The probe form, rendered from the probe table in ``probespec`` with the API's own bounds."""
+"""The probe form, rendered from the probe table (``probekinds``) with the API's own bounds."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from textual.widgets import Button, Input, Label, Select, Static
 from cniscope.api.v1 import common_pb2
 from cniscope.core.errors import ValidationError
 from cniscope.core.params import Param, ParamSet
-from cniscope.core.probespec import PATHS, SPECS, spec_for
+from cniscope.core.probekinds import KINDS, spec_for
+from cniscope.core.probespec import PATHS
 
 
 class ParamValidator(Validator):
@@ -54,7 +55,7 @@ class ProbeForm(ModalScreen[common_pb2.ProbeRequest | None]):
             yield Static("Fire a probe", id="form-title")
             with Grid(id="form-head"):
                 yield Label("kind")
-                yield Select([(k, k) for k in SPECS], value=self.kind,
+                yield Select([(k, k) for k in KINDS.names()], value=self.kind,
                              allow_blank=False, id="f-kind")
                 yield Label("from")
                 yield Select([(n, n) for n in self.nodes], value=self.source or Select.BLANK, id="f-from")
@@ -62,7 +63,7 @@ class ProbeForm(ModalScreen[common_pb2.ProbeRequest | None]):
                 yield Select([(n, n) for n in self.nodes], value=self.target or Select.BLANK, id="f-to")
                 yield Label("path")
                 yield Select([(p, p) for p in PATHS], value=self.path, allow_blank=False, id="f-path")
-            yield Static(spec_for(self.kind).summary, id="form-summary")
+            yield Static(spec_for(self.kind).describe(), id="form-summary")
             yield VerticalScroll(id="form-params")
             yield Static("", id="form-error")
             with Horizontal(id="form-buttons"):
@@ -90,15 +91,19 @@ class ProbeForm(ModalScreen[common_pb2.ProbeRequest | None]):
     async def _kind(self, ev: Select.Changed) -> None:
         if isinstance(ev.value, str) and ev.value != self.kind:
             self.kind = ev.value
-            self.query_one("#form-summary", Static).update(spec_for(self.kind).summary)
+            self.query_one("#form-summary", Static).update(spec_for(self.kind).describe())
             await self._render_params()
 
     def build(self) -> common_pb2.ProbeRequest:
         """The request, validated with the same table the collector uses; raises ValidationError."""
         src, dst = self.query_one("#f-from", Select).value, self.query_one("#f-to", Select).value
         path = self.query_one("#f-path", Select).value
-        if not isinstance(src, str) or not isinstance(dst, str):
-            raise ValidationError("choose a source and a target node")
+        if not isinstance(dst, str):
+            if spec_for(self.kind).needs_target:
+                raise ValidationError("choose a source and a target node")
+            dst = ""
+        if not isinstance(src, str):
+            raise ValidationError("choose a source node")
         if src == dst and path != "pod":
             raise ValidationError("source and target are the same node (pick another, or the pod path)")
         raw = {}
@@ -108,7 +113,7 @@ class ProbeForm(ModalScreen[common_pb2.ProbeRequest | None]):
                 raw[p.name] = v
         values = self.params().validate(raw)
         return common_pb2.ProbeRequest(kind=self.kind, source_node=src, target_node=dst, path=str(path),
-                                       params=ParamSet.to_strings(values))
+                                       params=values.to_wire())
 
     def action_submit(self) -> None:
         try:
