@@ -8,6 +8,7 @@ import contextlib
 import sqlite3
 import statistics
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -77,13 +78,17 @@ async def test_retries_follow_the_schedule_and_twenty_agents_do_not_retry_in_loc
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await col.stop()
+    late: list[float] = []
     for a in agents:
         knocks = rec.knocks[a.cfg.node]
         for i, d in enumerate(a.retry_delays[:8]):
             base = min(cap, initial * factor**i)
             assert base * (1 - jitter) - 1e-9 <= d <= base * (1 + jitter) + 1e-9, (a.cfg.node, i, d)
             gap = knocks[i + 1] - knocks[i]
-            assert d <= gap <= d + 0.25, (a.cfg.node, i, d, gap)  # the wait really happened, and no longer
+            assert d <= gap <= d + 2.0, (a.cfg.node, i, d, gap)  # the wait really happened, and no longer
+            late.append(gap - d)
+    # a busy host delays a wake-up now and then; a wait that is longer by design delays them all
+    assert statistics.median(late) < 0.25, sorted(late)[::16]
     # lock-step would put every agent's 9th attempt at the same instant; jitter spreads them out
     ninth = [rec.knocks[a.cfg.node][8] for a in agents]
     assert statistics.pstdev(ninth) > 0.03
@@ -245,13 +250,15 @@ def test_fuzzing_client_never_brings_the_collector_down(fuzz_target: Any, stream
 
 async def test_slow_collector_backpressure_is_absorbed_by_the_bounded_spool(tmp_path: Path,
                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every batch takes 300 ms to commit (group commit shares no cost): acks trail, the spool fills
+    """Every batch takes 1 s to commit (group commit shares no cost): acks trail, the spool fills
     to its bound and no further, drops are counted, and the sampler keeps its 100 ms cadence regardless."""
     col = await kit.start_collector(tmp_path)
     real: Callable[[list[Any]], list[bool]] = col.store.commit_batches
 
+    ending = threading.Event()  # set when the test is done: the collector stops without the wait
+
     def slow(items: list[Any]) -> list[bool]:
-        time.sleep(0.3 * len(items))
+        ending.wait(1.0 * len(items))
         return real(items)
 
     monkeypatch.setattr(col.store, "commit_batches", slow)
@@ -275,13 +282,14 @@ async def test_slow_collector_backpressure_is_absorbed_by_the_bounded_spool(tmp_
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        ending.set()
         await col.stop()
     assert max(depths) == 20  # filled to the bound, never beyond
     assert agent.spool.dropped > 0
     assert agent.spool.dropped + agent.spool.depth + agent.spool.acked_seq >= agent.seq  # every batch accounted
     gaps = [b - a for a, b in zip(seal_times[5:], seal_times[6:], strict=False)]
-    assert statistics.median(gaps) == pytest.approx(0.1, abs=0.01)
-    assert max(gaps) < 0.3  # the sampler never waited for the collector (a 300 ms commit)
+    assert 0.09 <= statistics.median(gaps) <= 0.15
+    assert max(gaps) < 0.9  # the sampler never waited for the collector (a 1 s commit)
 
 
 async def test_a_failed_commit_stops_acks_for_everything_after_it(tmp_path: Path,
