@@ -111,7 +111,7 @@ def test_a_killed_delay_line_fails_open(lab: Lab) -> None:
         time.sleep(0.05)
     after, got = ping_ms(lab)
     assert got == 20, "traffic must flow with the delay line gone (--queue-bypass)"
-    assert after - base < 0.5
+    assert after - base < 3.0 / 2, (base, after)  # undelayed: a packet through the line would add 3 ms
     assert "CNISCOPE-IMPAIR-OUT" in str(kernel_view(lab)["mangle"])   # the rule is still there
     assert impair.clear(lab, "node1")
 
@@ -127,4 +127,4 @@ def test_the_delay_line_ends_itself_after_its_lifetime(lab: Lab) -> None:
     assert not procs.alive(rec), "the delay line outlived its --max-seconds"
     after, got = ping_ms(lab, count=5)
     assert got == 5
-    assert after - base < 0.5
+    assert after - base < 3.0 / 2, (base, after)  # undelayed: a packet through the line would add 3 ms
