@@ -19,6 +19,9 @@ class Registry(Generic[T]):
         self._items[name] = item
         return item
 
+    def unregister(self, name: str) -> None:
+        del self._items[name]
+
     def get(self, name: str) -> T:
         try:
             return self._items[name]
