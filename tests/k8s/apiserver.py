@@ -199,10 +199,14 @@ class FakeApiServer:
             return 200, {"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1",
                          "metadata": {"resourceVersion": "1"}, "items": items}
         m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/services(?:/([^/]+))?", path)
-        if m:
+        if m and not (method == "GET" and path in self.objects):   # a recorded Service is served as is
             return self._services(method, m.group(1), m.group(2), q, body)
         if method == "GET" and path in self.objects:
-            return 200, self.objects[path]
+            obj = self.objects[path]
+            sel = q.get("labelSelector", [""])[0]
+            if sel and isinstance(obj.get("items"), list):            # a recorded list, filtered like the API does
+                return 200, {**obj, "items": [i for i in obj["items"] if _labels_match(i, sel)]}
+            return 200, obj
         return 404, status(404, "NotFound", f'{kind} "{name}" not found')
 
     def _services(self, method: str, ns: str, name: str | None, q: dict[str, list[str]],

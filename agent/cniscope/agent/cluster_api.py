@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from cniscope.core import kubeapi
+from cniscope.core.cluster_cidrs import AllowList, CidrObjects, effective
 from cniscope.core.config import AgentConfig
-from cniscope.core.errors import Unavailable
+from cniscope.core.errors import CniscopeError, Unavailable
 from cniscope.core.fingerprint import ClusterObjects, Fingerprint, NodeFacts, derive
 from cniscope.core.hostpaths import HostPaths
 
@@ -118,6 +120,51 @@ class ClusterView:
     def fingerprint(self) -> Fingerprint:
         return derive(self.objects())
 
+    def _optional(self, fn: Any, *args: Any, what: str, notes: list[str], **kwargs: Any) -> dict[str, Any] | None:
+        """One read that discovery can do without: a refusal becomes a note, not a failure."""
+        try:
+            return kubeapi.call(fn, *args, what=what, **kwargs)
+        except Unavailable as exc:
+            if "unreachable" in str(exc):
+                raise
+            notes.append(str(exc))
+            return None
+
+    def cidr_objects(self) -> CidrObjects:
+        """The objects the probe allow-list is derived from (:mod:`cniscope.core.cluster_cidrs`)."""
+        from kubernetes import client
+
+        notes: list[str] = []
+        custom = client.CustomObjectsApi(self.api)
+        nodes: list[dict[str, Any]] = []
+        cont = ""
+        while True:
+            page = self._optional(self.core.list_node, what="list nodes", notes=notes, limit=500,
+                                  **({"_continue": cont} if cont else {}))
+            nodes += (page or {}).get("items", [])
+            cont = ((page or {}).get("metadata") or {}).get("continue", "")
+            if not cont:
+                break
+        service_cidrs, served = None, ""
+        for version in ("v1", "v1beta1"):
+            listed = self._optional(custom.list_cluster_custom_object, "networking.k8s.io", version, "servicecidrs",
+                                    what=f"list servicecidrs.networking.k8s.io/{version}", notes=notes)
+            if listed is not None:
+                service_cidrs, served = listed.get("items", []), f"networking.k8s.io/{version}"
+                break
+
+        def cm(name: str) -> dict[str, Any] | None:
+            return self._optional(self.core.read_namespaced_config_map, name, KS, what=f"get configmap {KS}/{name}",
+                                  notes=notes)
+
+        return CidrObjects(
+            nodes=nodes, service_cidrs=service_cidrs, service_cidr_api=served,
+            kubernetes_service=self._optional(self.core.read_namespaced_service, "kubernetes", "default",
+                                              what="get service default/kubernetes", notes=notes),
+            kubeadm_config=None if service_cidrs else cm("kubeadm-config"),
+            kube_proxy_config=cm("kube-proxy-config") or cm("kube-proxy"),
+            cilium_config=cm("cilium-config"), notes=tuple(notes))
+
     def probe_pod(self, node: str, namespace: str, selector: str, timeout: float = 0.0) -> ProbePod | None:
         """This node's probe pod once it runs with an IP; list first, then watch up to ``timeout`` seconds."""
         from kubernetes import watch
@@ -210,6 +257,36 @@ def discover_probe_pod(cfg: AgentConfig, paths: HostPaths, view: ClusterView, ti
     cfg.pod_ip = cfg.pod_ip or pod.ip
     log.info("probe pod %s (%s) on %s: netns %s", pod.name, pod.ip, cfg.node, cfg.pod_netns)
     return pod
+
+
+_ALLOW_LIST: AllowList | None = None
+
+
+def resolve_allow_list(cfg: AgentConfig, view: ClusterView | None, env: Mapping[str, str] | None = None) -> AllowList:
+    """Set ``cfg.allow_cidrs`` to the probe allow-list: ``CNISCOPE_ALLOW_CIDRS`` when set, else what the
+    cluster's objects say, else the configured default (the lab). Kept for the capability report."""
+    global _ALLOW_LIST
+    e = os.environ if env is None else env
+    configured = e.get("CNISCOPE_ALLOW_CIDRS")
+    objs = None
+    if configured is None and view is not None:
+        try:
+            objs = view.cidr_objects()
+        except CniscopeError as exc:
+            log.warning("probe allow-list not discovered, keeping %s: %s", cfg.allow_cidrs, exc)
+    allow = effective(configured, objs, cfg.allow_cidrs)
+    cfg.allow_cidrs = allow.spec()
+    _ALLOW_LIST = allow
+    log.info("probe allow-list (%s): %s", allow.origin, allow.spec() or "known agents only")
+    for note in allow.notes:
+        log.info("probe allow-list: %s", note)
+    return allow
+
+
+def current_allow_list(cfg: AgentConfig) -> AllowList:
+    """The allow-list this agent resolved at start, or the configured one before that (the lab)."""
+    return _ALLOW_LIST if _ALLOW_LIST is not None else effective(os.environ.get("CNISCOPE_ALLOW_CIDRS"), None,
+                                                                 cfg.allow_cidrs)
 
 
 def reconcile_probe_pod(cfg: AgentConfig, paths: HostPaths, view: ClusterView, current_uid: str) -> ProbePod | None:
