@@ -1,5 +1,5 @@
-"""Probe pieces that need no lab: missing tools, HTTP response heads, drop counters, DNS resolver
-discovery."""
+"""Probe pieces that need no lab: every declared kind implemented, the capabilities a kind's
+privileges ask for, missing tools, HTTP response heads, drop counters, DNS resolver discovery."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cniscope.agent import caps
 from cniscope.agent.probes import PROBES
 from cniscope.agent.probes.dns import nameserver_from, resolv_conf_for
 from cniscope.agent.probes.httpload import HttpError, parse_response_head
 from cniscope.agent.probes.netcounters import parse_dev_tx_drops, parse_snmp_udp
 from cniscope.agent.probes.probe import ProbeContext
 from cniscope.agent.targets.iperf import IperfServers
-from cniscope.core.errors import ToolMissing
+from cniscope.core.errors import ToolMissing, Unavailable
 from cniscope.core.probekinds import KINDS, spec_for
 
 
@@ -28,6 +29,24 @@ def ctx(kind: str) -> ProbeContext:
 
 def test_every_declared_kind_has_a_probe() -> None:
     assert KINDS.names() == PROBES.names()
+
+
+def test_every_declared_privilege_is_an_agent_feature() -> None:
+    for spec in KINDS:
+        assert set(spec.privileges) <= set(caps.FEATURE_CAPS), spec.kind
+
+
+def test_a_kinds_privileges_and_the_path_decide_the_capabilities(monkeypatch: pytest.MonkeyPatch) -> None:
+    rtt = spec_for("rtt").privileges
+    monkeypatch.setitem(caps.NEEDED_ONLY_WHEN, "raw_icmp", lambda: True)    # no ICMP datagram sockets here
+    assert caps.probe_features(rtt) == ["raw_icmp"]
+    with pytest.raises(Unavailable, match="missing CAP_NET_RAW"):
+        caps.require_probe(rtt, have={"SYS_ADMIN"})
+    caps.require_probe(spec_for("connect").privileges, have=set())           # a plain host-path probe
+    monkeypatch.setitem(caps.NEEDED_ONLY_WHEN, "raw_icmp", lambda: False)
+    assert caps.probe_features(rtt, "/proc/42/ns/net") == ["pod_path", "probe_pod_netns"]
+    with pytest.raises(Unavailable, match="missing CAP_SYS_ADMIN, CAP_SYS_PTRACE"):
+        caps.require_probe(rtt, "/proc/42/ns/net", have={"NET_RAW"})
 
 
 @pytest.mark.parametrize("kind", ["tcp", "udp"])
