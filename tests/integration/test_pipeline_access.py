@@ -15,8 +15,8 @@ from typing import Any
 import grpc
 import pytest
 
-from cniscope.agent import app as agent_app
-from cniscope.agent.app import Agent
+from cniscope.agent import batch_sealer, collector_session, sample_loop
+from cniscope.agent.node_agent import NodeAgent
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
 from cniscope.core import grpcutil, security
 from cniscope.core.config import AgentConfig
@@ -27,10 +27,10 @@ import pipeline_kit as kit  # type: ignore[import-not-found]  # noqa: E402
 TOKEN = "s3cret-token-for-tests"
 
 
-def _agent(c: Any, node: str = "n1", **kw: Any) -> Agent:
+def _agent(c: Any, node: str = "n1", **kw: Any) -> NodeAgent:
     cfg = AgentConfig(node=node, collector=kit.address(c), host_ip="198.18.0.11", pod_ip="198.19.1.11",
                       sample_interval=0.2, backoff_initial=0.1, backoff_max=0.5, **kw)
-    return Agent(cfg)
+    return NodeAgent(cfg)
 
 
 async def _list(address: str, md: tuple[tuple[str, str], ...] = (),
@@ -57,8 +57,8 @@ async def test_token_refuses_missing_and_wrong_and_admits_right(tmp_path: Path) 
         assert [n.node for n in nodes] == ["n1"]
         # an agent without the token is refused too, and keeps retrying
         intruder = _agent(c, node="n2")
-        itask = asyncio.create_task(intruder.connection_loop())
-        await kit.until(lambda: len(intruder.retry_delays) >= 2, what="intruder retries")
+        itask = asyncio.create_task(intruder.session.connection_loop())
+        await kit.until(lambda: len(intruder.session.retry_delays) >= 2, what="intruder retries")
         itask.cancel()
         assert "n2" not in c.state.nodes
         assert c.auth is not None
@@ -113,7 +113,7 @@ async def test_mutual_tls_refuses_no_cert_and_wrong_ca_and_admits_the_right_one(
         assert await _list(addr, creds=good) == []
 
         # the agent rebuilds its channel when its certificate file changes
-        monkeypatch.setattr(agent_app, "CERT_POLL_SECONDS", 0.1)
+        monkeypatch.setattr(collector_session, "CERT_POLL_SECONDS", 0.1)
         agent = _agent(c, tls_ca=str(pki["ca.pem"]), tls_cert=str(pki["client.pem"]), tls_key=str(pki["client.key"]))
         task = asyncio.create_task(agent.run())
         await kit.until(lambda: "n1" in c.state.sessions, what="agent over mutual TLS")
@@ -121,7 +121,7 @@ async def test_mutual_tls_refuses_no_cert_and_wrong_ca_and_admits_the_right_one(
         cert, key = kit.issue(ca, "node1-rotated", server=False)
         pki["client.key"].write_bytes(key)
         pki["client.pem"].write_bytes(cert)
-        await kit.until(lambda: agent.reconnects > before and agent.connected.is_set(), what="channel rebuilt")
+        await kit.until(lambda: agent.reconnects > before and agent.connected, what="channel rebuilt")
         await kit.until(lambda: "n1" in c.state.sessions, what="reconnected with the new certificate")
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -347,7 +347,7 @@ async def test_agent_and_collector_serve_metrics_with_openmetrics_negotiation(tm
     task = asyncio.create_task(agent.run())
     try:
         await kit.until(lambda: "n1" in c.state.sessions and c.state.nodes["n1"].last_seq >= 3, what="batches")
-        agent.last_results[("rtt", "n2", "pod")] = common_pb2.ProbeResult(
+        agent.probes.last_results[("rtt", "n2", "pod")] = common_pb2.ProbeResult(
             kind="rtt", target_node="n2", path="pod", ok=True, figures={"p99_us": 61.0})
         out: dict[str, dict[str, list[Any]]] = {}
         for who, port in (("collector", cport), ("agent", aport)):
@@ -436,12 +436,13 @@ async def test_agent_measures_its_clock_offset_over_the_welcome_round_trip(tmp_p
     try:
         await kit.until(lambda: "honest" in c.state.sessions and c.state.nodes["honest"].last_seq >= 2,
                         what="honest agent")
-        monkeypatch.setattr(agent_app, "time", _FastClock())
+        for module in (collector_session, batch_sealer, sample_loop):  # Hello and Welcome, batches, samples
+            monkeypatch.setattr(module, "time", _FastClock())
         tasks.append(asyncio.create_task(fast.run()))
         await kit.until(lambda: "fast" in c.state.sessions and c.state.nodes["fast"].last_seq >= 2, what="fast agent")
-        assert fast.clock_rtt_ms is not None
-        bound = fast.clock_rtt_ms / 2 + 0.5  # the true offset lies within half the round trip
-        assert abs(fast.clock_offset_ms - 200) <= bound
+        assert fast.session.clock_rtt_ms is not None
+        bound = fast.session.clock_rtt_ms / 2 + 0.5  # the true offset lies within half the round trip
+        assert abs(fast.session.clock_offset_ms - 200) <= bound
         c.state.settle()  # as every reader of node state does
         assert c.state.nodes["fast"].clock_skewed
         assert abs(c.state.nodes["fast"].clock_skew_ms - 200) <= bound

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cniscope.agent.app import Agent
+from cniscope.agent.node_agent import NodeAgent
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
 from cniscope.collector.auth import TokenAuthInterceptor
 from cniscope.collector.cluster_service import ClusterService
@@ -31,18 +31,18 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 import pipeline_kit as kit  # type: ignore[import-not-found]  # noqa: E402
 
 
-def _agent(address: str, node: str = "n1", **kw: Any) -> Agent:
+def _agent(address: str, node: str = "n1", **kw: Any) -> NodeAgent:
     base: dict[str, Any] = {"host_ip": "198.18.0.11", "sample_interval": 0.2, "backoff_initial": 0.1,
                             "backoff_max": 0.5}
     base.update(kw)
-    return Agent(AgentConfig(node=node, collector=address, **base))
+    return NodeAgent(AgentConfig(node=node, collector=address, **base))
 
 
-def _produce(agent: Agent, n: int) -> None:
+def _produce(agent: NodeAgent, n: int) -> None:
     """Seal ``n`` batches by hand (what the sample loop does every interval)."""
     for _ in range(n):
-        agent._pending_samples.append(common_pb2.Sample(name="x", value=float(agent.seq + 1)))
-        agent.seal_batch()
+        agent.sealer.add_samples([common_pb2.Sample(name="x", value=float(agent.sealer.seq + 1))])
+        agent.sealer.seal()
 
 
 class _Recording(TokenAuthInterceptor):
@@ -69,7 +69,7 @@ async def test_retries_follow_the_schedule_and_twenty_agents_do_not_retry_in_loc
     initial, factor, cap, jitter = 0.05, 1.6, 0.8, 0.2
     agents = [_agent(f"127.0.0.1:{port}", f"a{i:02d}", backoff_initial=initial, backoff_factor=factor,
                      backoff_max=cap, backoff_jitter=jitter) for i in range(20)]
-    tasks = [asyncio.create_task(a.connection_loop()) for a in agents]
+    tasks = [asyncio.create_task(a.session.connection_loop()) for a in agents]
     try:
         await kit.until(lambda: all(len(rec.knocks.get(a.cfg.node, [])) >= 9 for a in agents), within=30,
                         what="nine attempts from every agent")
@@ -81,7 +81,7 @@ async def test_retries_follow_the_schedule_and_twenty_agents_do_not_retry_in_loc
     late: list[float] = []
     for a in agents:
         knocks = rec.knocks[a.cfg.node]
-        for i, d in enumerate(a.retry_delays[:8]):
+        for i, d in enumerate(a.session.retry_delays[:8]):
             base = min(cap, initial * factor**i)
             assert base * (1 - jitter) - 1e-9 <= d <= base * (1 + jitter) + 1e-9, (a.cfg.node, i, d)
             gap = knocks[i + 1] - knocks[i]
@@ -93,7 +93,7 @@ async def test_retries_follow_the_schedule_and_twenty_agents_do_not_retry_in_loc
     ninth = [rec.knocks[a.cfg.node][8] for a in agents]
     assert statistics.pstdev(ninth) > 0.03
     assert len({round(t, 2) for t in ninth}) >= 10
-    assert len({tuple(round(d, 4) for d in a.retry_delays[:8]) for a in agents}) == 20
+    assert len({tuple(round(d, 4) for d in a.session.retry_delays[:8]) for a in agents}) == 20
 
 
 async def test_spool_bound_drops_are_counted_and_reported(tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ async def test_spool_bound_drops_are_counted_and_reported(tmp_path: Path) -> Non
     assert agent.spool.dropped == 23 - 5
     col = Collector(CollectorConfig(db=str(tmp_path / "c.db"), listen=f"127.0.0.1:{port}"))
     await col.start()
-    task = asyncio.create_task(agent.connection_loop())
+    task = asyncio.create_task(agent.session.connection_loop())
     try:
         await kit.until(lambda: agent.spool.depth == 0 and "n1" in col.state.sessions, what="drain")
         st = col.state.nodes["n1"]
@@ -131,7 +131,7 @@ async def test_agent_restart_replays_its_disk_spool_under_the_old_boot_id(tmp_pa
     _produce(second, 3)
     col = Collector(CollectorConfig(db=str(tmp_path / "c.db"), listen=f"127.0.0.1:{port}"))
     await col.start()
-    task = asyncio.create_task(second.connection_loop())
+    task = asyncio.create_task(second.session.connection_loop())
     try:
         await kit.until(lambda: second.spool.depth == 0, what="both boots delivered")
         rows = col.store.conn.execute("SELECT boot_id, COUNT(*), COUNT(DISTINCT seq), MIN(seq), MAX(seq) "
@@ -264,13 +264,13 @@ async def test_slow_collector_backpressure_is_absorbed_by_the_bounded_spool(tmp_
     monkeypatch.setattr(col.store, "commit_batches", slow)
     agent = _agent(kit.address(col), sample_interval=0.1, spool_max_batches=20)
     seal_times: list[float] = []
-    sealed = agent.seal_batch
+    sealed = agent.sealer.seal
 
     def timed_seal() -> agent_pb2.Batch | None:
         seal_times.append(time.monotonic())
         return sealed()
 
-    monkeypatch.setattr(agent, "seal_batch", timed_seal)
+    monkeypatch.setattr(agent.sealer, "seal", timed_seal)
     task = asyncio.create_task(agent.run())
     depths: list[int] = []
     try:
@@ -286,7 +286,7 @@ async def test_slow_collector_backpressure_is_absorbed_by_the_bounded_spool(tmp_
         await col.stop()
     assert max(depths) == 20  # filled to the bound, never beyond
     assert agent.spool.dropped > 0
-    assert agent.spool.dropped + agent.spool.depth + agent.spool.acked_seq >= agent.seq  # every batch accounted
+    assert agent.spool.dropped + agent.spool.depth + agent.spool.acked_seq >= agent.sealer.seq  # every batch accounted
     gaps = [b - a for a, b in zip(seal_times[5:], seal_times[6:], strict=False)]
     assert 0.09 <= statistics.median(gaps) <= 0.15
     assert max(gaps) < 0.9  # the sampler never waited for the collector (a 1 s commit)

@@ -20,9 +20,9 @@ from collections.abc import Callable
 import pytest
 
 from cniscope.agent import capabilities
-from cniscope.agent.app import Agent
 from cniscope.agent.inspectors import readiness
 from cniscope.agent.inspectors.unit import READY, UnitResult
+from cniscope.agent.node_agent import NodeAgent
 from cniscope.api.v1 import agent_pb2, common_pb2
 from cniscope.collector.runs import capwait
 from cniscope.collector.runs.run_fingerprint import data_plane_counts
@@ -36,9 +36,9 @@ def refresh_cmd(cid: str) -> agent_pb2.Command:
     return agent_pb2.Command(command_id=cid, refresh_capabilities=agent_pb2.RefreshCapabilities())
 
 
-async def next_report(agent: Agent) -> common_pb2.CapabilityReport:
+async def next_report(agent: NodeAgent) -> common_pb2.CapabilityReport:
     while True:
-        msg = await asyncio.wait_for(agent._outbox.get(), 5.0)
+        msg = await asyncio.wait_for(agent.session.outbox.get(), 5.0)
         if msg.WhichOneof("body") == "capabilities":
             return msg.capabilities
 
@@ -62,15 +62,15 @@ async def test_a_slow_unit_is_named_first_and_requests_coalesce(monkeypatch: pyt
     reg.register("slow", unit("slow", blocks=True))
     reg.register("after", unit("after"))
     monkeypatch.setattr(capabilities, "INSPECTORS", reg)
-    agent = Agent(AgentConfig(node="node1", capabilities_budget=0.3), HostPaths())
+    agent = NodeAgent(AgentConfig(node="node1", capabilities_budget=0.3), HostPaths())
     first = capabilities.Progress()
-    agent.capabilities = capabilities.collect(progress=first)   # what the agent collected at start
-    agent._last_progress = first
+    agent.refresh.report = capabilities.collect(progress=first)   # what the agent collected at start
+    agent.refresh.last_progress = first
 
     t0 = time.monotonic()
-    await agent._command(refresh_cmd("c1"))
+    await agent.commands.handle(refresh_cmd("c1"))
     assert time.monotonic() - t0 < 0.1          # handled in the background: the stream is read on
-    ack = (await asyncio.wait_for(agent._outbox.get(), 1)).command_ack
+    ack = (await asyncio.wait_for(agent.session.outbox.get(), 1)).command_ack
     assert (ack.command_id, ack.accepted) == ("c1", True)
 
     part = await next_report(agent)
@@ -85,7 +85,7 @@ async def test_a_slow_unit_is_named_first_and_requests_coalesce(monkeypatch: pyt
 
     t1 = time.monotonic()
     for cid in ("c2", "c3"):                    # two more requests while the census still runs
-        await agent._command(refresh_cmd(cid))
+        await agent.commands.handle(refresh_cmd(cid))
     part2 = await next_report(agent)            # answered within the budget too, once for both
     assert 0.25 < time.monotonic() - t1 < 2
     assert part2.unfinished.running == "slow"
@@ -98,8 +98,8 @@ async def test_a_slow_unit_is_named_first_and_requests_coalesce(monkeypatch: pyt
     assert whole.time_unix_nano < part.time_unix_nano   # stamped when it started, so never taken for a partial
     again = await next_report(agent)            # one collection answers both requests
     assert {u.name: json.loads(u.detail_json)["round"] for u in again.units} == {"fast": 3, "slow": 3, "after": 3}
-    assert agent._refresh_task is not None
-    await asyncio.wait_for(agent._refresh_task, 2)
+    assert agent.refresh.task is not None
+    await asyncio.wait_for(agent.refresh.task, 2)
     assert calls == {"fast": 3, "slow": 3, "after": 3}
     assert agent.capabilities == again
 

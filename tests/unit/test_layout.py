@@ -27,7 +27,7 @@ def _loaded(code: str) -> set[str]:
 
 
 def test_agent_import_loads_no_textual() -> None:
-    mods = _loaded("import cniscope.agent.app")
+    mods = _loaded("import cniscope.agent.node_agent")
     assert "textual" not in mods
     assert "kubernetes" not in mods
 

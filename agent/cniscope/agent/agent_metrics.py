@@ -1,30 +1,53 @@
 """The agent's own Prometheus ``/metrics``, so a fleet can be watched without any collector: every
 latest sample (one gauge family per sample name), latest probe results, spool depth and bytes, what
-the spool bound dropped, reconnects, and each inspection unit's duration and success."""
+the spool bound dropped, reconnects, and each inspection unit's duration and success.
+
+The exporter reads an :class:`AgentStatus` at scrape time; it knows nothing else of the agent.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
+from cniscope.agent.spool import Spool
+from cniscope.api.v1 import common_pb2
 from cniscope.core.metricshttp import gauge_families, metric_name
 
-if TYPE_CHECKING:
-    from cniscope.agent.app import Agent
+
+class AgentStatus(Protocol):
+    """What a running agent shows its scraper."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def spool(self) -> Spool: ...
+    @property
+    def reconnects(self) -> int: ...
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def last_seq(self) -> int: ...
+    @property
+    def last_samples(self) -> Sequence[common_pb2.Sample]: ...
+    @property
+    def last_results(self) -> Mapping[tuple[str, str, str], common_pb2.ProbeResult]: ...  # (kind, target, path)
+    @property
+    def capabilities(self) -> common_pb2.CapabilityReport | None: ...
 
 
 class AgentMetrics:
-    def __init__(self, agent: Agent) -> None:
-        self.agent = agent
+    def __init__(self, status: AgentStatus) -> None:
+        self.status = status
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(self)
 
     def collect(self) -> Iterator[Any]:
-        a = self.agent
-        node = a.cfg.node
+        a = self.status
+        node = a.node
         for fam, val in (
             (GaugeMetricFamily("cniscope_agent_spool_batches", "un-acknowledged batches held", labels=["node"]),
              a.spool.depth),
@@ -35,8 +58,8 @@ class AgentMetrics:
             (CounterMetricFamily("cniscope_agent_reconnects", "reconnects to the collector", labels=["node"]),
              a.reconnects),
             (GaugeMetricFamily("cniscope_agent_connected", "1 while the collector stream is up", labels=["node"]),
-             1 if a.connected.is_set() else 0),
-            (GaugeMetricFamily("cniscope_agent_last_seq", "seq of the last sealed batch", labels=["node"]), a.seq),
+             1 if a.connected else 0),
+            (GaugeMetricFamily("cniscope_agent_last_seq", "seq of the last sealed batch", labels=["node"]), a.last_seq),
         ):
             fam.add_metric([node], float(val))
             yield fam
