@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
 
 from cniscope.core.errors import Unavailable
 
@@ -43,8 +42,6 @@ FEATURE_CAPS: dict[str, tuple[str, ...]] = {
 }
 # Features whose capability matters only on some kernels: (major, minor) from which it is not needed.
 NOT_NEEDED_FROM: dict[str, tuple[int, int]] = {"memlock": (5, 11)}
-
-T = TypeVar("T")
 
 
 def parse_status(text: str, field: str = "CapEff") -> set[str]:
@@ -88,14 +85,6 @@ def require_feature(feature: str, have: set[str] | None = None, release: str = "
     lack = feature_missing(feature, have, release)
     if lack:
         raise Unavailable(reason(lack))
-
-
-def requires(*caps: str) -> Callable[[T], T]:
-    """Mark an inspection unit as needing ``caps``; the capability report checks them before running it."""
-    def mark(fn: T) -> T:
-        fn.__cniscope_caps__ = tuple(caps)  # type: ignore[attr-defined]
-        return fn
-    return mark
 
 
 def required_by(fn: object) -> tuple[str, ...]:
