@@ -42,12 +42,12 @@ async def scaling(address: str, lab: str, counts: list[int], repeat: int, backen
 
 
 def wait_nodes(address: str, n: int) -> None:
-    from cniscope.cli import _list_nodes
+    from cniscope.client.grpc_collector import list_nodes
 
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
-            if sum(1 for x in asyncio.run(_list_nodes(address, deadline=2)) if x.status == 1) >= n:
+            if sum(1 for x in asyncio.run(list_nodes(address, deadline=2)) if x.status == 1) >= n:
                 return
         except Exception:
             pass
@@ -56,11 +56,11 @@ def wait_nodes(address: str, n: int) -> None:
 
 
 def wait_figure(address: str, node: str, key: str, timeout: float = 60) -> None:
-    from cniscope.cli import _list_nodes
+    from cniscope.client.grpc_collector import list_nodes
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(x.node == node and key in x.figures for x in asyncio.run(_list_nodes(address, deadline=5))):
+        if any(x.node == node and key in x.figures for x in asyncio.run(list_nodes(address, deadline=5))):
             return
         time.sleep(0.3)
     raise SystemExit(f"no {key} from {node}: the tracer did not start")

@@ -41,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "fixtu
 from generate import _node  # type: ignore[import-not-found]  # noqa: E402
 
 from cniscope.api.v1 import cluster_pb2, common_pb2  # noqa: E402
+from cniscope.client.client_protocol import ConnectionState  # noqa: E402
 from cniscope.tui.app import CniscopeApp  # noqa: E402
-from cniscope.tui.client import ConnectionState  # noqa: E402
 from cniscope.tui.run_compare import RunSummary  # noqa: E402
 from cniscope.tui.screens.nodes import NodesScreen  # noqa: E402
 from cniscope.tui.screens.nodes_columns import COLUMNS  # noqa: E402

@@ -62,14 +62,14 @@ def cluster(lab: Lab, tmp_path: Path) -> Lab:
 
 
 def wait_connected(lab: Lab, count: int, timeout: float = 20.0) -> list[object]:
-    from cniscope.cli import _list_nodes
+    from cniscope.client.grpc_collector import list_nodes
 
     deadline = time.monotonic() + timeout
     nodes: list[object] = []
     last_error: Exception | None = None  # the latest failure to list the nodes, if any
     while time.monotonic() < deadline:
         try:
-            nodes = asyncio.run(_list_nodes(lab.local_collector, deadline=2))
+            nodes = list(asyncio.run(list_nodes(lab.local_collector, deadline=2)))
             if sum(1 for n in nodes if getattr(n, "status", 0) == 1) >= count:
                 return nodes
         except Exception as exc:  # the collector may still be starting: try again, keep the reason

@@ -11,8 +11,8 @@ from typing import Any
 
 from textual.pilot import Pilot
 
+from cniscope.client.replay_collector import ReplayClient
 from cniscope.tui.app import CniscopeApp
-from cniscope.tui.client import ReplayClient
 
 RECORDINGS = Path(__file__).parent / "fixtures" / "recordings"
 LAB = RECORDINGS / "lab4.jsonl.gz"          # real: `cniscope tui --record` on a 4-node lab

@@ -23,9 +23,9 @@ from typing import Any
 import pytest
 from probe_helpers import running_cluster  # type: ignore[import-not-found]
 
-from cniscope.collector.runs.services import count_rules
 from cniscope.core import stats
 from cniscope.lab.lab import Lab
+from cniscope.lab.lab_services import count_rules
 
 pytestmark = [pytest.mark.netns]
 CNISCOPE = [sys.executable, "-m", "cniscope.cli"]
@@ -182,11 +182,11 @@ def test_service_scaling_iptables_nft_grows_verdict_map_flat(bench_lab: tuple[La
 
 
 def wait_figure(lab: Lab, node: str, key: str, timeout: float) -> None:
-    from cniscope.cli import _list_nodes
+    from cniscope.client.grpc_collector import list_nodes
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if any(n.node == node and key in n.figures for n in asyncio.run(_list_nodes(lab.local_collector, deadline=5))):
+        if any(n.node == node and key in n.figures for n in asyncio.run(list_nodes(lab.local_collector, deadline=5))):
             return
         time.sleep(0.3)
     log = Path(lab.status()["state_dir"]) / "logs" / f"agent-{node}.log"

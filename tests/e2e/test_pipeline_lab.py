@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from cniscope.api.v1 import cluster_pb2
-from cniscope.cli import _list_nodes
+from cniscope.client.grpc_collector import list_nodes
 from cniscope.lab import netns
 from cniscope.lab.lab import Lab
 
@@ -46,7 +46,7 @@ def _assert_exactly_once(rows: dict[tuple[str, str], list[int]]) -> None:
 
 
 def _nodes(lab: Lab) -> dict[str, cluster_pb2.NodeState]:
-    return {n.node: n for n in asyncio.run(_list_nodes(lab.local_collector, deadline=5))}
+    return {n.node: n for n in asyncio.run(list_nodes(lab.local_collector, deadline=5))}
 
 
 def _until(cond: Callable[[], bool], within: float, what: str) -> float:

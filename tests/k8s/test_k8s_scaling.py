@@ -35,8 +35,8 @@ from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, runs_pb2, runs_p
 from cniscope.collector.reports.scaling import render_scaling
 from cniscope.collector.runs.api import RunsService
 from cniscope.collector.runs.run_fingerprint import data_plane_counts
+from cniscope.collector.runs.service_backend import KUBERNETES, resolve_backends
 from cniscope.collector.runs.service_scaler import MANAGED_BY, ServiceScaler
-from cniscope.collector.runs.services import KUBERNETES, resolve_backends
 from cniscope.collector.state import ClusterState, Session
 from cniscope.collector.store import Store
 from cniscope.core import grpcutil, kubeapi
@@ -336,20 +336,26 @@ async def test_no_api_server_outside_the_lab_is_a_clear_error(tmp_path: Path, mo
         with pytest.raises(grpc.aio.AioRpcError) as err:
             await scale(rig, runs_pb2.ServiceScalingRequest(counts=[4], backends=["ipvs"]))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "backend must be one of auto, kubernetes, iptables-nft, iptables-legacy, nft; got 'ipvs'" in str(
+        assert "backend must be one of auto, kubernetes; got 'ipvs'" in str(
             err.value.details())
         assert rig.api.requests == []
 
 
 def test_backend_choice_follows_the_agents() -> None:
     req = runs_pb2.ServiceScalingRequest
-    assert resolve_backends(req(), in_lab=True) == ["iptables-nft"]
+    lab = kubeproxy.BACKENDS   # the lab backends a collector serving a lab is given
+    assert resolve_backends(req(), in_lab=True, lab=lab) == ["iptables-nft"]
+    assert resolve_backends(req(backend="auto"), in_lab=False, lab=lab) == [KUBERNETES]
     assert resolve_backends(req(backend="auto"), in_lab=False) == [KUBERNETES]
-    assert resolve_backends(req(backends=["k8s", "auto"]), in_lab=False) == [KUBERNETES]
-    assert resolve_backends(req(backends=["nft", "iptables-nft"]), in_lab=True) == ["nft", "iptables-nft"]
+    assert resolve_backends(req(backends=["k8s", "auto"]), in_lab=False, lab=lab) == [KUBERNETES]
+    assert resolve_backends(req(backends=["nft", "iptables-nft"]), in_lab=True, lab=lab) == ["nft", "iptables-nft"]
     with pytest.raises(Unavailable, match="lab namespaces whose data plane never sees them"):
-        resolve_backends(req(backend="kubernetes"), in_lab=True)
+        resolve_backends(req(backend="kubernetes"), in_lab=True, lab=lab)
     with pytest.raises(Unavailable, match="the connected agents are not a lab"):
-        resolve_backends(req(backend="nft"), in_lab=False)
+        resolve_backends(req(backend="nft"), in_lab=False, lab=lab)
+    with pytest.raises(Unavailable, match=r"without the lab's service backends \(cniscope collector --lab NAME\)"):
+        resolve_backends(req(), in_lab=True)
     with pytest.raises(ValidationError, match="got 'bogus'"):
-        resolve_backends(req(backend="bogus"), in_lab=True)
+        resolve_backends(req(backend="bogus"), in_lab=True, lab=lab)
+    with pytest.raises(ValidationError, match="one of auto, kubernetes; got 'nft'"):
+        resolve_backends(req(backend="nft"), in_lab=False)

@@ -10,10 +10,11 @@ import tui_kit as kit  # type: ignore[import-not-found]
 from textual.widgets import DataTable, Input, Static
 
 from cniscope.api.v1 import runs_pb2, runs_pb2_grpc
+from cniscope.client.grpc_collector import CollectorClient
+from cniscope.client.replay_collector import ReplayClient
 from cniscope.core import grpcutil
 from cniscope.lab.lab import Lab
 from cniscope.tui.app import CniscopeApp
-from cniscope.tui.client import GrpcClusterClient, ReplayClient
 from cniscope.tui.run_compare import fmt_value
 from cniscope.tui.screens.probe_form import ProbeForm
 from cniscope.tui.screens.runs import RunsScreen
@@ -28,7 +29,7 @@ def _bar(app: CniscopeApp) -> str:
 
 
 async def test_form_fires_a_probe_and_a_result_row_appears(cluster: Lab) -> None:
-    app = CniscopeApp(GrpcClusterClient(cluster.local_collector))
+    app = CniscopeApp(CollectorClient(cluster.local_collector))
     async with app.run_test(size=(160, 45)) as pilot:
         table = app.screen.query_one("#nodes", LiveTable)
         await kit.until(lambda: table.row_count == 3, 10, pilot, "three node rows")
@@ -62,7 +63,7 @@ async def test_form_fires_a_probe_and_a_result_row_appears(cluster: Lab) -> None
 
 
 async def test_collector_restart_shows_disconnected_then_recovers(cluster: Lab, tmp_path: Path) -> None:
-    app = CniscopeApp(GrpcClusterClient(cluster.local_collector))
+    app = CniscopeApp(CollectorClient(cluster.local_collector))
     async with app.run_test(size=(120, 40)) as pilot:
         await kit.until(lambda: app.model.counts() == (3, 3), 10, pilot, "three connected nodes")
         assert cluster.stop_role("collector")
@@ -97,7 +98,7 @@ async def test_runs_stored_through_the_api_appear_and_compare(cluster: Lab, tmp_
     before = await _stored_run(cluster.local_collector, "before")
     after = await _stored_run(cluster.local_collector, "after")
     recording = tmp_path / "rec.jsonl"
-    app = CniscopeApp(GrpcClusterClient(cluster.local_collector, record=str(recording)))
+    app = CniscopeApp(CollectorClient(cluster.local_collector, record=str(recording)))
     async with app.run_test(size=(160, 45)) as pilot:
         await pilot.press("4")
         screen = app.screen

@@ -4,16 +4,9 @@ names and order."""
 from __future__ import annotations
 
 from cniscope.api.v1 import runs_pb2
+from cniscope.client.run_summary import RunSummary, run_from_dict, run_from_proto, run_to_dict
 from cniscope.core.benchmetrics import BETTER, NOISE, WORSE, FigureStat
-from cniscope.tui.run_compare import (
-    RunSummary,
-    comparison,
-    fmt_value,
-    run_from_dict,
-    run_from_proto,
-    run_to_dict,
-    title,
-)
+from cniscope.tui.run_compare import comparison, fmt_value, title
 
 
 def _run(rid: str, **figs: float) -> RunSummary:

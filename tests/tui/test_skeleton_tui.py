@@ -8,9 +8,9 @@ import time
 import pytest
 from textual.widgets import Static
 
+from cniscope.client.grpc_collector import CollectorClient
 from cniscope.lab.lab import Lab
 from cniscope.tui.app import CniscopeApp
-from cniscope.tui.client import GrpcClusterClient
 from cniscope.tui.widgets.livetable import LiveTable
 
 pytestmark = [pytest.mark.netns]
@@ -26,7 +26,7 @@ async def _until(cond: object, limit: float, pilot: object) -> None:
 
 
 async def test_rows_appear_and_a_probe_renders(cluster: Lab) -> None:
-    app = CniscopeApp(GrpcClusterClient(cluster.local_collector))
+    app = CniscopeApp(CollectorClient(cluster.local_collector))
     async with app.run_test(size=(120, 40)) as pilot:
         table = app.query_one("#nodes", LiveTable)
         await _until(lambda: table.row_count == 3, 10, pilot)

@@ -12,7 +12,7 @@ import pytest
 from cniscope.collector.reports import FORMATS, render
 from cniscope.collector.reports.report_model import RunView, compare
 from cniscope.collector.reports.scaling import render_scaling
-from cniscope.collector.runs.services import scaling_detail, slope_ns_per_rule
+from cniscope.collector.runs.scaling_detail import scaling_detail, slope_ns_per_rule
 from cniscope.core import benchmetrics as bm
 
 

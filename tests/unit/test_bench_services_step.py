@@ -23,9 +23,12 @@ from cniscope.collector.runs import run_store as rstore
 from cniscope.collector.runs.k8s_services import Syncs, sync_delta
 from cniscope.collector.runs.manager import RunManager
 from cniscope.collector.runs.run_fingerprint import kube_proxy_sync
-from cniscope.collector.runs.services import LAB_PROXY_NOTE, Applied, ScalingRun, proxy_row
+from cniscope.collector.runs.scaling_step import proxy_row
+from cniscope.collector.runs.service_backend import Applied
+from cniscope.collector.runs.services import ScalingRun
 from cniscope.collector.state import ClusterState, Session
 from cniscope.collector.store import Store
+from cniscope.lab.lab_services import LAB_PROXY_NOTE
 
 KERNEL_US = 30   # what the scripted kernel takes per connect
 USER_US = 50.0   # what the scripted probe measures per connect
@@ -145,7 +148,7 @@ async def scale(store: Store, tracer: bool) -> tuple[dict[int, dict[str, object]
     feeding = asyncio.create_task(agent.loop())
     try:
         await agent.sent.wait()
-        sr = ScalingRun(state, agent, RunManager(store), backend_factory=lambda _lab, _b: LabBackend())  # type: ignore[arg-type]
+        sr = ScalingRun(state, agent, RunManager(store), lab_backends={"iptables-nft": lambda _lab: LabBackend()})  # type: ignore[arg-type]
         sr.kernel_wait = 2.0
         t0 = time.monotonic()
         ar = await sr.start(runs_pb2.ServiceScalingRequest(counts=[4, 104], backend="iptables-nft", repeat=2,

@@ -4,304 +4,48 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
+from cniscope.api.v1 import agent_pb2, cluster_pb2, cluster_pb2_grpc, runs_pb2, runs_pb2_grpc
 from cniscope.collector import retention
+from cniscope.collector.agent_hub import AgentHubService, add_agent_hub
 from cniscope.collector.auth import TokenAuthInterceptor
+from cniscope.collector.cluster_service import ClusterService
 from cniscope.collector.collector_metrics import CollectorMetrics, IngestCounters
 from cniscope.collector.dispatcher import Dispatcher
-from cniscope.collector.groupcommit import GroupCommitter
 from cniscope.collector.ratelimit import TokenBucket
+from cniscope.collector.runs import run_store
 from cniscope.collector.runs.api import RunsService
-from cniscope.collector.state import ClusterState, Outgoing, Session
+from cniscope.collector.runs.service_backend import LabBackends
+from cniscope.collector.state import ClusterState
 from cniscope.collector.store import Store
-from cniscope.collector.validate import Refused, check_batch, check_capabilities, check_hello
-from cniscope.core import grpcutil, netpolicy, security
+from cniscope.core import grpcutil, security
 from cniscope.core.config import CollectorConfig, read_token
-from cniscope.core.errors import CniscopeError, ConfigError, StoreError, ValidationError
+from cniscope.core.errors import ConfigError, StoreError
 from cniscope.core.metricshttp import MetricsServer
 from cniscope.core.version import VERSION
 
 log = logging.getLogger("cniscope.collector")
 
-
 SETTLE_CHUNK = 32   # nodes brought up to date per event-loop turn by the sweep
-ACK_INTERVAL = 0.02  # seconds: a stream with acks due more often gets one cumulative ack per interval
-MAX_INFLIGHT = 256  # batches one stream may have read ahead of their commit
-
-
-def _serialize(m: agent_pb2.CollectorMessage | bytes) -> bytes:
-    return m if isinstance(m, bytes) else m.SerializeToString()
-
-
-def add_agent_hub(servicer: AgentHubService, server: grpc.aio.Server) -> None:
-    """AgentHub as generated, except that a stream may also yield pre-encoded bytes: a peer table
-    broadcast to a thousand agents is encoded once, not once per stream."""
-    handlers = {"Connect": grpc.stream_stream_rpc_method_handler(
-        servicer.Connect, request_deserializer=agent_pb2.AgentMessage.FromString, response_serializer=_serialize)}
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("cniscope.api.v1.AgentHub", handlers),))
-    server.add_registered_method_handlers("cniscope.api.v1.AgentHub", handlers)
-
-
-def _status(name: str) -> grpc.StatusCode:
-    return getattr(grpc.StatusCode, name, grpc.StatusCode.INTERNAL)
-
-
-class AgentHubService(agent_pb2_grpc.AgentHubServicer):
-    def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher,
-                 counters: IngestCounters | None = None) -> None:
-        self.state = state
-        self.store = store
-        self.dispatcher = dispatcher
-        self.counters = counters or IngestCounters()
-        self.committer = GroupCommitter(store, counters=self.counters)
-
-    async def Connect(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],  # type: ignore[override]  # noqa: N802
-                      context: grpc.aio.ServicerContext) -> AsyncIterator[Outgoing]:  # type: ignore[type-arg]
-        peer = context.peer()
-        it = request_iterator.__aiter__()
-        try:
-            first = await asyncio.wait_for(it.__anext__(), timeout=30)
-        except (StopAsyncIteration, TimeoutError):
-            return
-        except DecodeError:
-            self.counters.refused += 1
-            self.state.log_event("warning", f"refused an undecodable first message from {peer}")
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message is not a valid AgentMessage")
-        if first.WhichOneof("body") != "hello":
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be Hello")
-        hello = first.hello
-        try:
-            check_hello(hello)
-        except Refused as exc:
-            self.counters.refused += 1
-            self.state.log_event("warning", f"refused hello from {peer}: {exc}")
-            await context.abort(_status(exc.code), str(exc))
-        current = self.state.sessions.get(hello.node)
-        if current is not None and current.boot_id != hello.boot_id:
-            self.counters.refused += 1
-            self.state.log_event("warning", f"refused a second agent claiming node {hello.node} from {peer}",
-                                 hello.node)
-            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
-                                f"node {hello.node} is already connected with another boot id")
-        if current is not None:  # the same agent reconnecting over a half-dead stream
-            current.close()
-        now = time.time_ns()
-        acked = await self.store.call(self.store.record_hello, hello, now)
-        replay = [b for b in dict.fromkeys(hello.replay_boot_ids) if b != hello.boot_id]
-        replay_acked = await self.store.call(self.store.replay_acked, hello.node, replay) if replay else {}
-        session = Session(hello.node, hello.boot_id, replay_boots=frozenset(replay))
-        self.state.connect(hello, session, now)
-        self.state.log_event("info", f"agent {hello.agent_version} connected from {peer} "
-                                     f"(boot {hello.boot_id[:8]}, durable up to seq {acked})", hello.node)
-        if replay:
-            self.state.log_event("info", f"agent replays {len(replay)} earlier boot(s) from its disk spool",
-                                 hello.node)
-        yield agent_pb2.CollectorMessage(welcome=agent_pb2.Welcome(
-            time_unix_nano=time.time_ns(), collector_version=VERSION, acked_seq=acked,
-            replay_acked=replay_acked))
-        reader = asyncio.create_task(self._read(it, session, context))
-        reader.add_done_callback(lambda _: session.wake.set())
-        loop = asyncio.get_running_loop()
-        last_ack = 0.0
-        try:
-            while True:
-                # one event wakes the writer for anything it must do: a message to send, the session
-                # closed, the reader finished (cheaper than racing three futures per wake-up)
-                await session.wake.wait()
-                session.wake.clear()
-                while not session.outbox.empty():
-                    yield session.outbox.get_nowait()
-                if session.acks:  # after the messages queued before them, as they were committed
-                    done = session.closed.is_set() or reader.done()
-                    hold = last_ack + ACK_INTERVAL - loop.time()
-                    if hold > 0 and not done:
-                        # a busy stream: one cumulative ack per interval instead of one per commit
-                        # (an ack costs the collector about as much as reading a batch)
-                        await asyncio.sleep(hold)
-                        while not session.outbox.empty():
-                            yield session.outbox.get_nowait()
-                    for out in session.take_acks():
-                        self.counters.acks += 1
-                        yield out
-                    last_ack = loop.time()
-                if session.closed.is_set() or reader.done():
-                    break
-        finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await reader
-            self.state.disconnect(session)
-            if self.state.sessions.get(hello.node) is None:
-                self.state.log_event("info", "agent disconnected", hello.node)
-        if reader.done() and not reader.cancelled():
-            failure = reader.exception()
-            if isinstance(failure, Refused):
-                await context.abort(_status(failure.code), str(failure))
-
-    async def _read(self, it: AsyncIterator[agent_pb2.AgentMessage], session: Session,
-                    context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
-        try:
-            async for msg in it:
-                await self._on_message(msg, session)
-            while session.inflight:  # the agent finished sending: ack what it sent first
-                session.drained.clear()
-                await session.drained.wait()
-        except DecodeError:
-            self.counters.refused += 1
-            self.state.log_event("warning", "refused an undecodable message", session.node)
-            raise Refused("INVALID_ARGUMENT", "message is not a valid AgentMessage") from None
-
-    def _committed(self, session: Session, b: agent_pb2.Batch, now: int, outcome: bool | BaseException) -> None:
-        """A batch's commit finished (calls come in submission order): ack it, then apply it."""
-        session.inflight -= 1
-        if session.inflight < MAX_INFLIGHT:
-            session.drained.set()
-        exc = outcome if isinstance(outcome, BaseException) else None
-        if exc is not None or session.failure is not None:
-            # acks are cumulative: once one batch of the stream is not durable, nothing after it is
-            # acked; the stream ends and the agent resends from its last ack
-            if session.failure is None and exc is not None:
-                session.failure = exc
-                self.state.log_event("error", f"store failed, stream closed: {exc}", session.node)
-            session.close()
-            return
-        session.ack(b.boot_id, b.seq)
-        if not outcome:
-            self.counters.duplicates += 1
-            return
-        self.counters.batches += 1
-        self.counters.samples += len(b.samples)
-        self.state.on_batch(session.node, b, now)
-        for r in b.probe_results:
-            self.dispatcher.on_result(r)
-            self.state.on_probe_result(r)
-
-    async def _on_message(self, msg: agent_pb2.AgentMessage, session: Session) -> None:
-        which = msg.WhichOneof("body")
-        if which == "batch":
-            b = msg.batch
-            try:
-                check_batch(b, session.boot_id, session.replay_boots)
-            except Refused as exc:
-                self.counters.refused += 1
-                self.state.log_event("warning", f"refused batch: {exc}", session.node)
-                raise
-            now = time.time_ns()
-            session.inflight += 1
-            self.committer.submit(session.node, b, now, functools.partial(self._committed, session, b, now))
-            if session.inflight >= MAX_INFLIGHT:  # read ahead of commits, but only so far
-                session.drained.clear()
-                await session.drained.wait()
-            if session.failure is not None:
-                raise session.failure
-        elif which == "probe_progress":
-            self.dispatcher.on_progress(msg.probe_progress)
-            self.state.publish(cluster_pb2.ClusterEvent(probe_progress=msg.probe_progress))
-        elif which == "command_ack":
-            self.dispatcher.on_ack(msg.command_ack, session.node)
-        elif which == "capabilities":
-            try:
-                check_capabilities(msg.capabilities)
-            except Refused:
-                self.counters.refused += 1
-                raise
-            await self.store.call(self.store.record_capabilities, session.node, session.boot_id,
-                                  msg.capabilities, time.time_ns())
-            self.state.on_capabilities(session.node, msg.capabilities)
-        elif which == "hello":
-            raise Refused("FAILED_PRECONDITION", "a second Hello on the same stream")
-        # an unknown body (newer agent) is ignored: forward compatible
-
-
-class ClusterService(cluster_pb2_grpc.ClusterServicer):
-    def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher, address: str,
-                 limiter: TokenBucket | None = None, allow_cidrs: str = "198.18.0.0/15") -> None:
-        self.state = state
-        self.store = store
-        self.dispatcher = dispatcher
-        self.address = address
-        self.limiter = limiter
-        self.allow_cidrs = allow_cidrs
-
-    async def admit(self, request: common_pb2.ProbeRequest, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
-        """Rate limit, then refuse a forbidden explicit target before anything reaches an agent."""
-        if self.limiter is not None:
-            wait = self.limiter.take()
-            if wait > 0:
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                    f"probe rate limit: at most {self.limiter.rate:g}/s with bursts of "
-                                    f"{self.limiter.burst}; retry in {wait:.2f}s")
-        if request.target_address:
-            peers = [a for st in self.state.nodes.values() for a in (st.host_ip, st.pod_ip) if a]
-            try:
-                await asyncio.to_thread(netpolicy.check_target, request.target_address, peers, self.allow_cidrs)
-            except ValidationError as exc:
-                self.state.log_event("warning", f"refused probe target from {context.peer()}: {exc}")
-                await context.abort(_status(exc.grpc_status), f"{exc.title}: {exc}")
-
-    async def Watch(self, request: cluster_pb2.WatchRequest,  # noqa: N802
-                    context: grpc.aio.ServicerContext) -> AsyncIterator[cluster_pb2.ClusterEvent]:  # type: ignore[type-arg]
-        q = self.state.subscribe()
-        try:
-            for st in sorted(self.state.nodes.values(), key=lambda s: s.node):
-                yield cluster_pb2.ClusterEvent(node=st)
-            for ev in self.state.recent_logs[-50:]:
-                yield cluster_pb2.ClusterEvent(log=ev)
-            yield cluster_pb2.ClusterEvent(snapshot_done=cluster_pb2.SnapshotDone(
-                collector_version=VERSION, collector_address=self.address))
-            while True:
-                event = await q.get()
-                if event.WhichOneof("body") == "samples" and not request.include_samples:
-                    continue
-                yield event
-        finally:
-            self.state.unsubscribe(q)
-
-    async def ListNodes(self, request: cluster_pb2.ListNodesRequest,  # noqa: N802
-                        context: grpc.aio.ServicerContext) -> cluster_pb2.ListNodesResponse:  # type: ignore[type-arg]
-        self.state.settle()
-        return cluster_pb2.ListNodesResponse(nodes=[self.state.nodes[n] for n in sorted(self.state.nodes)])
-
-    async def GetNode(self, request: cluster_pb2.GetNodeRequest,  # noqa: N802
-                      context: grpc.aio.ServicerContext) -> cluster_pb2.NodeState:  # type: ignore[type-arg]
-        self.state.settle(request.node)
-        st = self.state.nodes.get(request.node)
-        if st is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"node {request.node!r} is unknown")
-        assert st is not None
-        return st
-
-    async def RunProbe(self, request: common_pb2.ProbeRequest,  # noqa: N802
-                       context: grpc.aio.ServicerContext) -> AsyncIterator[cluster_pb2.ProbeUpdate]:  # type: ignore[type-arg]
-        await self.admit(request, context)
-        try:
-            async for upd in self.dispatcher.run(request):
-                yield upd
-        except CniscopeError as exc:
-            await context.abort(_status(exc.grpc_status), f"{exc.title}: {exc}")
-
-    async def ListProbeResults(self, request: cluster_pb2.ListProbeResultsRequest,  # noqa: N802
-                               context: grpc.aio.ServicerContext) -> cluster_pb2.ListProbeResultsResponse:  # type: ignore[type-arg]
-        rows = await self.store.call(self.store.probe_results, request.kind, request.source_node,
-                                     request.target_node, request.limit or 100)
-        return cluster_pb2.ListProbeResultsResponse(results=rows)
 
 
 class Collector:
-    def __init__(self, cfg: CollectorConfig, listen: Sequence[str] | None = None) -> None:
+    """The server and its loops. ``lab_backends`` are the service-scaling backends besides
+    Kubernetes this collector may use (the lab's rule loaders when it serves a lab)."""
+
+    def __init__(self, cfg: CollectorConfig, listen: Sequence[str] | None = None,
+                 lab_backends: LabBackends | None = None) -> None:
         self.cfg = cfg
+        self.lab_backends = lab_backends or {}
         self.listen = list(listen or [cfg.listen])
         self.store = Store(cfg.db)
         self.state = ClusterState(stale_after=cfg.stale_after)
@@ -328,11 +72,8 @@ class Collector:
         cluster_pb2_grpc.add_ClusterServicer_to_server(
             ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter,
                            self.cfg.allow_cidrs), server)
-        from cniscope.api.v1 import runs_pb2, runs_pb2_grpc
-        from cniscope.collector.runs import run_store as runs_store
-
-        await self.store.call(runs_store.mark_interrupted, self.store.conn, time.time_ns())
-        self.runs = RunsService(self.state, self.store, self.dispatcher)
+        await self.store.call(run_store.mark_interrupted, self.store.conn, time.time_ns())
+        self.runs = RunsService(self.state, self.store, self.dispatcher, lab_backends=self.lab_backends)
         runs_pb2_grpc.add_RunsServicer_to_server(self.runs, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -446,9 +187,10 @@ def check_db_path(path: str) -> None:
         raise StoreError(f"cannot open database {path}: directory {parent} is not writable")
 
 
-async def run_collector(cfg: CollectorConfig, listen: Sequence[str] | None = None) -> None:
+async def run_collector(cfg: CollectorConfig, listen: Sequence[str] | None = None,
+                        lab_backends: LabBackends | None = None) -> None:
     check_db_path(cfg.db)
-    c = Collector(cfg, listen)
+    c = Collector(cfg, listen, lab_backends)
     await c.start()
     try:
         await c.wait()

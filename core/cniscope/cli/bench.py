@@ -8,10 +8,18 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from cniscope.cli.collector_address import collector_of
 from cniscope.core.errors import CniscopeError
+
+if TYPE_CHECKING:
+    from cniscope.api.v1 import runs_pb2
+    from cniscope.client.grpc_collector import CollectorClient
+
+T = TypeVar("T")
 
 FORMATS = ("table", "json", "markdown", "html")
 
@@ -78,40 +86,15 @@ def register(sub: Any) -> None:
         p.set_defaults(func=fn)
 
 
-def _address(ns: argparse.Namespace) -> str:
-    from cniscope.cli import default_collector
+def _call(ns: argparse.Namespace, fn: Callable[[CollectorClient], Awaitable[T]]) -> T:
+    """``fn`` with a client of the collector ``ns`` names, on a fresh event loop."""
+    from cniscope.client.grpc_collector import CollectorClient
 
-    return str(ns.collector or default_collector())
+    async def go() -> T:
+        async with CollectorClient(collector_of(ns)) as client:
+            return await fn(client)
 
-
-def _call(ns: argparse.Namespace, coro_fn: Any) -> Any:
-    from cniscope.cli import _grpc_error
-
-    address = _address(ns)
-
-    async def go() -> Any:
-        from cniscope.api.v1 import runs_pb2_grpc
-        from cniscope.core import grpcutil
-
-        async with grpcutil.insecure_channel(address) as ch:
-            return await coro_fn(runs_pb2_grpc.RunsStub(ch))
-
-    try:
-        return asyncio.run(go())
-    except CniscopeError:
-        raise
-    except Exception as exc:
-        import grpc
-
-        if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.UNIMPLEMENTED:
-            raise CniscopeError(f"the collector at {address} has no runs API (older version)") from None
-        raise _grpc_error(exc, address) from None
-
-
-def _md() -> tuple[tuple[str, str], ...]:
-    from cniscope.cli import _client_metadata
-
-    return _client_metadata()
+    return asyncio.run(go())
 
 
 def _emit(text: str, out_file: str | None) -> None:
@@ -123,15 +106,14 @@ def _emit(text: str, out_file: str | None) -> None:
 
 
 # ---- streaming runs with a progress bar, interruptible -------------------------------------------
-def _stream(ns: argparse.Namespace, start: Any) -> Any:
+def _stream(ns: argparse.Namespace,
+            start: Callable[[CollectorClient], AsyncIterator[runs_pb2.RunUpdate]]) -> runs_pb2.Run:
     """Follow a run's updates; the first Ctrl-C cancels the run and waits until it has stopped
     (in-flight probe finished, rules removed), a second one leaves at once."""
     show = sys.stderr.isatty()
     state: dict[str, Any] = {"run_id": "", "interrupted": 0}
 
-    async def follow(stub: Any) -> Any:
-        from cniscope.api.v1 import runs_pb2
-
+    async def follow(client: CollectorClient) -> runs_pb2.Run | None:
         loop = asyncio.get_running_loop()
         main = asyncio.current_task()
         cancel_task: list[asyncio.Task[Any]] = []
@@ -143,13 +125,12 @@ def _stream(ns: argparse.Namespace, start: Any) -> Any:
                     main.cancel()
                 return
             print("\ninterrupted: stopping the run (Ctrl-C again to leave at once)…", file=sys.stderr)
-            cancel_task.append(asyncio.ensure_future(
-                stub.CancelRun(runs_pb2.RunRef(run_id=state["run_id"]), metadata=_md())))
+            cancel_task.append(asyncio.ensure_future(client.cancel_run(state["run_id"])))
 
         loop.add_signal_handler(signal.SIGINT, on_sigint)
         final = None
         try:
-            async for upd in start(stub):
+            async for upd in start(client):
                 if upd.WhichOneof("body") == "progress":
                     pr = upd.progress
                     state["run_id"] = pr.run_id
@@ -211,7 +192,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
 
     req = runs_pb2.StartRunRequest(label=ns.label, suite=ns.suite, repeat=ns.repeat, pairs=ns.pairs,
                                    only=[o.strip() for o in ns.only.split(",") if o.strip()])
-    run = _stream(ns, lambda stub: stub.StartRun(req, metadata=_md()))
+    run = _stream(ns, lambda client: client.start_run(req))
     sys.stdout.write(_run_json(run) if ns.output == "json" else run_text(run))
     if run.status == runs_pb2.RUN_STATUS_CANCELLED:
         return 130
@@ -224,12 +205,12 @@ def cmd_list(ns: argparse.Namespace) -> int:
     from cniscope.api.v1 import runs_pb2
     from cniscope.core.render import table
 
-    resp = _call(ns, lambda stub: stub.ListRuns(runs_pb2.ListRunsRequest(), metadata=_md()))
+    runs = _call(ns, lambda client: client.stored_runs())
     if ns.output == "json":
-        print(json.dumps([json.loads(_run_json(r)) for r in resp.runs], indent=2))
+        print(json.dumps([json.loads(_run_json(r)) for r in runs], indent=2))
         return 0
     rows = []
-    for r in resp.runs:
+    for r in runs:
         when = dt.datetime.fromtimestamp(r.started_unix_nano / 1e9, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
         rows.append([r.run_id, r.label, r.kind, r.suite, str(r.repeat),
                      runs_pb2.RunStatus.Name(r.status).removeprefix("RUN_STATUS_").lower(), when,
@@ -239,9 +220,7 @@ def cmd_list(ns: argparse.Namespace) -> int:
 
 
 def cmd_show(ns: argparse.Namespace) -> int:
-    from cniscope.api.v1 import runs_pb2
-
-    run = _call(ns, lambda stub: stub.GetRun(runs_pb2.RunRef(run_id=ns.run), metadata=_md()))
+    run = _call(ns, lambda client: client.get_run(ns.run))
     if run.kind == "services" and run.detail_json and ns.output != "json":
         from cniscope.collector.reports.scaling import render_scaling
 
@@ -264,7 +243,7 @@ def cmd_compare(ns: argparse.Namespace) -> int:
                                   reference=ns.reference, format=ns.output)
     if not ns.runs and not ns.reference:
         raise CniscopeError("name one or more runs, or --reference report-2026-02")
-    resp = _call(ns, lambda stub: stub.Compare(req, metadata=_md()))
+    resp = _call(ns, lambda client: client.compare(req))
     _emit(resp.rendered, ns.out_file)
     if resp.failed:
         for f in resp.failures:
@@ -290,10 +269,10 @@ def cmd_services(ns: argparse.Namespace) -> int:
     except ValueError:
         raise CniscopeError(f"--counts must be integers separated by commas, got {ns.counts!r}") from None
     backends = [b.strip() for b in ns.backend.split(",") if b.strip()]
-    lab = ns.lab if ns.lab is not None else _lab_of(_address(ns))
+    lab = ns.lab if ns.lab is not None else _lab_of(collector_of(ns))
     req = runs_pb2.ServiceScalingRequest(label=ns.label, counts=counts, backends=backends, lab=lab,
                                          connects=ns.connects, repeat=ns.repeat)
-    run = _stream(ns, lambda stub: stub.StartServiceScaling(req, metadata=_md()))
+    run = _stream(ns, lambda client: client.start_service_scaling(req))
     if ns.output == "json" and not run.detail_json:
         _emit(_run_json(run), ns.out_file)
     else:
@@ -310,16 +289,12 @@ def cmd_services(ns: argparse.Namespace) -> int:
 
 
 def cmd_delete(ns: argparse.Namespace) -> int:
-    from cniscope.api.v1 import runs_pb2
-
-    resp = _call(ns, lambda stub: stub.DeleteRun(runs_pb2.RunRef(run_id=ns.run), metadata=_md()))
-    print("deleted" if resp.deleted else "not deleted")
+    deleted = _call(ns, lambda client: client.delete_run(ns.run))
+    print("deleted" if deleted else "not deleted")
     return 0
 
 
 def cmd_cancel(ns: argparse.Namespace) -> int:
-    from cniscope.api.v1 import runs_pb2
-
-    run = _call(ns, lambda stub: stub.CancelRun(runs_pb2.RunRef(run_id=ns.run), metadata=_md()))
+    run = _call(ns, lambda client: client.cancel_run(ns.run))
     sys.stdout.write(run_text(run))
     return 0

@@ -43,11 +43,11 @@ def register(sub: Any) -> None:
 def cmd_impair(ns: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    from cniscope.cli import _lab_existing
     from cniscope.core.errors import LabError
     from cniscope.lab import impair
+    from cniscope.lab.lab import Lab
 
-    lab = _lab_existing(ns)
+    lab = Lab.existing(ns.name)
     if not lab.status()["up"]:
         raise LabError(f"lab {ns.name!r} is not up (cniscope lab up --name {ns.name})")
     raw = {prm.name: getattr(ns, prm.name) for prm in impair.PARAMS.params}

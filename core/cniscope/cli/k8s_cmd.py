@@ -10,12 +10,12 @@ from typing import Any
 
 def cmd_probe_pod(ns: argparse.Namespace) -> int:
     from cniscope.agent import probe_pod
-    from cniscope.cli import _run_async
+    from cniscope.cli.daemon_cmd import run_until_signal
     from cniscope.core.logging import setup_logging
 
     setup_logging(ns.log_level or os.environ.get("CNISCOPE_LOG_LEVEL", "info"))
     port = ns.port or int(os.environ.get("CNISCOPE_PROBE_POD_PORT", "7421"))
-    return _run_async(probe_pod.serve(ns.address, port))
+    return run_until_signal(probe_pod.serve(ns.address, port))
 
 
 def cmd_fingerprint(ns: argparse.Namespace) -> int:

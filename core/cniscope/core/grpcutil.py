@@ -67,3 +67,8 @@ def insecure_channel(address: str, options: Sequence[tuple[str, int | str]] | No
     if credentials is not None:
         return grpc.aio.secure_channel(target, credentials, options=opts)
     return grpc.aio.insecure_channel(target, options=opts)
+
+
+def status_code(name: str) -> grpc.StatusCode:
+    """The gRPC status named ``name`` (e.g. an error's ``grpc_status``); INTERNAL for an unknown name."""
+    return getattr(grpc.StatusCode, name, grpc.StatusCode.INTERNAL)

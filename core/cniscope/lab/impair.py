@@ -36,7 +36,8 @@ from cniscope.core.errors import LabError, ValidationError
 from cniscope.core.params import Param, ParamSet
 from cniscope.lab import netns
 from cniscope.lab.delayline import parse_bound_queues
-from cniscope.lab.lab import Lab, LabNode
+from cniscope.lab.lab import Lab
+from cniscope.lab.lab_node import LabNode
 
 Direction = Literal["egress", "ingress", "both"]
 DIRECTIONS: tuple[str, ...] = ("egress", "ingress", "both")

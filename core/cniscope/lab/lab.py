@@ -16,20 +16,22 @@ import shutil
 import sys
 import time
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cniscope.core.errors import LabError
 from cniscope.lab import addressing as addr
-from cniscope.lab import netns, procs
+from cniscope.lab import labdns, netns, procs
+from cniscope.lab.lab_node import LabNode
 
 STATE_ROOT = Path(os.environ.get("CNISCOPE_LAB_DIR", "/run/cniscope/lab"))
+DEFAULT_LAB = "cniscope"
 
 
 @dataclass
 class LabSpec:
-    name: str = "cniscope"
+    name: str = DEFAULT_LAB
     nodes: int = 3
     pods_per_node: int = 1
 
@@ -42,28 +44,22 @@ class LabSpec:
             raise LabError(f"pods per node must be 1..{addr.MAX_PODS_PER_NODE}")
 
 
-@dataclass
-class LabNode:
-    index: int
-    name: str
-    netns: str
-    host_ip: str
-    pods: list[dict[str, str]] = field(default_factory=list)  # [{"netns":..., "ip":...}]
-
-    @property
-    def pod_netns(self) -> str:
-        return self.pods[0]["netns"]
-
-    @property
-    def pod_ip(self) -> str:
-        return self.pods[0]["ip"]
-
-
 class Lab:
     def __init__(self, spec: LabSpec | None = None, state_root: Path | None = None) -> None:
         self.spec = spec or LabSpec()
         self.dir = (state_root or STATE_ROOT) / self.spec.name
-        self.prefix = "cns" if self.spec.name == "cniscope" else f"cns{self.spec.name}"
+        self.prefix = "cns" if self.spec.name == DEFAULT_LAB else f"cns{self.spec.name}"
+
+    @classmethod
+    def existing(cls, name: str = "", state_root: Path | None = None) -> Lab:
+        """The lab ``name`` ("" = the default lab) with the shape it was built with; the default
+        shape when it is not up."""
+        name = name or DEFAULT_LAB
+        try:
+            spec = json.loads(((state_root or STATE_ROOT) / name / "state.json").read_text())["spec"]
+            return cls(LabSpec(name=name, nodes=spec["nodes"], pods_per_node=spec["pods_per_node"]), state_root)
+        except (OSError, ValueError, KeyError, TypeError):
+            return cls(LabSpec(name=name), state_root)
 
     # ---- names -----------------------------------------------------------------------------
     @property
@@ -189,9 +185,7 @@ class Lab:
             if name.startswith(self.prefix + "-"):
                 netns.delete(name)
                 removed.append(f"netns {name}")
-        from cniscope.lab import labdns
-
-        removed.extend(f"file {d}/resolv.conf" for d in labdns.remove_files(self))
+        removed.extend(f"file {d}/resolv.conf" for d in labdns.remove_files(self.namespaces()))
         if self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
         return removed
@@ -254,7 +248,8 @@ class Lab:
     def start_cluster(self, *, db: Path | None = None, extra_agent_args: Sequence[str] = (),
                       extra_collector_args: Sequence[str] = (), sample_interval: float = 2.0,
                       tracers: Sequence[str] = (), tracer_nodes: Collection[str] | None = None) -> None:
-        """Start the collector in the fabric and one agent per node namespace.
+        """Start the collector in the fabric and one agent per node namespace. The collector serves
+        this lab (``--lab``): its service-scaling runs load kube-proxy-style rules in the node namespaces.
 
         ``tracers`` (bcc tracer names; default CNISCOPE_TRACERS of this environment) run in the agents
         of ``tracer_nodes`` (default every node). A tracer sees the whole machine, so each lab agent's
@@ -268,7 +263,7 @@ class Lab:
                 self.collector_socket.unlink()
             self.spawn("collector", self.fabric, [
                 *exe, "collector", "--listen", self.collector_address,
-                "--listen", self.local_collector, "--db", str(dbp), *extra_collector_args,
+                "--listen", self.local_collector, "--db", str(dbp), "--lab", self.spec.name, *extra_collector_args,
             ])
         self.start_dns()
         for node in self.nodes():
@@ -288,11 +283,15 @@ class Lab:
             return {"CNISCOPE_TRACERS": ""}
         return {"CNISCOPE_TRACERS": names, "CNISCOPE_TRACER_NETNS": str(netns.NETNS_DIR / node.pod_netns)}
 
-    def start_dns(self) -> str:
-        """dnsmasq for the lab's names behind a kube-dns-like ClusterIP (see ``labdns``)."""
-        from cniscope.lab import labdns
-
-        return labdns.start(self)
+    def start_dns(self, wait: float = 5.0) -> str:
+        """dnsmasq for the lab's names behind a kube-dns-like ClusterIP (see ``labdns``); a second
+        call changes nothing. Returns the kube-dns ClusterIP."""
+        binary = labdns.dnsmasq_binary()
+        labdns.configure(self.fabric, self.nodes())
+        if not self._alive(labdns.ROLE):
+            self.spawn(labdns.ROLE, self.fabric, labdns.dnsmasq_argv(binary, self.nodes()))
+            labdns.wait_ready(self.fabric, lambda: self.record(labdns.ROLE), wait)
+        return labdns.KUBE_DNS_IP
 
     def _alive(self, role: str) -> bool:
         rec = self.record(role)

@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cniscope.core.errors import LabError, ToolMissing
 from cniscope.lab import addressing as addr
-from cniscope.lab import netns
-
-if TYPE_CHECKING:
-    from cniscope.lab.lab import Lab
+from cniscope.lab import netns, procs
+from cniscope.lab.lab_node import LabNode
 
 DNS_IP = "198.18.0.3"
 KUBE_DNS_IP = "198.18.64.2"        # below the range kube-proxy-style Services are planned in
@@ -35,7 +33,7 @@ ROLE = "dns"
 NFT_TABLE = "cniscope-dns"
 
 
-def records(lab: Lab) -> dict[str, str]:
+def records(nodes: Sequence[LabNode]) -> dict[str, str]:
     """Name → address, everything the lab's DNS answers."""
     out = {
         "kubernetes.default.svc.cluster.local": KUBERNETES_IP,
@@ -43,19 +41,19 @@ def records(lab: Lab) -> dict[str, str]:
         "dns.lab": DNS_IP,
         "collector.lab": addr.COLLECTOR_IP,
     }
-    for node in lab.nodes():
+    for node in nodes:
         out[f"{node.name}.lab"] = node.host_ip
         for j, pod in enumerate(node.pods, start=1):
             out[f"pod{node.index}-{j}.lab"] = pod["ip"]
     return out
 
 
-def dnsmasq_argv(binary: str, lab: Lab) -> list[str]:
+def dnsmasq_argv(binary: str, nodes: Sequence[LabNode]) -> list[str]:
     argv = [binary, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
             "--no-poll", "--user=nobody", "--pid-file=", "--log-facility=-",
             f"--listen-address={DNS_IP}", "--bind-interfaces", "--port=53", "--cache-size=1000",
             "--local=/lab/", "--local=/cluster.local/", "--domain-needed", "--bogus-priv"]
-    argv += [f"--host-record={name},{ip}" for name, ip in sorted(records(lab).items())]
+    argv += [f"--host-record={name},{ip}" for name, ip in sorted(records(nodes).items())]
     return argv
 
 
@@ -75,49 +73,45 @@ def nft_rules() -> str:
     return "\n".join([f"add table ip {NFT_TABLE}", f"flush table ip {NFT_TABLE}", *rules, ""])
 
 
-def start(lab: Lab, wait: float = 5.0) -> str:
-    """Bring up the lab's DNS (idempotent); returns the kube-dns ClusterIP."""
+def dnsmasq_binary() -> str:
     binary = shutil.which("dnsmasq")
     if binary is None:
         raise ToolMissing("dnsmasq not found (Debian package dnsmasq-base; make setup)")
-    fab = lab.fabric
-    if DNS_IP not in netns.exec_in(fab, ["ip", "-o", "-4", "addr", "show", "dev", "br0"]):
-        netns.batch(fab, [f"addr add {DNS_IP}/24 dev br0"])
-    netns.batch(fab, [f"route replace {addr.pod_subnet(n.index)} via {n.host_ip} dev br0" for n in lab.nodes()])
-    for node in lab.nodes():
+    return binary
+
+
+def configure(fabric: str, nodes: Sequence[LabNode]) -> None:
+    """The DNS address on the fabric bridge with routes back to the pods, the kube-dns DNAT table in
+    every node namespace and resolv.conf for every pod (idempotent)."""
+    if DNS_IP not in netns.exec_in(fabric, ["ip", "-o", "-4", "addr", "show", "dev", "br0"]):
+        netns.batch(fabric, [f"addr add {DNS_IP}/24 dev br0"])
+    netns.batch(fabric, [f"route replace {addr.pod_subnet(n.index)} via {n.host_ip} dev br0" for n in nodes])
+    for node in nodes:
         netns.run(netns.nsenter_argv(node.netns, ["nft", "-f", "-"]), input=nft_rules())
         for pod in node.pods:
             d = ETC_NETNS / pod["netns"]
             d.mkdir(parents=True, exist_ok=True)
             (d / "resolv.conf").write_text(resolv_conf())
-    rec = lab.record(ROLE)
-    from cniscope.lab import procs
-
-    if rec is None or not procs.alive(rec):
-        lab.spawn(ROLE, fab, dnsmasq_argv(binary, lab))
-        _wait_ready(lab, wait)
-    return KUBE_DNS_IP
 
 
-def _wait_ready(lab: Lab, wait: float) -> None:
-    """Ready once dnsmasq's UDP socket is bound on the DNS address in the fabric."""
-    from cniscope.lab import procs
-
+def wait_ready(fabric: str, record: Callable[[], procs.ProcRecord | None], wait: float) -> None:
+    """Ready once dnsmasq's UDP socket is bound on the DNS address in the fabric; ``record`` reads
+    dnsmasq's process record (it may have exited)."""
     deadline = time.monotonic() + wait
     while time.monotonic() < deadline:
-        rec = lab.record(ROLE)
+        rec = record()
         if rec is None or not procs.alive(rec):
             log = Path(rec.log).read_text()[-500:] if rec and Path(rec.log).exists() else ""
             raise LabError(f"dnsmasq exited at start: {log.strip()}")
-        if f"{DNS_IP}:53 " in netns.exec_in(lab.fabric, ["ss", "-Hnlu"]):
+        if f"{DNS_IP}:53 " in netns.exec_in(fabric, ["ss", "-Hnlu"]):
             return
         time.sleep(0.05)
     raise LabError(f"dnsmasq did not bind {DNS_IP}:53 within {wait:.0f}s")
 
 
-def remove_files(lab: Lab) -> list[str]:
+def remove_files(namespaces: Iterable[str]) -> list[str]:
     removed = []
-    for name in lab.namespaces():
+    for name in namespaces:
         d = ETC_NETNS / name
         if (d / "resolv.conf").exists():
             shutil.rmtree(d, ignore_errors=True)

@@ -18,9 +18,9 @@ from textual.binding import Binding, BindingType
 from textual.screen import Screen
 
 from cniscope.api.v1 import common_pb2
+from cniscope.client.client_protocol import ClusterClient, ConnectionState
 from cniscope.core.errors import CniscopeError
 from cniscope.core.render import probe_result_text
-from cniscope.tui.client import ClusterClient, ConnectionState, GrpcClusterClient, ReplayClient
 from cniscope.tui.cluster_model import ClusterModel
 from cniscope.tui.commands import NodeCommands, binding_commands
 from cniscope.tui.screens.log import LogScreen
@@ -162,13 +162,7 @@ class CniscopeApp(App[None]):
         yield from super().get_system_commands(screen)
 
 
-def make_client(collector: str, replay: str | None, record: str | None) -> ClusterClient:
-    if replay:
-        return ReplayClient(replay)
-    return GrpcClusterClient(collector, record=record)
-
-
-def run_tui(collector: str, replay: str | None = None, record: str | None = None) -> int:
-    app = CniscopeApp(make_client(collector, replay, record))
-    app.run()
+def run_tui(client: ClusterClient) -> int:
+    """Run the TUI on ``client``: the collector's gRPC client, or a recording replayed."""
+    CniscopeApp(client).run()
     return 0

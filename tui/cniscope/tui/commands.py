@@ -4,18 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from functools import partial
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
-from textual.app import SystemCommand
+from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.command import Hit, Hits, Provider
 from textual.screen import Screen
 
-if TYPE_CHECKING:
-    from cniscope.tui.app import CniscopeApp
+from cniscope.tui.screen_host import ScreenHost
 
 
-def binding_commands(app: CniscopeApp, screen: Screen[object]) -> Iterable[SystemCommand]:
+def binding_commands(app: App[None], screen: Screen[object]) -> Iterable[SystemCommand]:
     seen: set[str] = set()
     for namespace, bindings in (("app", app.BINDINGS), ("screen", screen.BINDINGS)):
         for b in bindings:
@@ -31,7 +30,7 @@ class NodeCommands(Provider):
     """``open node1`` jumps to a node's detail screen."""
 
     async def search(self, query: str) -> Hits:
-        app = cast("CniscopeApp", self.app)
+        app = cast(ScreenHost, self.app)
         matcher = self.matcher(query)
         for name in sorted(app.model.nodes):
             text = f"open node {name}"

@@ -15,27 +15,29 @@ from cniscope.collector.reports.jsonout import render_json
 from cniscope.collector.reports.report_model import RunView, compare
 from cniscope.collector.runs import run_store as rstore
 from cniscope.collector.runs.manager import RunManager
+from cniscope.collector.runs.service_backend import LabBackends
 from cniscope.collector.runs.services import ScalingRun
 from cniscope.collector.runs.suite_run import SuiteRun
 from cniscope.collector.state import ClusterState
 from cniscope.collector.store import Store
 from cniscope.core import benchmetrics as bm
+from cniscope.core import grpcutil
 from cniscope.core.errors import CniscopeError, Unavailable, ValidationError
 
 
 def _status(exc: CniscopeError) -> grpc.StatusCode:
     if isinstance(exc, Unavailable):  # the collector answered: what the run needs is not here
         return grpc.StatusCode.FAILED_PRECONDITION
-    return getattr(grpc.StatusCode, exc.grpc_status, grpc.StatusCode.INTERNAL)
+    return grpcutil.status_code(exc.grpc_status)
 
 
 class RunsService(runs_pb2_grpc.RunsServicer):
     def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher,
-                 manager: RunManager | None = None) -> None:
+                 manager: RunManager | None = None, lab_backends: LabBackends | None = None) -> None:
         self.store = store
         self.manager = manager or RunManager(store)
         self.suite = SuiteRun(state, dispatcher, self.manager)
-        self.scaling = ScalingRun(state, dispatcher, self.manager)
+        self.scaling = ScalingRun(state, dispatcher, self.manager, dict(lab_backends or {}))
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: CniscopeError) -> None:  # type: ignore[type-arg]
         await context.abort(_status(exc), str(exc))

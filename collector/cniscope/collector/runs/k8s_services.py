@@ -1,4 +1,4 @@
-"""Service scaling in Kubernetes: the :class:`~cniscope.collector.runs.services.ServiceBackend` whose
+"""Service scaling in Kubernetes: the :class:`~cniscope.collector.runs.service_backend.ServiceBackend` whose
 Services are created through the API (:class:`cniscope.collector.runs.service_scaler.ServiceScaler`).
 
 A step is programmed when the agents see it. Each poll asks every agent for a fresh capability report
@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 from cniscope.collector.runs import capwait
 from cniscope.collector.runs.manager import Stopped
 from cniscope.collector.runs.run_fingerprint import data_plane_counts, kube_proxy_sync
+from cniscope.collector.runs.service_backend import Applied
 from cniscope.collector.runs.service_scaler import ServiceScaler
-from cniscope.collector.runs.services import Applied
 from cniscope.collector.state import ClusterState
 from cniscope.core.errors import Unavailable, ValidationError
 

@@ -12,8 +12,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import DataTable, Static
 
+from cniscope.client.run_summary import RunSummary, RunsUnavailable
 from cniscope.core.benchmetrics import BETTER, NA, NOISE, WORSE
-from cniscope.tui.run_compare import RunSummary, RunsUnavailable, comparison, fmt_value, title
+from cniscope.tui.run_compare import comparison, fmt_value, title
 from cniscope.tui.screens.screen_frame import CniscopeScreen
 
 VERDICT_STYLE = {BETTER: "bold green", WORSE: "bold red", NOISE: "dim", NA: "dim"}

@@ -5,17 +5,15 @@ Screens never await I/O; they read the app's model on the app's refresh tick (``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import Footer
 
 from cniscope.tui.cluster_model import ClusterModel
+from cniscope.tui.screen_host import ScreenHost
 from cniscope.tui.widgets.cluster_bar import ClusterBar
-
-if TYPE_CHECKING:
-    from cniscope.tui.app import CniscopeApp
 
 
 class CniscopeScreen(Screen[None]):
@@ -23,8 +21,8 @@ class CniscopeScreen(Screen[None]):
     _ready = False
 
     @property
-    def capp(self) -> CniscopeApp:
-        return cast("CniscopeApp", self.app)
+    def capp(self) -> ScreenHost:
+        return cast(ScreenHost, self.app)
 
     @property
     def model(self) -> ClusterModel:

@@ -1,0 +1,212 @@
+"""AgentHub: the bidirectional stream every agent keeps open to the collector.
+
+The first message must be a valid Hello; then batches are committed in groups (:mod:`.groupcommit`)
+and acknowledged cumulatively once durable, at most one ack per ``ACK_INTERVAL`` on a busy stream; a
+stream reads at most ``MAX_INFLIGHT`` batches ahead of their commit. Probe progress, command acks and
+capability reports go to the dispatcher, the store and the cluster state. A refused message ends
+only its own stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2
+from cniscope.collector.collector_metrics import IngestCounters
+from cniscope.collector.dispatcher import Dispatcher
+from cniscope.collector.groupcommit import GroupCommitter
+from cniscope.collector.state import ClusterState, Outgoing, Session
+from cniscope.collector.store import Store
+from cniscope.collector.validate import Refused, check_batch, check_capabilities, check_hello
+from cniscope.core import grpcutil
+from cniscope.core.version import VERSION
+
+ACK_INTERVAL = 0.02  # seconds: a stream with acks due more often gets one cumulative ack per interval
+MAX_INFLIGHT = 256  # batches one stream may have read ahead of their commit
+
+
+def _serialize(m: agent_pb2.CollectorMessage | bytes) -> bytes:
+    return m if isinstance(m, bytes) else m.SerializeToString()
+
+
+def add_agent_hub(servicer: AgentHubService, server: grpc.aio.Server) -> None:
+    """AgentHub as generated, except that a stream may also yield pre-encoded bytes: a peer table
+    broadcast to a thousand agents is encoded once, not once per stream."""
+    handlers = {"Connect": grpc.stream_stream_rpc_method_handler(
+        servicer.Connect, request_deserializer=agent_pb2.AgentMessage.FromString, response_serializer=_serialize)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("cniscope.api.v1.AgentHub", handlers),))
+    server.add_registered_method_handlers("cniscope.api.v1.AgentHub", handlers)
+
+
+class AgentHubService(agent_pb2_grpc.AgentHubServicer):
+    def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher,
+                 counters: IngestCounters | None = None) -> None:
+        self.state = state
+        self.store = store
+        self.dispatcher = dispatcher
+        self.counters = counters or IngestCounters()
+        self.committer = GroupCommitter(store, counters=self.counters)
+
+    async def Connect(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],  # type: ignore[override]  # noqa: N802
+                      context: grpc.aio.ServicerContext) -> AsyncIterator[Outgoing]:  # type: ignore[type-arg]
+        peer = context.peer()
+        it = request_iterator.__aiter__()
+        try:
+            first = await asyncio.wait_for(it.__anext__(), timeout=30)
+        except (StopAsyncIteration, TimeoutError):
+            return
+        except DecodeError:
+            self.counters.refused += 1
+            self.state.log_event("warning", f"refused an undecodable first message from {peer}")
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "message is not a valid AgentMessage")
+        if first.WhichOneof("body") != "hello":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the first message must be Hello")
+        hello = first.hello
+        try:
+            check_hello(hello)
+        except Refused as exc:
+            self.counters.refused += 1
+            self.state.log_event("warning", f"refused hello from {peer}: {exc}")
+            await context.abort(grpcutil.status_code(exc.code), str(exc))
+        current = self.state.sessions.get(hello.node)
+        if current is not None and current.boot_id != hello.boot_id:
+            self.counters.refused += 1
+            self.state.log_event("warning", f"refused a second agent claiming node {hello.node} from {peer}",
+                                 hello.node)
+            await context.abort(grpc.StatusCode.ALREADY_EXISTS,
+                                f"node {hello.node} is already connected with another boot id")
+        if current is not None:  # the same agent reconnecting over a half-dead stream
+            current.close()
+        now = time.time_ns()
+        acked = await self.store.call(self.store.record_hello, hello, now)
+        replay = [b for b in dict.fromkeys(hello.replay_boot_ids) if b != hello.boot_id]
+        replay_acked = await self.store.call(self.store.replay_acked, hello.node, replay) if replay else {}
+        session = Session(hello.node, hello.boot_id, replay_boots=frozenset(replay))
+        self.state.connect(hello, session, now)
+        self.state.log_event("info", f"agent {hello.agent_version} connected from {peer} "
+                                     f"(boot {hello.boot_id[:8]}, durable up to seq {acked})", hello.node)
+        if replay:
+            self.state.log_event("info", f"agent replays {len(replay)} earlier boot(s) from its disk spool",
+                                 hello.node)
+        yield agent_pb2.CollectorMessage(welcome=agent_pb2.Welcome(
+            time_unix_nano=time.time_ns(), collector_version=VERSION, acked_seq=acked,
+            replay_acked=replay_acked))
+        reader = asyncio.create_task(self._read(it, session, context))
+        reader.add_done_callback(lambda _: session.wake.set())
+        loop = asyncio.get_running_loop()
+        last_ack = 0.0
+        try:
+            while True:
+                # one event wakes the writer for anything it must do: a message to send, the session
+                # closed, the reader finished (cheaper than racing three futures per wake-up)
+                await session.wake.wait()
+                session.wake.clear()
+                while not session.outbox.empty():
+                    yield session.outbox.get_nowait()
+                if session.acks:  # after the messages queued before them, as they were committed
+                    done = session.closed.is_set() or reader.done()
+                    hold = last_ack + ACK_INTERVAL - loop.time()
+                    if hold > 0 and not done:
+                        # a busy stream: one cumulative ack per interval instead of one per commit
+                        # (an ack costs the collector about as much as reading a batch)
+                        await asyncio.sleep(hold)
+                        while not session.outbox.empty():
+                            yield session.outbox.get_nowait()
+                    for out in session.take_acks():
+                        self.counters.acks += 1
+                        yield out
+                    last_ack = loop.time()
+                if session.closed.is_set() or reader.done():
+                    break
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self.state.disconnect(session)
+            if self.state.sessions.get(hello.node) is None:
+                self.state.log_event("info", "agent disconnected", hello.node)
+        if reader.done() and not reader.cancelled():
+            failure = reader.exception()
+            if isinstance(failure, Refused):
+                await context.abort(grpcutil.status_code(failure.code), str(failure))
+
+    async def _read(self, it: AsyncIterator[agent_pb2.AgentMessage], session: Session,
+                    context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
+        try:
+            async for msg in it:
+                await self._on_message(msg, session)
+            while session.inflight:  # the agent finished sending: ack what it sent first
+                session.drained.clear()
+                await session.drained.wait()
+        except DecodeError:
+            self.counters.refused += 1
+            self.state.log_event("warning", "refused an undecodable message", session.node)
+            raise Refused("INVALID_ARGUMENT", "message is not a valid AgentMessage") from None
+
+    def _committed(self, session: Session, b: agent_pb2.Batch, now: int, outcome: bool | BaseException) -> None:
+        """A batch's commit finished (calls come in submission order): ack it, then apply it."""
+        session.inflight -= 1
+        if session.inflight < MAX_INFLIGHT:
+            session.drained.set()
+        exc = outcome if isinstance(outcome, BaseException) else None
+        if exc is not None or session.failure is not None:
+            # acks are cumulative: once one batch of the stream is not durable, nothing after it is
+            # acked; the stream ends and the agent resends from its last ack
+            if session.failure is None and exc is not None:
+                session.failure = exc
+                self.state.log_event("error", f"store failed, stream closed: {exc}", session.node)
+            session.close()
+            return
+        session.ack(b.boot_id, b.seq)
+        if not outcome:
+            self.counters.duplicates += 1
+            return
+        self.counters.batches += 1
+        self.counters.samples += len(b.samples)
+        self.state.on_batch(session.node, b, now)
+        for r in b.probe_results:
+            self.dispatcher.on_result(r)
+            self.state.on_probe_result(r)
+
+    async def _on_message(self, msg: agent_pb2.AgentMessage, session: Session) -> None:
+        which = msg.WhichOneof("body")
+        if which == "batch":
+            b = msg.batch
+            try:
+                check_batch(b, session.boot_id, session.replay_boots)
+            except Refused as exc:
+                self.counters.refused += 1
+                self.state.log_event("warning", f"refused batch: {exc}", session.node)
+                raise
+            now = time.time_ns()
+            session.inflight += 1
+            self.committer.submit(session.node, b, now, functools.partial(self._committed, session, b, now))
+            if session.inflight >= MAX_INFLIGHT:  # read ahead of commits, but only so far
+                session.drained.clear()
+                await session.drained.wait()
+            if session.failure is not None:
+                raise session.failure
+        elif which == "probe_progress":
+            self.dispatcher.on_progress(msg.probe_progress)
+            self.state.publish(cluster_pb2.ClusterEvent(probe_progress=msg.probe_progress))
+        elif which == "command_ack":
+            self.dispatcher.on_ack(msg.command_ack, session.node)
+        elif which == "capabilities":
+            try:
+                check_capabilities(msg.capabilities)
+            except Refused:
+                self.counters.refused += 1
+                raise
+            await self.store.call(self.store.record_capabilities, session.node, session.boot_id,
+                                  msg.capabilities, time.time_ns())
+            self.state.on_capabilities(session.node, msg.capabilities)
+        elif which == "hello":
+            raise Refused("FAILED_PRECONDITION", "a second Hello on the same stream")
+        # an unknown body (newer agent) is ignored: forward compatible

@@ -1,0 +1,120 @@
+"""``cniscope lab``: build, inspect, enter and remove the network-namespace lab."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+from cniscope.core.errors import CniscopeError, ConnectionFailed
+
+
+def wait_nodes(address: str, count: int, timeout: float) -> None:
+    """Until ``count`` agents are connected to the collector at ``address``."""
+    from cniscope.client.grpc_collector import list_nodes
+
+    deadline = time.monotonic() + timeout
+    seen = 0
+    while time.monotonic() < deadline:
+        try:
+            nodes = asyncio.run(list_nodes(address, deadline=2))
+            seen = sum(1 for n in nodes if n.status == 1)
+            if seen >= count:
+                return
+        except CniscopeError:  # the collector may still be starting
+            pass
+        time.sleep(0.3)
+    raise ConnectionFailed(f"only {seen} of {count} agents connected to {address} within {timeout:.0f}s; "
+                           "see the logs under the lab's state_dir (cniscope lab status)")
+
+
+def cmd_lab_up(ns: argparse.Namespace) -> int:
+    from cniscope.agent.tracers import TRACERS
+    from cniscope.lab.lab import Lab, LabSpec
+
+    tracers = [t.strip() for t in ns.tracers.split(",") if t.strip()]
+    unknown = [t for t in tracers if t not in TRACERS]
+    if unknown:
+        raise CniscopeError(f"unknown tracer(s) {', '.join(unknown)}; known: {', '.join(TRACERS.names())}")
+    lab = Lab(LabSpec(name=ns.name, nodes=ns.nodes, pods_per_node=ns.pods_per_node))
+    lab.up()
+    if not ns.bare:
+        lab.start_cluster(sample_interval=ns.sample_interval, tracers=tracers)
+        wait_nodes(lab.local_collector, ns.nodes, timeout=ns.wait)
+    st = lab.status()
+    if ns.output == "json":
+        print(json.dumps(st, indent=2))
+    else:
+        print(f"lab {st['name']}: {len(st['nodes'])} nodes, collector {st['collector']} "
+              f"(from this host: {st['collector_local']})")
+        for n in st["nodes"]:
+            print(f"  {n['name']:<8} host {n['host_ip']:<14} pod {n['pods'][0]['ip']:<14} netns {n['netns']}")
+        if not ns.bare:
+            print("next: cniscope tui   |   cniscope probe rtt --from node1 --to node2   |   cniscope lab down")
+    return 0
+
+
+def cmd_lab_down(ns: argparse.Namespace) -> int:
+    from cniscope.lab.lab import Lab
+
+    removed = Lab.existing(ns.name).down()
+    print(f"lab {ns.name}: removed {len(removed)} objects" if removed else f"lab {ns.name}: nothing to remove")
+    return 0
+
+
+def cmd_lab_status(ns: argparse.Namespace) -> int:
+    from cniscope.lab.lab import Lab
+
+    print(json.dumps(Lab.existing(ns.name).status(), indent=2))
+    return 0
+
+
+def cmd_lab_exec(ns: argparse.Namespace) -> int:
+    from cniscope.lab import netns
+    from cniscope.lab.lab import Lab
+
+    lab = Lab.existing(ns.name)
+    target = ns.where
+    names = {n.name: n for n in lab.nodes()}
+    if target in names:
+        nsname = names[target].netns
+    elif target.endswith("-pod") and target[:-4] in names:
+        nsname = names[target[:-4]].pod_netns
+    elif target == "fabric":
+        nsname = lab.fabric
+    else:
+        raise CniscopeError(f"unknown lab place {target!r}: use fabric, NODE or NODE-pod "
+                            f"({', '.join(names)})")
+    argv = ns.argv[1:] if ns.argv and ns.argv[0] == "--" else ns.argv
+    if not argv:
+        argv = [os.environ.get("SHELL", "/bin/sh")]
+    os.execvp("nsenter", netns.nsenter_argv(nsname, argv))
+    return 0  # not reached
+
+
+def register(sub: Any) -> None:
+    lab = sub.add_parser("lab", help="the network-namespace lab: a small cluster on this machine")
+    lsub = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
+    p = lsub.add_parser("up", help="build the lab (idempotent) and start a collector and one agent per node")
+    p.add_argument("--nodes", type=int, default=3, help="node namespaces (default 3)")
+    p.add_argument("--pods-per-node", type=int, default=1, help="pod namespaces behind each node (default 1)")
+    p.add_argument("--bare", action="store_true", help="build the network only; start no processes")
+    p.add_argument("--sample-interval", type=float, default=2.0, help="agents' sample interval (2 s)")
+    p.add_argument("--tracers", default="", help="bcc tracers in every agent, e.g. tcpconnlat; each traces its "
+                                                 "node's probe pod namespace (default: $CNISCOPE_TRACERS)")
+    p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for agents to connect")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.set_defaults(func=cmd_lab_up)
+    p = lsub.add_parser("down", help="stop the lab's processes and remove every namespace it made")
+    p.set_defaults(func=cmd_lab_down)
+    p = lsub.add_parser("status", help="print the lab as JSON")
+    p.set_defaults(func=cmd_lab_status)
+    p = lsub.add_parser("exec", help="run a command inside a lab namespace: fabric, NODE or NODE-pod")
+    p.add_argument("where")
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_lab_exec)
+    for lp in lsub.choices.values():
+        lp.add_argument("--name", default="cniscope", help="lab name (default cniscope)")
