@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from cniscope.agent.inspectors.iptables import census, in_netns
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.lab import kubeproxy as kp
 from cniscope.lab import netns
 from cniscope.lab.lab import Lab
+from tests.waiting import wait_for
 
 EPS = ["198.19.1.11", "198.19.2.11", "198.19.3.11"]
 
@@ -29,9 +30,15 @@ def bare_ns() -> Iterator[str]:
         netns.delete(name)
 
 
-def _census(ns: str) -> dict[str, object]:
+def _census(ns: str) -> cap.IptablesDetail:
     path = str(netns.NETNS_DIR / ns)
-    return census(in_netns(path), metrics_address="off", netns_path=path).detail
+    d = census(in_netns(path), metrics_address="off", netns_path=path).detail
+    assert isinstance(d, cap.IptablesDetail)
+    return d
+
+
+def _backend(d: cap.IptablesDetail, name: str) -> cap.IptablesBackend:
+    return d.iptables_nft if name == "iptables-nft" else d.iptables_legacy
 
 
 @pytest.mark.netns
@@ -43,40 +50,36 @@ def test_census_counts_loaded_iptables_rules(bare_ns: str, backend: kp.Backend, 
     try:
         assert loaded.nat_rules == 8 + 10 * n
         d = _census(bare_ns)
-        got = d[backend]
-        assert isinstance(got, dict)
-        nat = got["tables"]["nat"]
-        assert nat["rules"] == loaded.nat_rules
-        assert nat["user_chains"] == loaded.user_chains == 4 + 4 * n
-        assert got["kube"] == {"services_rules": n + 1, "svc_chains": n, "sep_chains": 3 * n, "ipvs": False}
-        assert d[other]["rules"] == 0  # type: ignore[index]
-        kpd = d["kube_proxy"]
-        assert isinstance(kpd, dict)
-        assert kpd["mode"] == "iptables"
-        assert kpd["backend"] == backend
-        assert kpd["nat_rules"] == 8 + 10 * n
-        assert d["errors"] == []
+        got = _backend(d, backend)
+        nat = got.tables["nat"]
+        assert nat.rules == loaded.nat_rules
+        assert nat.user_chains == loaded.user_chains == 4 + 4 * n
+        assert got.kube == cap.KubeChains(services_rules=n + 1, svc_chains=n, sep_chains=3 * n, ipvs=False)
+        assert _backend(d, other).rules == 0
+        assert d.kube_proxy.mode == "iptables"
+        assert d.kube_proxy.backend == backend
+        assert d.kube_proxy.nat_rules == 8 + 10 * n
+        assert list(d.errors) == []
     finally:
         kp.flush(bare_ns, backend)
-    assert _census(bare_ns)[backend]["rules"] == 0  # type: ignore[index]
+    assert _backend(_census(bare_ns), backend).rules == 0
 
 
 @pytest.mark.netns
 def test_census_counts_nft_verdict_map_and_incremental_add(bare_ns: str) -> None:
     kp.load(bare_ns, 104, "nft", endpoints=EPS)
     try:
-        d = _census(bare_ns)["nft"]
-        assert isinstance(d, dict)
-        assert d["kube_proxy"] == {"table": "ip kube-proxy", "rules": kp.nft_rule_count(104),
-                                   "service_chains": 104, "endpoint_chains": 312, "service_ips": 104}
+        d = _census(bare_ns).nft
+        assert d.kube_proxy == cap.NftKubeProxy(table="ip kube-proxy", rules=kp.nft_rule_count(104),
+                                                service_chains=104, endpoint_chains=312, service_ips=104)
         kp.add_nft(bare_ns, kp.plan(20, EPS, first=104))
         d2 = _census(bare_ns)
-        assert d2["nft"]["kube_proxy"]["service_ips"] == 124  # type: ignore[index]
-        assert d2["nft"]["kube_proxy"]["rules"] == kp.nft_rule_count(124)  # type: ignore[index]
-        assert d2["kube_proxy"]["mode"] == "nftables"  # type: ignore[index]
+        assert d2.nft.kube_proxy.service_ips == 124
+        assert d2.nft.kube_proxy.rules == kp.nft_rule_count(124)
+        assert d2.kube_proxy.mode == "nftables"
     finally:
         kp.flush(bare_ns, "nft")
-    assert _census(bare_ns)["nft"]["kube_proxy"] is None  # type: ignore[index]
+    assert not _census(bare_ns).nft.HasField("kube_proxy")
 
 
 @pytest.mark.netns
@@ -121,7 +124,15 @@ def test_pod_reaches_an_endpoint_through_its_cluster_ip(lab_factory: object, bac
         services = kp.plan(4, pod_ips)
         for n in nodes:  # kube-proxy programs every node
             kp.load(n.netns, services, backend)
-        time.sleep(0.3)  # listeners up
+
+        def listening() -> bool:
+            for n, srv in zip(nodes, servers, strict=True):
+                assert srv.poll() is None, f"the server in {n.pod_netns} exited ({srv.returncode})"
+                if f"{n.pod_ip}:80 " not in netns.exec_in(n.pod_netns, ["ss", "-Hltn"]):
+                    return False
+            return True
+
+        wait_for(listening, 20, "the three pod servers to listen on :80")
         svc = services[2]
         out = netns.exec_in(nodes[0].pod_netns, [sys.executable, "-c", CLIENT, svc.cluster_ip, "30"], timeout=60)
         answers = out.split()
