@@ -33,8 +33,8 @@ from cniscope.agent.inspectors.bpf import cilium_summary
 from cniscope.agent.inspectors.iptables_parse import kube_proxy_figures
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, runs_pb2, runs_pb2_grpc
 from cniscope.collector.reports.scaling import render_scaling
-from cniscope.collector.runs.api import RunsService
 from cniscope.collector.runs.run_fingerprint import data_plane_counts
+from cniscope.collector.runs.runs_service import RunsService
 from cniscope.collector.runs.service_backend import KUBERNETES, resolve_backends
 from cniscope.collector.runs.service_scaler import MANAGED_BY, ServiceScaler
 from cniscope.collector.state import ClusterState, Session

@@ -10,7 +10,7 @@ import pytest
 
 from cniscope.api.v1 import runs_pb2
 from cniscope.collector import reference
-from cniscope.collector.runs.api import build_comparison
+from cniscope.collector.runs.runs_service import build_comparison
 from cniscope.core import benchmetrics as bm
 from cniscope.core.errors import NotFound, ValidationError
 

@@ -23,7 +23,7 @@ from cniscope.collector.collector_metrics import CollectorMetrics, IngestCounter
 from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.ratelimit import TokenBucket
 from cniscope.collector.runs import run_store
-from cniscope.collector.runs.api import RunsService
+from cniscope.collector.runs.runs_service import RunsService
 from cniscope.collector.runs.service_backend import LabBackends
 from cniscope.collector.state import ClusterState
 from cniscope.collector.store import Store
