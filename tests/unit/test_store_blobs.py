@@ -5,13 +5,14 @@ stay out of the blob, and a database written by schema 1 (one row per sample) is
 from __future__ import annotations
 
 import sqlite3
-import time
+import sys
 from pathlib import Path
 from typing import Any
 
 from cniscope.api.v1 import agent_pb2, common_pb2
 from cniscope.collector.blobs import decode_samples, encode_samples
 from cniscope.collector.store import SCHEMA_VERSION, Store, read_samples
+from tests.waiting import wait_for
 
 S = 10**9
 
@@ -103,6 +104,16 @@ def test_schema_1_database_is_migrated(tmp_path: Path) -> None:
     Store(db).close()  # opening a migrated database again changes nothing
 
 
+def checkpointed(db: Path) -> bool:
+    """Every frame of the WAL is back in the database file. The wal-index (the -shm file, laid out in
+    sqlite.org/walformat.html, native byte order) holds the WAL's last frame (mxFrame, offset 16) and
+    how far a checkpoint has copied (nBackfill, offset 96)."""
+    head = Path(f"{db}-shm").read_bytes()[:100]
+    last_frame = int.from_bytes(head[16:20], sys.byteorder)
+    backfilled = int.from_bytes(head[96:100], sys.byteorder)
+    return last_frame > 0 and backfilled == last_frame
+
+
 def test_wal_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
     """Commits never checkpoint (auto-checkpoint is off on the writer); the store's own thread does,
     about once a second, so the WAL is reused from its start instead of growing with every batch."""
@@ -119,7 +130,7 @@ def test_wal_is_checkpointed_off_the_writer(tmp_path: Path) -> None:
                 items.append(("n1", _batch(seq, seq * S), 0))
             st.commit_batches(items)
         sizes.append(wal.stat().st_size)
-        time.sleep(1.6)  # the checkpointer has run
+        wait_for(lambda: checkpointed(tmp_path / "w.db"), 10, "the checkpointer to copy the WAL back")
     assert sizes[0] > 300_000
     assert sizes[2] <= sizes[0] * 1.2, sizes  # reused, not appended to (3x without the checkpointer)
     st.close()
