@@ -1,5 +1,6 @@
-"""Raw netlink for the few messages cniscope needs: rtnetlink link dump and IFLA_XDP set, and the
-``netdev`` generic-netlink family's device dump (xdp-features). Errors carry the kernel's extack text.
+"""Raw netlink for the few messages cniscope needs: rtnetlink link dump and IFLA_XDP set, the
+``netdev`` generic-netlink family's device dump (xdp-features), and the nftables table list.
+Errors carry the kernel's extack text.
 
 Sockets are opened in the caller's network namespace, or in ``netns`` (a /run/netns/NAME path) by
 switching the calling thread only for the duration of :func:`in_netns`.
@@ -16,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-NETLINK_ROUTE, NETLINK_GENERIC = 0, 16
+NETLINK_ROUTE, NETLINK_NETFILTER, NETLINK_GENERIC = 0, 12, 16
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP = 1, 2, 4, 0x300
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 SOL_NETLINK, NETLINK_CAP_ACK, NETLINK_EXT_ACK = 270, 10, 11
@@ -36,6 +37,7 @@ NETDEV_CMD_DEV_GET = 1
 NETDEV_A_DEV_IFINDEX, NETDEV_A_DEV_XDP_FEATURES, NETDEV_A_DEV_XDP_ZC_MAX_SEGS = 1, 3, 4
 NETDEV_A_DEV_XDP_RX_METADATA_FEATURES = 5
 XDP_FEATURE_BITS = ["basic", "redirect", "ndo-xmit", "xsk-zerocopy", "hw-offload", "rx-sg", "ndo-xmit-sg"]
+NFNL_SUBSYS_NFTABLES, NFT_MSG_NEWTABLE, NFT_MSG_GETTABLE, NFTA_TABLE_NAME = 10, 0, 1, 1
 CLONE_NEWNET = 0x40000000
 
 
@@ -264,3 +266,14 @@ def xdp_features(netns: str | None = None) -> dict[int, XdpFeatures]:
         fam = family_id(nl, "netdev")
         msgs = nl.request(fam, NLM_F_DUMP, _genl(NETDEV_CMD_DEV_GET), "netdev dev-get")
         return {f.ifindex: f for f in (parse_dev(p) for t, p in msgs if t == fam)}
+
+
+# --- nfnetlink: nftables ---------------------------------------------------------------------------------
+
+def nft_tables(netns: str | None = None) -> list[tuple[int, str]]:
+    """(NFPROTO family number, table name) of every nftables table, from one NFT_MSG_GETTABLE dump."""
+    newtable = NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_NEWTABLE
+    body = struct.pack("BBH", socket.AF_UNSPEC, 0, 0)  # nfgenmsg: every family, NFNETLINK_V0
+    with in_netns(netns), Netlink(NETLINK_NETFILTER) as nl:
+        msgs = nl.request(NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETTABLE, NLM_F_DUMP, body, "NFT_MSG_GETTABLE")
+    return [(p[0], _str(parse_attrs(p[4:]).get(NFTA_TABLE_NAME))) for t, p in msgs if t == newtable and len(p) >= 4]
