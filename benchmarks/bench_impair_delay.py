@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from cniscope.lab import impair, netns
+from cniscope.lab.impair_plan import Impairment
 from cniscope.lab.lab import Lab, LabSpec
 
 COUNT = 300
@@ -39,7 +40,7 @@ def main() -> int:
             print(f"baseline RTT p50 {base:.0f} µs ({COUNT} echoes)")
             print(f"{'injected':>9} {'method':>10} {'err p50':>9} {'err p99':>9} {'late p50':>9} {'late p99':>9}")
             for delay_us in (500.0, 2000.0, 10000.0):
-                done = impair.apply(lab, "node1", impair.Impairment(delay_us=delay_us, max_seconds=60))
+                done = impair.apply(lab, "node1", Impairment(delay_us=delay_us, max_seconds=60))
                 rtts = ping_us(lab)
                 impair.clear(lab, "node1")
                 err = [r - base - delay_us for r in rtts]

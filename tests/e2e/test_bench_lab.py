@@ -88,6 +88,7 @@ def lab_probe_processes(lab: Lab, older_than: float) -> list[str]:
 
 def test_repeat3_medians_noise_delay_fail_if_and_html(bench_lab: tuple[Lab, Path], tmp_path: Path) -> None:
     from cniscope.lab import impair
+    from cniscope.lab.impair_plan import Impairment
 
     lab, db = bench_lab
     a = run(lab, "A: lab baseline", "--repeat", "3", "--only", "rtt,connect,census")
@@ -117,7 +118,7 @@ def test_repeat3_medians_noise_delay_fail_if_and_html(bench_lab: tuple[Lab, Path
     same = row(compare_json(lab, b["run_id"], b2["run_id"]), "rtt.p50")
     assert same["deltas"][1]["verdict"] == "within noise", same
 
-    impair.apply(lab, "node2", impair.Impairment(delay_us=2000, max_seconds=120))
+    impair.apply(lab, "node2", Impairment(delay_us=2000, max_seconds=120))
     try:
         c = run(lab, "C: node2 +2ms", "--repeat", "3", "--only", "rtt")
     finally:

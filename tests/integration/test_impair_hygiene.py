@@ -15,8 +15,9 @@ import pytest
 
 from cniscope.core.errors import LabError
 from cniscope.lab import impair, netns, procs
-from cniscope.lab.delayline import parse_bound_queues
+from cniscope.lab.impair_plan import QUEUE, Impairment, role
 from cniscope.lab.lab import Lab
+from cniscope.lab.nfqueue_wire import parse_bound_queues
 
 pytestmark = [pytest.mark.netns]
 
@@ -43,9 +44,9 @@ def kernel_view(lab: Lab) -> dict[str, object]:
 
 def test_clear_removes_every_rule_qdisc_table_and_process(lab: Lab) -> None:
     clean = kernel_view(lab)
-    impair.apply(lab, "node1", impair.Impairment(delay_us=1000, loss_pct=1, rate_bps=200_000_000))
-    impair.apply(lab, "node1", impair.Impairment(loss_pct=1, rate_bps=300_000_000, direction="ingress"))
-    rec = lab.record(impair.role("node1", "egress"))
+    impair.apply(lab, "node1", Impairment(delay_us=1000, loss_pct=1, rate_bps=200_000_000))
+    impair.apply(lab, "node1", Impairment(loss_pct=1, rate_bps=300_000_000, direction="ingress"))
+    rec = lab.record(role("node1", "egress"))
     assert rec is not None
     assert procs.alive(rec)
     on = kernel_view(lab)
@@ -54,21 +55,21 @@ def test_clear_removes_every_rule_qdisc_table_and_process(lab: Lab) -> None:
     assert "CNISCOPE-IMPAIR-OUT" in str(on["mangle"])
     assert "cniscope_impair_n1_egress" in str(on["nft"])
     assert "cniscope_impair_n1_ingress" in str(on["nft"])
-    assert impair.QUEUE["egress"] in on["queues"]  # type: ignore[operator]
+    assert QUEUE["egress"] in on["queues"]  # type: ignore[operator]
 
     removed = impair.clear(lab, "node1")
     assert len(removed) == 7, removed   # jump, chain, 2 nft tables, process, 2 qdiscs
     assert kernel_view(lab) == clean
     assert not procs.alive(rec)
-    assert lab.record(impair.role("node1", "egress")) is None
+    assert lab.record(role("node1", "egress")) is None
     assert impair.clear(lab, "node1") == []          # twice: nothing left to remove
     assert not list((lab.dir / "impair").glob("node1.*.json"))   # the delay line stats stay
 
 
 def test_setting_a_direction_replaces_it_and_leaves_the_other(lab: Lab) -> None:
-    impair.apply(lab, "node1", impair.Impairment(rate_bps=300_000_000, direction="ingress"))
-    impair.apply(lab, "node1", impair.Impairment(loss_pct=1))
-    impair.apply(lab, "node1", impair.Impairment(rate_bps=200_000_000))   # egress: loss gone, rate set
+    impair.apply(lab, "node1", Impairment(rate_bps=300_000_000, direction="ingress"))
+    impair.apply(lab, "node1", Impairment(loss_pct=1))
+    impair.apply(lab, "node1", Impairment(rate_bps=200_000_000))   # egress: loss gone, rate set
     view = kernel_view(lab)
     assert "cniscope_impair_n1_egress" not in str(view["nft"])
     assert "tbf c5:" in str(view["eth0"])
@@ -79,17 +80,17 @@ def test_setting_a_direction_replaces_it_and_leaves_the_other(lab: Lab) -> None:
 
 
 def test_ingress_delay_without_netem_is_refused_and_changes_nothing(lab: Lab) -> None:
-    impair.apply(lab, "node1", impair.Impairment(loss_pct=1))
+    impair.apply(lab, "node1", Impairment(loss_pct=1))
     before = kernel_view(lab)
     with pytest.raises(LabError, match="ingress delay needs sch_netem"):
-        impair.apply(lab, "node1", impair.Impairment(delay_us=1000, direction="both"))
+        impair.apply(lab, "node1", Impairment(delay_us=1000, direction="both"))
     assert kernel_view(lab) == before
 
 
 def test_lab_down_ends_the_delay_line(lab_factory: object, tmp_path: Path) -> None:
     lab: Lab = lab_factory(nodes=2)  # type: ignore[operator]
-    impair.apply(lab, "node1", impair.Impairment(delay_us=1000))
-    rec = lab.record(impair.role("node1", "egress"))
+    impair.apply(lab, "node1", Impairment(delay_us=1000))
+    rec = lab.record(role("node1", "egress"))
     assert rec is not None
     assert procs.alive(rec)
     lab.down()
@@ -99,11 +100,11 @@ def test_lab_down_ends_the_delay_line(lab_factory: object, tmp_path: Path) -> No
 
 def test_a_killed_delay_line_fails_open(lab: Lab) -> None:
     base, _ = ping_ms(lab)
-    impair.apply(lab, "node1", impair.Impairment(delay_us=3000))
+    impair.apply(lab, "node1", Impairment(delay_us=3000))
     delayed, got = ping_ms(lab)
     assert got == 20
     assert delayed - base > 2.5
-    rec = lab.record(impair.role("node1", "egress"))
+    rec = lab.record(role("node1", "egress"))
     assert rec is not None
     os.kill(rec.pid, signal.SIGKILL)        # the lab's own process, by its PID
     deadline = time.monotonic() + 5
@@ -118,8 +119,8 @@ def test_a_killed_delay_line_fails_open(lab: Lab) -> None:
 
 def test_the_delay_line_ends_itself_after_its_lifetime(lab: Lab) -> None:
     base, _ = ping_ms(lab, count=5)
-    impair.apply(lab, "node1", impair.Impairment(delay_us=3000, max_seconds=2))
-    rec = lab.record(impair.role("node1", "egress"))
+    impair.apply(lab, "node1", Impairment(delay_us=3000, max_seconds=2))
+    rec = lab.record(role("node1", "egress"))
     assert rec is not None
     deadline = time.monotonic() + 8
     while procs.alive(rec) and time.monotonic() < deadline:   # a zombie counts as ended

@@ -17,6 +17,7 @@ from probe_helpers import run_probe, running_cluster  # type: ignore[import-not-
 
 from cniscope.api.v1 import common_pb2
 from cniscope.lab import impair
+from cniscope.lab.impair_plan import Impairment
 from cniscope.lab.lab import Lab
 
 pytestmark = [pytest.mark.netns]
@@ -66,7 +67,7 @@ def test_rtt_sees_an_injected_2ms_delay_within_0_3ms(node1: Lab, path: str) -> N
     def added() -> float:
         impair.clear(node1, "node1")
         base = rtt_median_us(node1, path)
-        impair.apply(node1, "node1", impair.Impairment(delay_us=2000, max_seconds=120))
+        impair.apply(node1, "node1", Impairment(delay_us=2000, max_seconds=120))
         try:
             delayed = rtt_median_us(node1, path)
             print(f"rtt {path}: median {base:.0f} µs → {delayed:.0f} µs with 2000 µs injected")
@@ -96,13 +97,13 @@ def test_udp_sees_no_loss_without_impairment(node1: Lab) -> None:
 
 
 def test_udp_sees_an_injected_2_percent_loss_within_0_7_points(node1: Lab) -> None:
-    impair.apply(node1, "node1", impair.Impairment(loss_pct=2))
+    impair.apply(node1, "node1", Impairment(loss_pct=2))
     loss = within(lambda: udp_loss(node1), 1.3, 2.7)
     assert abs(loss - 2.0) <= 0.7, f"udp read {loss:.2f}% for an injected 2%"
 
 
 def test_tcp_under_a_100mbit_tbf_reads_90_to_100(node1: Lab) -> None:
-    impair.apply(node1, "node1", impair.Impairment(rate_bps=100_000_000))
+    impair.apply(node1, "node1", Impairment(rate_bps=100_000_000))
 
     def mbps() -> float:
         return float(probe(node1, "tcp", duration="3").figures["received_gbps"]) * 1000

@@ -11,7 +11,8 @@ import pytest
 
 from cniscope.core.errors import ValidationError
 from cniscope.lab import delayline as dl
-from cniscope.lab import impair
+from cniscope.lab import impair_plan as impair
+from cniscope.lab import nfqueue_wire as nfq
 
 FIX = Path(__file__).parent.parent / "fixtures" / "nfqueue"
 
@@ -22,20 +23,20 @@ def fixture(name: str) -> bytes:
 
 # ---- recorded kernel messages --------------------------------------------------------------------
 def test_recorded_egress_packet_parses_to_its_id_without_a_stamp() -> None:
-    (ev,) = dl.parse(fixture("packet_icmp_egress.bin"))
+    (ev,) = nfq.parse(fixture("packet_icmp_egress.bin"))
     assert (ev.kind, ev.queue, ev.packet_id, ev.stamp_ns) == ("packet", 4210, 1, 0)
 
 
 def test_recorded_ingress_packet_carries_the_kernel_receive_stamp() -> None:
-    (ev,) = dl.parse(fixture("packet_icmp_ingress_stamped.bin"))
+    (ev,) = nfq.parse(fixture("packet_icmp_ingress_stamped.bin"))
     assert ev.kind == "packet"
     assert ev.packet_id == 1
     assert ev.stamp_ns == 1_795_740_210_314_157_000   # Nov 2026, µs resolution
 
 
 def test_recorded_ack_and_busy_error() -> None:
-    assert dl.parse(fixture("bind_ack.bin")) == [dl.Event("ack", seq=1)]
-    (err,) = dl.parse(fixture("bind_busy_error.bin"))
+    assert nfq.parse(fixture("bind_ack.bin")) == [nfq.Event("ack", seq=1)]
+    (err,) = nfq.parse(fixture("bind_busy_error.bin"))
     assert (err.kind, err.error, err.seq) == ("error", 16, 2)   # EBUSY: queue already bound
 
 
@@ -43,7 +44,7 @@ def test_recorded_ack_and_busy_error() -> None:
 def test_truncated_packet_is_an_error_not_an_empty_result(cut: int) -> None:
     data = fixture("packet_icmp_egress.bin")[:cut]
     with pytest.raises(ValueError, match="runs past|trailing"):
-        dl.parse(data)
+        nfq.parse(data)
 
 
 def test_packet_without_its_header_attribute_is_refused() -> None:
@@ -55,44 +56,44 @@ def test_packet_without_its_header_attribute_is_refused() -> None:
         struct.pack_into("=H", data, off + 2, 30)
         off += (length + 3) & ~3
     with pytest.raises(ValueError, match="without NFQA_PACKET_HDR"):
-        dl.parse(bytes(data))
+        nfq.parse(bytes(data))
 
 
 def test_attribute_longer_than_its_message_is_refused() -> None:
     data = bytearray(fixture("packet_icmp_egress.bin"))
     struct.pack_into("=H", data, 20, 400)
     with pytest.raises(ValueError, match="runs past"):
-        dl.parse(bytes(data))
+        nfq.parse(bytes(data))
 
 
 # ---- messages we send ----------------------------------------------------------------------------
 def test_verdict_layout() -> None:
-    msg = dl.verdict(4210, 77, seq=9)
+    msg = nfq.verdict(4210, 77, seq=9)
     length, kind, flags, seq, pid = struct.unpack_from("=IHHII", msg)
-    assert (length, kind, flags, seq, pid) == (len(msg), (3 << 8) | 1, dl.NLM_F_REQUEST, 9, 0)
+    assert (length, kind, flags, seq, pid) == (len(msg), (3 << 8) | 1, nfq.NLM_F_REQUEST, 9, 0)
     assert struct.unpack_from("!BBH", msg, 16) == (socket.AF_UNSPEC, 0, 4210)
     alen, atype = struct.unpack_from("=HH", msg, 20)
-    assert (alen, atype) == (12, dl.NFQA_VERDICT_HDR)
-    assert struct.unpack_from("!II", msg, 24) == (dl.NF_ACCEPT, 77)
-    batch = dl.verdict(4210, 77, seq=10, batch=True)
-    assert struct.unpack_from("=H", batch, 4)[0] == (3 << 8) | dl.NFQNL_MSG_VERDICT_BATCH
+    assert (alen, atype) == (12, nfq.NFQA_VERDICT_HDR)
+    assert struct.unpack_from("!II", msg, 24) == (nfq.NF_ACCEPT, 77)
+    batch = nfq.verdict(4210, 77, seq=10, batch=True)
+    assert struct.unpack_from("=H", batch, 4)[0] == (3 << 8) | nfq.NFQNL_MSG_VERDICT_BATCH
 
 
 def test_config_params_asks_for_metadata_only_and_fail_open() -> None:
-    msg = dl.config_params(5, seq=1, maxlen=100)
-    attrs = dict(dl.iter_attrs(msg, 20, len(msg)))
-    assert attrs[dl.NFQA_CFG_PARAMS] == struct.pack("!IB", 0, dl.NFQNL_COPY_META)
-    assert struct.unpack("!I", attrs[dl.NFQA_CFG_QUEUE_MAXLEN]) == (100,)
-    flags = struct.unpack("!I", attrs[dl.NFQA_CFG_FLAGS])[0]
-    assert flags & dl.NFQA_CFG_F_FAIL_OPEN
-    assert struct.unpack_from("=H", msg, 6)[0] & dl.NLM_F_ACK
+    msg = nfq.config_params(5, seq=1, maxlen=100)
+    attrs = dict(nfq.iter_attrs(msg, 20, len(msg)))
+    assert attrs[nfq.NFQA_CFG_PARAMS] == struct.pack("!IB", 0, nfq.NFQNL_COPY_META)
+    assert struct.unpack("!I", attrs[nfq.NFQA_CFG_QUEUE_MAXLEN]) == (100,)
+    flags = struct.unpack("!I", attrs[nfq.NFQA_CFG_FLAGS])[0]
+    assert flags & nfq.NFQA_CFG_F_FAIL_OPEN
+    assert struct.unpack_from("=H", msg, 6)[0] & nfq.NLM_F_ACK
 
 
 def test_bound_queues_from_recorded_proc_text() -> None:
     text = (FIX / "proc_nfnetlink_queue.txt").read_text()
-    assert dl.parse_bound_queues(text) == {4210: 9440}
-    assert dl.parse_bound_queues("") == {}
-    assert dl.parse_bound_queues("garbage line\n") == {}
+    assert nfq.parse_bound_queues(text) == {4210: 9440}
+    assert nfq.parse_bound_queues("") == {}
+    assert nfq.parse_bound_queues("garbage line\n") == {}
 
 
 def test_arrival_uses_a_plausible_kernel_stamp_only() -> None:

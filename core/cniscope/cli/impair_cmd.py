@@ -19,7 +19,7 @@ def _lab_actions(sub: Any) -> Any:
 
 
 def register(sub: Any) -> None:
-    from cniscope.lab.impair import PARAMS
+    from cniscope.lab.impair_plan import PARAMS
 
     p = _lab_actions(sub).add_parser(
         "impair", help="add known delay, loss or rate limit to a node's fabric link (ground truth)",
@@ -45,14 +45,15 @@ def cmd_impair(ns: argparse.Namespace) -> int:
 
     from cniscope.core.errors import LabError
     from cniscope.lab import impair
+    from cniscope.lab.impair_plan import PARAMS, Impairment, describe
     from cniscope.lab.lab import Lab
 
     lab = Lab.existing(ns.name)
     if not lab.status()["up"]:
         raise LabError(f"lab {ns.name!r} is not up (cniscope lab up --name {ns.name})")
-    raw = {prm.name: getattr(ns, prm.name) for prm in impair.PARAMS.params}
+    raw = {prm.name: getattr(ns, prm.name) for prm in PARAMS.params}
     if ns.clear:
-        dirs = impair.Impairment.parse(raw).directions() if ns.direction else None
+        dirs = Impairment.parse(raw).directions() if ns.direction else None
         removed = impair.clear(lab, ns.node, directions=dirs)
         if ns.output == "json":
             print(json.dumps({"node": ns.node, "removed": removed}, indent=2))
@@ -61,7 +62,7 @@ def cmd_impair(ns: argparse.Namespace) -> int:
             for r in removed:
                 print(f"  {r}")
         return 0
-    imp = impair.Impairment.parse(raw)
+    imp = Impairment.parse(raw)
     if imp.empty:
         print(json.dumps(impair.show(lab, ns.node), indent=2))
         return 0
@@ -69,5 +70,5 @@ def cmd_impair(ns: argparse.Namespace) -> int:
     if ns.output == "json":
         print(json.dumps(asdict(done), indent=2))
     else:
-        print(impair.describe(done))
+        print(describe(done))
     return 0
