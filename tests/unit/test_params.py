@@ -7,7 +7,7 @@ import pytest
 from cniscope.core.errors import ValidationError
 from cniscope.core.params import Param, ParamSet
 from cniscope.core.probekinds import KINDS, spec_for
-from cniscope.lab.impair import PARAMS as IMPAIR_PARAMS
+from cniscope.lab.impair_plan import PARAMS as IMPAIR_PARAMS
 
 
 def test_defaults_fill_in() -> None:
