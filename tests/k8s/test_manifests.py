@@ -1,7 +1,9 @@
 """The kustomization under daemonset/ rendered as `kubectl apply -k` would send it, validated against
 the Kubernetes 1.31 and 1.33 OpenAPI schemas (kubernetes-validate ships them; no network), and held to
 the least-privilege policy: no privileged container, drop ALL, only documented capabilities,
-read-only root filesystems, seccomp, resource requests, Pod Security "restricted" where it can be."""
+read-only root filesystems and host mounts, seccomp, resource requests, Pod Security "restricted"
+where it can be; Linux nodes only, never serverless or virtual ones; AppArmor and SELinux decided;
+the collector's Services fenced by an admission policy."""
 
 from __future__ import annotations
 
@@ -19,14 +21,14 @@ from tests.kustomize import Doc, render
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = ROOT / "daemonset"
-OVERLAYS = ["base", "overlays/persistent", "overlays/minimal", "overlays/auth"]
+OVERLAYS = ["base", "overlays/persistent", "overlays/minimal", "overlays/auth", "overlays/selinux"]
 K8S_VERSIONS = ["1.31.0", "1.33.0"]
 
 # Every capability the agent may add, and what needs it (README "Kubernetes" documents the same list).
 DOCUMENTED_CAPS = {"BPF", "PERFMON", "NET_ADMIN", "NET_RAW", "SYS_ADMIN", "SYS_PTRACE", "SYS_RESOURCE"}
 RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
                       "persistentVolumeClaim", "projected", "secret"}
-WRITABLE_HOST_PATHS = {"/run/xtables.lock"}   # iptables must take this lock
+WRITABLE_HOST_PATHS: set[str] = set()   # none: iptables-*-save never take /run/xtables.lock
 
 
 def docs(overlay: str) -> list[Doc]:
@@ -139,8 +141,11 @@ def test_the_agent_runs_on_the_host_with_read_only_host_mounts() -> None:
             assert m.get("readOnly") is True, f"{m['mountPath']} must be read-only"
     mounts = {m["mountPath"]: host_vols.get(m["name"]) for m in c["volumeMounts"]}
     assert mounts["/host/proc"] == "/proc"
-    for p in ("/sys/fs/bpf", "/sys/kernel/tracing", "/lib/modules", "/usr/src", "/run/xtables.lock"):
+    for p in ("/sys/fs/bpf", "/sys/kernel/tracing", "/lib/modules", "/usr/src"):
         assert mounts[p] == p
+    assert not {"/run", "/var/run", "/run/xtables.lock"} & set(host_vols.values()), "an unused host mount"
+    propagation = {m["mountPath"]: m.get("mountPropagation") for m in c["volumeMounts"]}
+    assert propagation["/sys/fs/bpf"] == propagation["/sys/kernel/tracing"] == "HostToContainer"
     env = {e["name"]: e for e in c["env"]}
     assert env["CNISCOPE_NODE"]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert env["CNISCOPE_HOST_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
@@ -177,14 +182,17 @@ def test_rbac_grants_only_the_least_verbs() -> None:
              if d["kind"] in ("Role", "ClusterRole")}
     agent = roles[("ClusterRole", "cniscope-agent")]
     for rule in agent["rules"]:
-        assert set(rule["verbs"]) <= {"get", "list", "watch"}
+        assert set(rule["verbs"]) <= {"get", "list"}
     granted = {r for rule in agent["rules"] for r in rule["resources"]}
-    assert granted == {"nodes", "pods", "services", "endpointslices"}
-    fp = roles[("Role", "cniscope-agent-fingerprint")]
-    assert fp["metadata"]["namespace"] == "kube-system"
-    for rule in fp["rules"]:
-        assert rule["verbs"] == ["get"]
-        assert rule["resourceNames"]
+    assert granted == {"nodes", "servicecidrs"}                   # nothing namespaced cluster-wide
+    pods = roles[("Role", "cniscope-agent-probe-pods")]
+    assert pods["metadata"]["namespace"] == "cniscope-probe"
+    for name, ns in (("cniscope-agent-fingerprint", "kube-system"), ("cniscope-agent-apiserver-service", "default")):
+        fp = roles[("Role", name)]
+        assert fp["metadata"]["namespace"] == ns
+        for rule in fp["rules"]:
+            assert rule["verbs"] == ["get"]
+            assert rule["resourceNames"]
     col = roles[("Role", "cniscope-collector-scaling")]
     assert col["metadata"]["namespace"] == "cniscope-probe"
     writes = {v for rule in col["rules"] for v in rule["verbs"]} - {"get", "list", "watch"}

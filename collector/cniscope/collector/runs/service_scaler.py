@@ -17,6 +17,10 @@ from cniscope.core import kubeapi
 from cniscope.core.config import CollectorConfig
 from cniscope.core.errors import Unavailable
 
+# A cleanup sends DELETE_WORKERS deletes at a time (well under the API server's default of 200
+# mutating requests in flight) and stops after CLEANUP_SECONDS.
+DELETE_WORKERS = 16
+CLEANUP_SECONDS = 45.0
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_SELECTOR = f"{MANAGED_BY}=cniscope"
 PROBE_SELECTOR = {"app.kubernetes.io/name": "cniscope-probe"}
@@ -107,10 +111,30 @@ class ServiceScaler:
                 raise Unavailable(f"service {self.namespace}/{name} has no ready endpoint after {timeout:.0f}s")
             time.sleep(poll)
 
-    def delete_all(self) -> int:
-        """Delete every Service labelled managed-by=cniscope in the namespace; return how many."""
+    def delete_all(self, budget: float = CLEANUP_SECONDS) -> int:
+        """Delete every Service labelled managed-by=cniscope in the namespace, DELETE_WORKERS at a time;
+        return how many. After ``budget`` seconds the rest is left (and named): the next run's start
+        deletes it by the same label. The collector's terminationGracePeriodSeconds is longer than
+        CLEANUP_SECONDS, so a rollout does not cut a cleanup short."""
+        from concurrent.futures import ThreadPoolExecutor, wait
+
         names = self.list_names()
-        for name in names:
+        if not names:
+            return 0
+
+        def delete(name: str) -> None:
             kubeapi.call(self.core.delete_namespaced_service, name, self.namespace,
-                      what=f"delete service {self.namespace}/{name}")
+                         what=f"delete service {self.namespace}/{name}")
+
+        pool = ThreadPoolExecutor(max_workers=min(DELETE_WORKERS, len(names)), thread_name_prefix="svc-delete")
+        try:
+            futures = {pool.submit(delete, n): n for n in names}
+            done, pending = wait(futures, timeout=budget)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+        for f in done:
+            f.result()                       # the first refusal (403, admission) is the error
+        if pending:
+            raise Unavailable(f"deleted {len(done)} of {len(names)} Services in {self.namespace} within "
+                              f"{budget:g}s; the rest is deleted by label at the next run's start")
         return len(names)
