@@ -72,7 +72,7 @@ def _node(lab: Lab, name: str) -> LabNode:
 
 def _device(lab: Lab, node: LabNode, direction: str) -> tuple[str, str]:
     """(namespace, device) whose transmit queue carries ``direction`` of the node's fabric link."""
-    # the lab names the fabric-side end of node I's link "nI" (see Lab._build_node)
+    # the lab names the fabric-side end of node I's link "nI" (see lab_network.build_node)
     return (node.netns, "eth0") if direction == "egress" else (lab.fabric, f"n{node.index}")
 
 

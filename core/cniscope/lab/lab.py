@@ -22,7 +22,7 @@ from typing import Any
 
 from cniscope.core.errors import LabError
 from cniscope.lab import addressing as addr
-from cniscope.lab import labdns, netns, procs
+from cniscope.lab import lab_network, labdns, netns, procs
 from cniscope.lab.lab_node import LabNode
 
 STATE_ROOT = Path(os.environ.get("CNISCOPE_LAB_DIR", "/run/cniscope/lab"))
@@ -114,60 +114,10 @@ class Lab:
         self.dir.mkdir(parents=True, exist_ok=True)
         fresh = not all(netns.exists(n) for n in self.namespaces())
         if fresh:
-            self._build()
+            lab_network.build(self.fabric, self.namespaces(), self.nodes())
         state = saved or {"spec": self._spec_json(), "procs": [], "created": time.time()}
         self._save_state(state)
         return self.status()
-
-    def _build(self) -> None:
-        for name in self.namespaces():
-            netns.add(name)
-        fab = self.fabric
-        cmds = ["link set lo up"]
-        if "br0" not in netns.exec_in(fab, ["ip", "-o", "link", "show"]):
-            cmds += ["link add br0 type bridge", f"addr add {addr.COLLECTOR_IP}/24 dev br0"]
-        cmds += ["link set br0 up"]
-        netns.batch(fab, cmds)
-        netns.sysctl(fab, "net.bridge.bridge-nf-call-iptables", "0")
-        netns.sysctl(fab, "net.bridge.bridge-nf-call-ip6tables", "0")
-        netns.sysctl(fab, "net.ipv6.conf.all.disable_ipv6", "1")
-        for node in self.nodes():
-            self._build_node(node)
-
-    def _build_node(self, node: LabNode) -> None:
-        ns, i = node.netns, node.index
-        existing = netns.exec_in(ns, ["ip", "-o", "link", "show"])
-        cmds = ["link set lo up"]
-        if "eth0" not in existing:
-            # both ends are created here: eth0 in the node, the fabric port straight in the fabric
-            cmds.append(f"link add eth0 type veth peer name n{i} netns {self.fabric}")
-        cmds += [f"addr replace {node.host_ip}/24 dev eth0", "link set eth0 up"]
-        for j, pod in enumerate(node.pods, start=1):
-            if f" p{j}@" not in existing and f" p{j}:" not in existing:
-                cmds.append(f"link add p{j} type veth peer name eth0 netns {pod['netns']}")
-            cmds += [
-                f"addr replace {addr.pod_gateway(i)}/32 dev p{j}",
-                f"link set p{j} up",
-                f"route replace {pod['ip']}/32 dev p{j}",
-            ]
-        for other in self.nodes():
-            if other.index != i:
-                cmds.append(f"route replace {addr.pod_subnet(other.index)} via {other.host_ip} dev eth0")
-        netns.batch(ns, cmds)
-        netns.sysctl(ns, "net.ipv4.ip_forward", "1")
-        netns.sysctl(ns, "net.ipv6.conf.all.disable_ipv6", "1")
-        netns.batch(self.fabric, [f"link set n{i} master br0", f"link set n{i} up"])
-        for pod in node.pods:
-            netns.batch(pod["netns"], [
-                "link set lo up",
-                f"addr replace {pod['ip']}/32 dev eth0",
-                "link set eth0 up",
-                f"route replace {addr.pod_gateway(i)} dev eth0 scope link",
-                f"route replace {addr.LAB_RANGE} via {addr.pod_gateway(i)} dev eth0",
-            ])
-            netns.sysctl(pod["netns"], "net.ipv6.conf.all.disable_ipv6", "1")
-            # ping from inside a pod without CAP_NET_RAW, as a real pod can
-            netns.sysctl(pod["netns"], "net.ipv4.ping_group_range", "0 2147483647")
 
     def down(self) -> list[str]:
         """Stop every process the lab started (by PID), delete its namespaces and state."""

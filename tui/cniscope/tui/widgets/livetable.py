@@ -40,6 +40,67 @@ def _width(cell: Cell) -> int:
     return cell.cell_len if isinstance(cell, Text) else cell_len(cell)
 
 
+class ColumnWidths:
+    """Each column's width: its declared width (at least its label's), grown to fit a wider value
+    up to the column's cap, never shrunk."""
+
+    def __init__(self, columns: Sequence[ColumnSpec]) -> None:
+        self.columns = tuple(columns)
+        self.values = [max(c.width, cell_len(c.label)) for c in self.columns]
+
+    def fit(self, i: int, width: int) -> bool:
+        """Grow column ``i`` to ``width`` (within its cap); whether it grew."""
+        cap = self.columns[i].max_width
+        if cap:
+            width = min(width, cap)
+        if width > self.values[i]:
+            self.values[i] = width
+            return True
+        return False
+
+    def fit_cells(self, cells: Sequence[Cell]) -> bool:
+        grew = False
+        for i, cell in enumerate(cells):
+            grew = self.fit(i, _width(cell)) or grew
+        return grew
+
+    @property
+    def total(self) -> int:
+        return sum(self.values) + GAP * (len(self.values) + 1)
+
+    def line(self, cells: Sequence[Cell]) -> Text:
+        """One row laid out: each cell cut to its column (with an ellipsis) and padded, right-aligned
+        where the column or the cell's own justify says so."""
+        line = Text(end="", no_wrap=True)
+        for cell, width, col in zip(cells, self.values, self.columns, strict=False):
+            text = Text(cell) if isinstance(cell, str) else cell
+            if text.cell_len > width:
+                text = text.copy()
+                text.truncate(width, overflow="ellipsis")
+            pad = " " * (GAP + width - text.cell_len)
+            if text.justify == "right" or (col.right and text.justify in (None, "default")):
+                line.append(pad)
+                line.append_text(text)
+            else:
+                line.append(" " * GAP)
+                line.append_text(text)
+                line.append(pad[GAP:])
+        line.append(" " * GAP)
+        return line
+
+
+class TableMessage(Message):
+    """A message from a :class:`LiveTable`; its ``control`` is the table."""
+
+    def __init__(self, table: LiveTable) -> None:
+        super().__init__()
+        self.table = table
+
+    @property
+    def control(self) -> LiveTable:
+        return self.table
+
+
 class LiveTable(ScrollView, can_focus=True):
     COMPONENT_CLASSES: ClassVar[set[str]] = {
         "livetable--header", "livetable--cursor", "livetable--even-row", "livetable--odd-row",
@@ -78,33 +139,25 @@ class LiveTable(ScrollView, can_focus=True):
         Binding("end", "cursor_to(-1)", "Last", show=False),
     ]
 
-    class Selected(Message):
+    class Selected(TableMessage):
         """Enter (or a click on the cursor row) on a row."""
 
         def __init__(self, table: LiveTable, key: str) -> None:
-            super().__init__()
-            self.table, self.key = table, key
+            super().__init__(table)
+            self.key = key
 
-        @property
-        def control(self) -> LiveTable:
-            return self.table
-
-    class HeaderSelected(Message):
+    class HeaderSelected(TableMessage):
         """A click on a column's header."""
 
         def __init__(self, table: LiveTable, column: str) -> None:
-            super().__init__()
-            self.table, self.column = table, column
-
-        @property
-        def control(self) -> LiveTable:
-            return self.table
+            super().__init__(table)
+            self.column = column
 
     def __init__(self, columns: Sequence[ColumnSpec], cells: CellsFn, *, id: str | None = None) -> None:
         super().__init__(id=id)
         self.columns = tuple(columns)
         self._labels = [c.label for c in self.columns]
-        self._widths = [max(c.width, cell_len(c.label)) for c in self.columns]
+        self._widths = ColumnWidths(self.columns)
         self._cells_of = cells
         self._keys: list[str] = []
         self._index: dict[str, int] = {}
@@ -162,7 +215,7 @@ class LiveTable(ScrollView, can_focus=True):
                 continue
             self._cells[key] = cells
             self._strips.pop(key, None)
-            grew = self._measure(cells) or grew
+            grew = self._widths.fit_cells(cells) or grew
             self.refresh_line(i + 1)
         if grew:
             self._relayout()
@@ -181,61 +234,36 @@ class LiveTable(ScrollView, can_focus=True):
             self._labels[i] = label
             self._header = None
             self.refresh_line(int(self.scroll_y))  # the header: the first line on screen
-            if self._measure_one(i, cell_len(label)):
+            if self._widths.fit(i, cell_len(label)):
                 self._relayout()
 
     def grow(self, column: str, width: int) -> None:
         """Make sure a column is at least ``width`` wide (within its cap)."""
         i = next(n for n, c in enumerate(self.columns) if c.key == column)
-        if self._measure_one(i, width):
+        if self._widths.fit(i, width):
             self._relayout()
 
     @property
     def widths(self) -> tuple[int, ...]:
-        return tuple(self._widths)
+        return tuple(self._widths.values)
 
-    def _measure_one(self, i: int, width: int) -> bool:
-        cap = self.columns[i].max_width
-        if cap:
-            width = min(width, cap)
-        if width > self._widths[i]:
-            self._widths[i] = width
-            return True
-        return False
-
-    def _measure(self, cells: Sequence[Cell]) -> bool:
-        grew = False
-        for i, cell in enumerate(cells):
-            grew = self._measure_one(i, _width(cell)) or grew
-        return grew
-
-    def _relayout(self) -> None:
-        """A column grew: every strip is the wrong width now."""
+    def _relayout(self, after_frame: bool = False) -> None:
+        """A column grew: every strip is the wrong width now (``after_frame``: found while drawing,
+        so the redraw follows this frame)."""
         self._strips.clear()
         self._header = None
         self._resize()
-        self.refresh()
+        if after_frame:
+            self.call_after_refresh(self.refresh)
+        else:
+            self.refresh()
 
     def _resize(self) -> None:
-        self.virtual_size = Size(sum(self._widths) + GAP * (len(self._widths) + 1), len(self._keys) + 1)
+        self.virtual_size = Size(self._widths.total, len(self._keys) + 1)
 
     # ---- drawing ---------------------------------------------------------------------------
     def _draw_row(self, cells: Sequence[Cell]) -> Strip:
-        line = Text(end="", no_wrap=True)
-        for cell, width, col in zip(cells, self._widths, self.columns, strict=False):
-            text = Text(cell) if isinstance(cell, str) else cell
-            if text.cell_len > width:
-                text = text.copy()
-                text.truncate(width, overflow="ellipsis")
-            pad = " " * (GAP + width - text.cell_len)
-            if text.justify == "right" or (col.right and text.justify in (None, "default")):
-                line.append(pad)
-                line.append_text(text)
-            else:
-                line.append(" " * GAP)
-                line.append_text(text)
-                line.append(pad[GAP:])
-        line.append(" " * GAP)
+        line = self._widths.line(cells)
         return Strip(line.render(self.app.console), line.cell_len)
 
     def _row_strip(self, key: str) -> Strip:
@@ -244,11 +272,8 @@ class LiveTable(ScrollView, can_focus=True):
             cells = self._cells.get(key)
             if cells is None:
                 cells = self._cells[key] = tuple(self._cells_of(key))
-                if self._measure(cells):  # drawn mid-frame: the rest follows on the next one
-                    self._strips.clear()
-                    self._header = None
-                    self._resize()
-                    self.call_after_refresh(self.refresh)
+                if self._widths.fit_cells(cells):  # drawn mid-frame: the rest follows on the next one
+                    self._relayout(after_frame=True)
             strip = self._strips[key] = self._draw_row(cells)
             self.rows_drawn += 1
         return strip
@@ -309,7 +334,7 @@ class LiveTable(ScrollView, can_focus=True):
         if event.y == 0:
             x = event.x + int(self.scroll_x)
             edge = 0
-            for col, width in zip(self.columns, self._widths, strict=True):
+            for col, width in zip(self.columns, self._widths.values, strict=True):
                 edge += GAP + width
                 if x < edge:
                     self.post_message(self.HeaderSelected(self, col.key))
