@@ -119,9 +119,18 @@ async def test_runs_stored_through_the_api_appear_and_compare(cluster: Lab, tmp_
         text = kit.text_of(screen.query_one("#compare", Static))
         rtt = next(line for line in text.splitlines() if "RTT p50" in line)
         first, second = (shown[rid] for rid in screen.marked)
-        assert fmt_value("rtt.p50", first.figures["rtt.p50"].median) in rtt
-        assert fmt_value("rtt.p50", second.figures["rtt.p50"].median) in rtt
-        assert "within noise" in rtt or "%" in rtt
+        base, other = first.figures["rtt.p50"], second.figures["rtt.p50"]
+        assert fmt_value("rtt.p50", base.median) in rtt
+        assert fmt_value("rtt.p50", other.median) in rtt
+        # the noise rule, written out: min..max ranges that overlap while either has a spread, or a
+        # change of at most 1 % of the baseline, is noise; otherwise the relative change is shown
+        overlap = other.lo <= base.hi and base.lo <= other.hi and (base.spread > 0 or other.spread > 0)
+        if overlap or abs(other.median - base.median) <= 0.01 * abs(base.median):
+            assert "within noise" in rtt, (base, other, rtt)
+            assert "%" not in rtt, (base, other, rtt)
+        else:
+            assert f"{(other.median - base.median) / base.median * 100:+.1f}%" in rtt, (base, other, rtt)
+            assert "within noise" not in rtt, (base, other, rtt)
         assert "iptables NAT rules" in text
     replay = ReplayClient(recording)                    # --record keeps the runs for --replay
     replay.load()
