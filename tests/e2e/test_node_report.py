@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from cniscope.agent.inspectors import iptables
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
 from cniscope.cli import main
 from cniscope.cli.capreport import render_matrix, render_node
@@ -19,12 +21,15 @@ def _report() -> common_pb2.CapabilityReport:
     r = common_pb2.CapabilityReport(kernel="6.18")
     r.items.add(name="bandwidth_manager", state=common_pb2.READINESS_NOT_READY, reason="fq qdisc missing")
     r.items.add(name="bbr", state=common_pb2.READINESS_READY, reason="ok | fine")
-    r.units.add(name="iptables", ok=True, available=True, duration_seconds=0.01,
-                detail_json=json.dumps({"iptables-nft": {"rules": 48}, "kube_proxy": {
-                    "mode": "iptables", "backend": "iptables-nft", "services_rules": 5, "svc_chains": 4,
-                    "sep_chains": 12, "nat_rules": 48}}))
-    r.units.add(name="cni_footprint", ok=True, available=False, error="unavailable: no CNI agent process")
-    r.units.add(name="bpf", ok=False, available=True, error="OSError: boom")
+    d = cap.IptablesDetail(
+        iptables_nft=cap.IptablesBackend(ran=True, rules=48, tables={"nat": cap.IptablesTable(rules=48)}),
+        kube_proxy=cap.KubeProxy(mode="iptables", backend="iptables-nft", services_rules=5, svc_chains=4,
+                                 sep_chains=12, nat_rules=48))
+    r.units.add(name="iptables", ok=True, available=True, duration_seconds=0.01, iptables=d,
+                summary=iptables.summarize(d))
+    r.units.add(name="cni_footprint", ok=True, available=False, error="unavailable: no CNI agent process",
+                summary="unavailable: no CNI agent process")
+    r.units.add(name="bpf", ok=False, available=True, error="OSError: boom", summary="OSError: boom")
     return r
 
 
@@ -33,8 +38,12 @@ def test_render_node_formats() -> None:
     d = json.loads(render_node(r, "json"))
     assert [u["status"] for u in d["units"]] == ["ok", "unavailable", "failed"]
     assert d["items"][0] == {"name": "bandwidth_manager", "state": "not ready", "reason": "fq qdisc missing"}
+    assert d["units"][0]["detail"]["kube_proxy"]["nat_rules"] == 48   # the typed findings, by field name
+    assert d["units"][0]["detail"]["iptables_nft"]["tables"]["nat"]["rules"] == 48
+    assert d["units"][2]["detail"] == {}
     text = render_node(r, "table")
-    assert "kube-proxy iptables (iptables-nft: KUBE-SERVICES 5, 4 svc / 12 sep chains, nat 48)" in text
+    assert "iptables-nft 48 NAT rules, kube-proxy iptables (4 services, 12 endpoints)" in text
+    assert "unavailable: no CNI agent process" in text
     md = render_node(r, "markdown")
     assert "| bbr | ready | ok \\| fine |" in md
 
@@ -86,14 +95,18 @@ def test_units_reach_the_collector(lab: Lab, tmp_path: object, capsys: pytest.Ca
         wait_connected(lab, 3)
         st = asyncio.run(_get_node(lab.local_collector, "node1"))
         units = {u.name: u for u in st.capabilities.units}
-        ipt = json.loads(units["iptables"].detail_json)
-        assert ipt["iptables-nft"]["tables"]["nat"]["rules"] == loaded.nat_rules == 48
-        assert ipt["kube_proxy"]["mode"] == "iptables"
-        ready = json.loads(units["readiness"].detail_json)
-        assert "bandwidth_manager" in ready["items"]
+        assert units["iptables"].WhichOneof("detail") == "iptables"   # typed on the wire
+        ipt = units["iptables"].iptables
+        assert ipt.iptables_nft.tables["nat"].rules == loaded.nat_rules == 48
+        assert ipt.kube_proxy.mode == "iptables"
+        assert "iptables-nft 48 NAT rules" in units["iptables"].summary
+        assert "kube-proxy iptables (4 services, " in units["iptables"].summary
+        assert units["readiness"].readiness.config_source
+        assert "bandwidth_manager" in {i.name for i in st.capabilities.items}
+        assert units["kernel"].summary.startswith("kernel ")
+        assert all(u.summary for u in st.capabilities.units), [u.name for u in st.capabilities.units]
         other = asyncio.run(_get_node(lab.local_collector, "node2"))
-        o = json.loads({u.name: u for u in other.capabilities.units}["iptables"].detail_json)
-        assert o["kube_proxy"]["mode"] == "none"
+        assert {u.name: u for u in other.capabilities.units}["iptables"].iptables.kube_proxy.mode == "none"
 
         assert main(["report", "capabilities", "-o", "json", "--collector", lab.local_collector]) == 0
         m = json.loads(capsys.readouterr().out)

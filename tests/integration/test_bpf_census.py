@@ -18,6 +18,7 @@ from cniscope.agent.bpf import count_entries  # noqa: E402
 from cniscope.agent.bpf import syscall as sc  # noqa: E402
 from cniscope.agent.bpf.info import map_info  # noqa: E402
 from cniscope.agent.inspectors.bpf import cilium_summary, inspect_bpf, map_census  # noqa: E402
+from cniscope.api.v1 import capabilities_pb2 as cap  # noqa: E402
 from cniscope.core.hostpaths import HostPaths  # noqa: E402
 
 pytestmark = pytest.mark.bpf
@@ -77,27 +78,31 @@ def _ids(maps: dict[str, tuple[sc.Fd, int]]) -> dict[int, tuple[str, int]]:
 def test_census_finds_cilium_maps_by_truncated_name_and_counts_exactly(
         cilium_maps: dict[str, tuple[sc.Fd, int]]) -> None:
     ids = _ids(cilium_maps)
-    rows = {r["id"]: r for r in inspect_bpf(HostPaths()).detail["maps"] if r["id"] in ids}
+    res = inspect_bpf(HostPaths())
+    assert isinstance(res.detail, cap.BpfDetail)
+    rows = {r.id: r for r in res.detail.maps if r.id in ids}
     assert set(rows) == set(ids)
     for mid, (name, n) in ids.items():
         r = rows[mid]
-        assert r["name"] == name
-        assert r["entries"] == n, r
-        assert r["memlock_bytes"] > 0
-        assert r["fill"] == pytest.approx(n / r["max_entries"], abs=1e-6)
-    by_name = {r["name"]: r for r in rows.values()}
-    assert by_name["cilium_ct4_glob"]["type"] == "lru_hash"
-    assert by_name["cilium_ipcache"]["type"] == "lpm_trie"
-    assert by_name["cilium_metrics"]["type"] == "percpu_hash"
-    assert "cilium_class" not in by_name["cilium_metrics"]
-    summary = cilium_summary(list(rows.values()))
-    assert summary["conntrack"]["entries"] == 1250
-    assert summary["conntrack"]["max_entries"] == 65536 + 32768
-    assert summary["service"]["fill"] == pytest.approx(104 / 65536, abs=1e-6)
-    assert summary["backend"]["entries"] == 312
-    assert summary["nat"]["entries"] == 500
-    assert summary["ipcache"]["entries"] == 37
-    assert summary["policy"]["maps"] == ["cilium_policy_0"]
+        assert r.name == name
+        assert r.HasField("entries"), r
+        assert r.entries == n, r
+        assert r.memlock_bytes > 0
+        assert r.fill == pytest.approx(n / r.max_entries, abs=1e-6)
+    by_name = {r.name: r for r in rows.values()}
+    assert by_name["cilium_ct4_glob"].type == "lru_hash"
+    assert by_name["cilium_ipcache"].type == "lpm_trie"
+    assert by_name["cilium_metrics"].type == "percpu_hash"
+    assert by_name["cilium_metrics"].cilium_class == ""
+    summary = cilium_summary(rows.values())
+    assert summary["conntrack"].entries == 1250
+    assert summary["conntrack"].max_entries == 65536 + 32768
+    assert summary["service"].fill == pytest.approx(104 / 65536, abs=1e-6)
+    assert summary["backend"].entries == 312
+    assert summary["nat"].entries == 500
+    assert summary["ipcache"].entries == 37
+    assert list(summary["policy"].maps) == ["cilium_policy_0"]
+    assert "; Cilium 104 service entries, fullest " in res.summary
 
 
 def test_batched_count_agrees_with_walk_and_costs_one_call_per_chunk() -> None:
@@ -120,8 +125,8 @@ def test_vanished_map_is_that_maps_error_only(cilium_maps: dict[str, tuple[sc.Fd
     gone.close()
     keep = map_info(cilium_maps["cilium_lb4_back"][0].fd).id
     rows = map_census([gone_id, keep])
-    assert rows[0] == {"id": gone_id, "error": "vanished before it could be opened"}
-    assert rows[1]["entries"] == 312
+    assert rows[0] == cap.BpfMap(id=gone_id, error="vanished before it could be opened")
+    assert rows[1].entries == 312
 
 
 def test_pinned_paths_are_reported(tmp_path: Path, cilium_maps: dict[str, tuple[sc.Fd, int]]) -> None:
@@ -131,7 +136,7 @@ def test_pinned_paths_are_reported(tmp_path: Path, cilium_maps: dict[str, tuple[
         pin = root / "tc" / "globals" / "cilium_ipcache"
         sc.obj_pin(fd.fd, str(pin))
         mid = map_info(fd.fd).id
-        rows = {r["id"]: r for r in map_census(pin_roots=[root])}
-        assert rows[mid]["pins"] == [str(pin)]
+        rows = {r.id: r for r in map_census(pin_roots=[root])}
+        assert list(rows[mid].pins) == [str(pin)]
         with sc.obj_get(str(pin)) as again:
             assert map_info(again.fd).id == mid

@@ -21,6 +21,7 @@ from cniscope.agent.bpf import syscall as sc  # noqa: E402
 from cniscope.agent.inspectors.bpf import prog_census  # noqa: E402
 from cniscope.agent.inspectors.nic import nic_report  # noqa: E402
 from cniscope.agent.xdp_trial import run_xdp_test  # noqa: E402
+from cniscope.api.v1 import capabilities_pb2 as cap  # noqa: E402
 from cniscope.core.errors import NotFound, ValidationError  # noqa: E402
 
 pytestmark = [pytest.mark.netns, pytest.mark.bpf]
@@ -39,16 +40,19 @@ def _link(netns: str, name: str) -> nl.Link:
 def test_feature_report_veth_native_others_generic_only(ns: tuple[str, dict[str, str]]) -> None:
     path, kinds = ns
     assert {"veth", "bridge", "macvlan", "vxlan"} <= set(kinds.values())
-    rows = {r["name"]: r for r in nic_report(path)}
-    assert rows["va"]["xdp_native"] is True
-    assert "basic" in rows["va"]["xdp_features"]
-    assert rows["va"]["driver"] == "veth"
-    assert rows["va"]["speed"] == "virtual"
+    rows = {r.name: r for r in nic_report(path)}
+    assert rows["va"].HasField("xdp_native")
+    assert rows["va"].xdp_native is True
+    assert "basic" in rows["va"].xdp_features
+    assert rows["va"].driver == "veth"
+    assert rows["va"].virtual
+    assert not rows["va"].HasField("speed_mbps")
     for ifname, kind in kinds.items():
         if kind != "veth":
-            assert rows[ifname]["xdp_native"] is False, (ifname, rows[ifname])
-            assert rows[ifname]["kind"] == kind
-    assert all(r["xdp_mode"] == "none" for r in rows.values())
+            assert rows[ifname].HasField("xdp_native"), ifname
+            assert rows[ifname].xdp_native is False, (ifname, rows[ifname])
+            assert rows[ifname].kind == kind
+    assert all(r.xdp_mode == "none" for r in rows.values())
 
 
 def test_opt_in_attach_agrees_with_read_only_report(ns: tuple[str, dict[str, str]]) -> None:
@@ -96,25 +100,25 @@ def test_census_lists_xdp_programs_with_mode(ns: tuple[str, dict[str, str]]) -> 
     va, br = _link(path, "va"), _link(path, "br0")
     vb = _link(path, "vb")
     with sc.prog_load_xdp_pass("cns_census") as prog:
-        pid = next(p["id"] for p in prog_census(netns=path)[0] if p.get("name") == "cns_census")
+        pid = next(p.id for p in prog_census(netns=path)[0] if p.name == "cns_census")
         nl.set_xdp(va.index, prog.fd, nl.XDP_FLAGS_DRV_MODE, netns=path)
         nl.set_xdp(br.index, prog.fd, nl.XDP_FLAGS_SKB_MODE, netns=path)
         try:
             with nl.in_netns(path):
                 link = sc.link_create(prog.fd, vb.index, sc.ATTACH_BPF_XDP)
             with link:
-                rows = {p["id"]: p for p in prog_census(netns=path)[0]}
-                att = rows[pid]["attached"]
-                assert rows[pid]["type"] == "xdp"
-                assert {"hook": "xdp", "interface": "va", "ifindex": va.index, "mode": "native",
-                        "source": "netlink"} in att
-                assert {"hook": "xdp", "interface": "br0", "ifindex": br.index, "mode": "generic",
-                        "source": "netlink"} in att
-                assert any(a["source"] == "link" and a["interface"] == "vb" for a in att)
-                nic = {r["name"]: r for r in nic_report(path)}
-                assert nic["va"]["xdp_mode"] == "native"
-                assert nic["va"]["xdp_prog_ids"] == {"native": pid}
-                assert nic["br0"]["xdp_mode"] == "generic"
+                rows = {p.id: p for p in prog_census(netns=path)[0]}
+                att = list(rows[pid].attached)
+                assert rows[pid].type == "xdp"
+                assert cap.BpfAttachment(prog_id=pid, hook="xdp", interface="va", ifindex=va.index, mode="native",
+                                         source="netlink") in att
+                assert cap.BpfAttachment(prog_id=pid, hook="xdp", interface="br0", ifindex=br.index,
+                                         mode="generic", source="netlink") in att
+                assert any(a.source == "link" and a.interface == "vb" for a in att)
+                nic = {r.name: r for r in nic_report(path)}
+                assert nic["va"].xdp_mode == "native"
+                assert dict(nic["va"].xdp_prog_ids) == {"native": pid}
+                assert nic["br0"].xdp_mode == "generic"
         finally:
             nl.set_xdp(va.index, -1, nl.XDP_FLAGS_DRV_MODE, netns=path)
             nl.set_xdp(br.index, -1, nl.XDP_FLAGS_SKB_MODE, netns=path)
@@ -140,13 +144,13 @@ def test_census_lists_tcx_and_tc_attachments(ns: tuple[str, dict[str, str]], tmp
             r = subprocess.run([*tc, "filter", "add", "dev", "va", "egress", "bpf", "da", "object-pinned",
                                 str(root / "cls")], capture_output=True, text=True)
             assert r.returncode == 0, r.stderr
-            rows = {p.get("name"): p for p in prog_census(pin_roots=[root], netns=path)[0]}
-            tcx_att = rows["cns_tcx"]["attached"]
-            assert [(a["hook"], a["mode"], a["interface"], a["source"]) for a in tcx_att] == \
+            rows = {p.name: p for p in prog_census(pin_roots=[root], netns=path)[0]}
+            tcx_att = rows["cns_tcx"].attached
+            assert [(a.hook, a.mode, a.interface, a.source) for a in tcx_att] == \
                 [("tcx", "tcx_ingress", "va", "link")]
-            cls_att = rows["cns_cls"]["attached"]
-            assert [(a["hook"], a["mode"], a["interface"]) for a in cls_att] == [("tc", "clsact/egress", "va")]
-            assert rows["cns_cls"]["pins"] == [str(root / "cls")]
+            cls_att = rows["cns_cls"].attached
+            assert [(a.hook, a.mode, a.interface) for a in cls_att] == [("tc", "clsact/egress", "va")]
+            assert list(rows["cns_cls"].pins) == [str(root / "cls")]
         finally:
             subprocess.run([*tc, "qdisc", "del", "dev", "va", "clsact"], capture_output=True)
             link.close()
@@ -169,7 +173,7 @@ def test_census_lists_cgroup_attachments_with_and_without_links(tmp_path: Path) 
                 sc.prog_attach(cg, classic.fd, sc.ATTACH_CGROUP_INET_INGRESS)
                 try:
                     with sc.link_create(linked.fd, cg, sc.ATTACH_CGROUP_INET_EGRESS):
-                        rows = {p.get("name"): p for p in prog_census(cgroup_roots=[root])[0]}
+                        rows = {p.name: p for p in prog_census(cgroup_roots=[root])[0]}
                 finally:
                     sc.prog_detach(cg, classic.fd, sc.ATTACH_CGROUP_INET_INGRESS)
         finally:
@@ -178,11 +182,11 @@ def test_census_lists_cgroup_attachments_with_and_without_links(tmp_path: Path) 
         if child.exists():
             child.rmdir()
         subprocess.run(["umount", str(root)], capture_output=True)
-    assert [(a["hook"], a["mode"], a["cgroup"], a["source"]) for a in rows["cns_cg_classic"]["attached"]] == \
+    assert [(a.hook, a.mode, a.cgroup, a.source) for a in rows["cns_cg_classic"].attached] == \
         [("cgroup", "cgroup_inet_ingress", str(child), "bpftool")]
-    (la,) = rows["cns_cg_link"]["attached"]
-    assert (la["hook"], la["mode"], la["cgroup"], la["source"]) == ("cgroup", "cgroup_inet_egress", str(child), "link")
-    assert la["cgroup_id"] > 0
+    (la,) = rows["cns_cg_link"].attached
+    assert (la.hook, la.mode, la.cgroup, la.source) == ("cgroup", "cgroup_inet_egress", str(child), "link")
+    assert la.cgroup_id > 0
 
 
 def test_readiness_counts_only_this_namespaces_nics(ns: tuple[str, dict[str, str]]) -> None:
@@ -192,7 +196,7 @@ def test_readiness_counts_only_this_namespaces_nics(ns: tuple[str, dict[str, str
     from cniscope.agent.inspectors.readiness import _nics
     from cniscope.core.hostpaths import HostPaths
 
-    host = [n["name"] for n in _nics(HostPaths())]
+    host = [n.name for n in _nics(HostPaths())]
     host_physical = [link.name for link in nl.links() if not link.virtual]
     assert host == sorted(n for n in host_physical if Path(f"/sys/class/net/{n}/device").exists())
     with nl.in_netns(ns[0]):

@@ -15,6 +15,7 @@ import pytest
 from cniscope.agent import cluster_api
 from cniscope.agent.inspectors.cluster import inspect_cluster
 from cniscope.agent.inspectors.unit import UNKNOWN
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.collector.runs.service_scaler import MANAGED_BY, ServiceScaler
 from cniscope.core import kubeapi
 from cniscope.core.config import AgentConfig
@@ -149,8 +150,11 @@ def test_cluster_unit_uses_the_api(api: FakeApiServer, tmp_path: Path, monkeypat
     monkeypatch.setenv("KUBECONFIG", env_for(api, tmp_path)["KUBECONFIG"])
     monkeypatch.setenv("CNISCOPE_NODE", NODE)
     res = inspect_cluster(HostPaths())
-    assert res.detail["fingerprint"]["scenario"] == "E"
-    assert res.detail["node"]["instance_type"] == "m6i.xlarge"
+    assert isinstance(res.detail, cap.ClusterDetail)
+    assert res.detail.fingerprint.scenario == "E"
+    assert res.detail.node.instance_type == "m6i.xlarge"
+    assert res.summary.startswith("CNI cilium ")
+    assert res.summary.endswith(", scenario E, from the Kubernetes API; node m6i.xlarge " + res.detail.node.zone)
 
 
 def test_cluster_unit_falls_back_to_the_node_when_forbidden(api: FakeApiServer, tmp_path: Path,
@@ -159,7 +163,8 @@ def test_cluster_unit_falls_back_to_the_node_when_forbidden(api: FakeApiServer, 
     api.forbidden.add("/apis/apps/v1/namespaces/kube-system/daemonsets/cilium")
     monkeypatch.setenv("KUBECONFIG", env_for(api, tmp_path)["KUBECONFIG"])
     res = inspect_cluster(HostPaths())
-    assert res.detail["fingerprint"]["source"] == "node"
+    assert isinstance(res.detail, cap.ClusterDetail)
+    assert res.detail.fingerprint.source == "node"
     item = next(i for i in res.items if i.name == "kubernetes_api")
     assert item.state == UNKNOWN
     assert "403" in item.reason
@@ -169,10 +174,14 @@ def test_cluster_unit_without_api_reads_the_node(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     res = inspect_cluster(HostPaths())
-    fp = res.detail["fingerprint"]
-    assert fp["source"] == "node"
-    assert fp["cni"] == "none"           # this machine runs no CNI agent
-    assert fp["kube_proxy"] == "none"
+    assert isinstance(res.detail, cap.ClusterDetail)
+    fp = res.detail.fingerprint
+    assert fp.source == "node"
+    assert fp.cni == "none"           # this machine runs no CNI agent
+    assert fp.kube_proxy == "none"
+    assert not res.detail.HasField("node")
+    assert res.summary == ("CNI none, kube-proxy none, routing unknown, ipam unknown, "
+                           "from this node (no Kubernetes API)")
 
 
 # ---- probe-pod discovery ----------------------------------------------------------------------

@@ -155,9 +155,9 @@ def test_agent_in_kubernetes_mode_finds_and_follows_its_probe_pod(lab_factory: A
         st = asyncio.run(node_state(lab.local_collector, NODE))
         assert st.pod_ip == first["ip"]
         units = {u.name: u for u in st.capabilities.units}
-        cluster = json.loads(units["cluster"].detail_json)
-        assert cluster["fingerprint"]["scenario"] == "E", cluster
-        assert cluster["node"]["instance_type"] == "m6i.xlarge"
+        cluster = units["cluster"].cluster
+        assert cluster.fingerprint.scenario == "E", cluster
+        assert cluster.node.instance_type == "m6i.xlarge"
         assert asyncio.run(readiness(health)) == health_pb2.HealthCheckResponse.SERVING
         assert any(r.query.get("fieldSelector") == [f"spec.nodeName={NODE}"] for r in api.requests)
 

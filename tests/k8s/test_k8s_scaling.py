@@ -32,6 +32,7 @@ from cniscope.agent.inspectors import iptables as ipt
 from cniscope.agent.inspectors.bpf import cilium_summary
 from cniscope.agent.inspectors.iptables_parse import kube_proxy_figures
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, runs_pb2, runs_pb2_grpc
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.collector.reports.scaling import render_scaling
 from cniscope.collector.runs.run_fingerprint import data_plane_counts
 from cniscope.collector.runs.runs_service import RunsService
@@ -76,9 +77,10 @@ def iptables_report(n: int, syncs: int = 0) -> common_pb2.CapabilityReport:
         return ipt.ToolOutput(0, text if argv[0] == "iptables-nft-save" else "", "")
 
     res = ipt.census(run, sysroot=Path("/nonexistent"), metrics_address="off", fast_tables=False)
-    res.detail["kube_proxy"]["metrics"] = kube_proxy_figures(kube_proxy_metrics(syncs))
+    assert isinstance(res.detail, cap.IptablesDetail)
+    res.detail.kube_proxy.metrics.CopyFrom(kube_proxy_figures(kube_proxy_metrics(syncs)))
     rep = common_pb2.CapabilityReport(time_unix_nano=time.time_ns(), kernel="6.1")
-    rep.units.add(name="iptables", ok=True, available=True, detail_json=json.dumps(res.detail))
+    rep.units.add(name="iptables", ok=True, available=True, iptables=res.detail, summary=ipt.summarize(res.detail))
     return rep
 
 
@@ -87,11 +89,11 @@ BPF_BASE = 20  # the cluster's own Services (kubernetes, kube-dns) in the map be
 
 def cilium_report(n: int, syncs: int = 0) -> common_pb2.CapabilityReport:
     """The agent's eBPF census summary of Cilium's service map: one entry per Service plus one per backend."""
-    maps = [{"name": "cilium_lb4_services_v2", "cilium_class": "service", "entries": BPF_BASE + 4 * n,
-             "max_entries": 65536},
-            {"name": "cilium_lb4_backends_v3", "cilium_class": "backend", "entries": 3, "max_entries": 65536}]
+    maps = [cap.BpfMap(name="cilium_lb4_services_v2", cilium_class="service", entries=BPF_BASE + 4 * n,
+                       max_entries=65536),
+            cap.BpfMap(name="cilium_lb4_backends_v3", cilium_class="backend", entries=3, max_entries=65536)]
     rep = common_pb2.CapabilityReport(time_unix_nano=time.time_ns(), kernel="6.1")
-    rep.units.add(name="bpf", ok=True, available=True, detail_json=json.dumps({"cilium": cilium_summary(maps)}))
+    rep.units.add(name="bpf", ok=True, available=True, bpf=cap.BpfDetail(maps=maps, cilium=cilium_summary(maps)))
     return rep
 
 

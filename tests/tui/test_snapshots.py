@@ -36,7 +36,8 @@ def test_nodes_thousand_sorted_by_cpu(snap_compare: Snap, size: tuple[int, int])
 @pytest.mark.parametrize("size", SIZES)
 def test_node_detail(snap_compare: Snap, size: tuple[int, int]) -> None:
     """node1's detail: overview (status, IPs, kernel, skew, RTT p50), readiness with ✓/✗/? and the
-    missing fq and kprobes as ✗, the inspection units with their times, interfaces (veth native XDP),
+    missing fq and kprobes as ✗, the inspection units with their times and the summary each states
+    ("nft 4 rules, kube-proxy none"), interfaces (veth native XDP),
     BPF maps with fill bars, the nft census, a tracer note and the footprint."""
     assert snap_compare(kit.replay_app(kit.LAB), terminal_size=size, run_before=kit.before("enter"))
 

@@ -3,29 +3,28 @@ through, nodes that disagree are shown as mixed, and the census gives NAT rule c
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.api.v1 import cluster_pb2, common_pb2
 from cniscope.collector.runs.run_fingerprint import census_nat_rules, derive, is_lab
 
 
-def node(host: str, pod: str, fp: Mapping[str, object], census: Mapping[str, object] | None = None,
+def node(host: str, pod: str, fp: cap.DataPlaneFingerprint, census: cap.IptablesDetail | None = None,
          instance: str = "", kernel: str = "6.18.0") -> cluster_pb2.NodeState:
     rep = common_pb2.CapabilityReport(kernel=kernel)
-    cl: dict[str, object] = {"fingerprint": fp}
+    cl = cap.ClusterDetail(fingerprint=fp)
     if instance:
-        cl["node"] = {"instance_type": instance}
-    rep.units.add(name="cluster", ok=True, available=True, detail_json=json.dumps(cl))
+        cl.node.instance_type = instance
+    rep.units.add(name="cluster", ok=True, available=True, cluster=cl)
     if census is not None:
-        rep.units.add(name="iptables", ok=True, available=True, detail_json=json.dumps(census))
+        rep.units.add(name="iptables", ok=True, available=True, iptables=census)
     rep.items.add(name="bbr", state=common_pb2.READINESS_READY)
     rep.items.add(name="xdp", state=common_pb2.READINESS_NOT_READY, reason="no native XDP")
     return cluster_pb2.NodeState(node="n", host_ip=host, pod_ip=pod, capabilities=rep)
 
 
-LAB_FP = {"cni": "none", "kube_proxy": "none", "routing": "unknown", "ipam": "unknown", "tuning": [], "source": "node"}
-EMPTY_CENSUS = {"iptables-nft": {"tables": {}}, "iptables-legacy": {"tables": {}}, "kube_proxy": {"mode": "none"}}
+LAB_FP = cap.DataPlaneFingerprint(cni="none", kube_proxy="none", routing="unknown", ipam="unknown", source="node")
+EMPTY_CENSUS = cap.IptablesDetail(iptables_nft=cap.IptablesBackend(ran=True),
+                                  iptables_legacy=cap.IptablesBackend(ran=True), kube_proxy=cap.KubeProxy(mode="none"))
 
 
 def test_lab_fingerprints_itself_honestly() -> None:
@@ -40,8 +39,8 @@ def test_lab_fingerprints_itself_honestly() -> None:
 
 
 def test_kubernetes_fingerprint_passes_through() -> None:
-    k8s = {"cni": "cilium", "cni_version": "1.16.5", "kube_proxy": "ebpf", "routing": "native", "ipam": "eni",
-           "tuning": ["bandwidth-manager", "bbr"], "source": "kubernetes"}
+    k8s = cap.DataPlaneFingerprint(cni="cilium", cni_version="1.16.5", kube_proxy="ebpf", routing="native",
+                                   ipam="eni", tuning=["bandwidth-manager", "bbr"], source="kubernetes")
     fp = derive({"a": node("10.0.1.5", "10.0.1.77", k8s, instance="m6i.xlarge")})
     assert fp["cni"] == "cilium 1.16.5"
     assert fp["kube_proxy"] == "ebpf"
@@ -62,9 +61,18 @@ def test_lab_detection_by_addresses() -> None:
 
 
 def test_census_rules() -> None:
-    kp = {"kube_proxy": {"mode": "iptables", "backend": "iptables-nft", "nat_rules": 1048}}
+    kp = cap.IptablesDetail(kube_proxy=cap.KubeProxy(mode="iptables", backend="iptables-nft", nat_rules=1048))
     assert census_nat_rules(node("1.1.1.1", "", LAB_FP, kp).capabilities) == (1048.0, "iptables-nft")
     assert census_nat_rules(node("1.1.1.1", "", LAB_FP, EMPTY_CENSUS).capabilities)[0] == 0.0
-    both = {"iptables-nft": {"tables": {"nat": {"rules": 5}}}, "iptables-legacy": {"tables": {"nat": {"rules": 9}}}}
+    both = cap.IptablesDetail(iptables_nft=cap.IptablesBackend(ran=True, tables={"nat": cap.IptablesTable(rules=5)}),
+                              iptables_legacy=cap.IptablesBackend(ran=True, tables={"nat": cap.IptablesTable(rules=9)}))
     assert census_nat_rules(node("1.1.1.1", "", LAB_FP, both).capabilities) == (9.0, "iptables-legacy")
     assert census_nat_rules(node("1.1.1.1", "", LAB_FP).capabilities) == (None, "")
+
+
+def test_a_unit_carrying_another_units_findings_is_not_read() -> None:
+    """The census is read from the ``iptables`` case only: findings filed under another case are not
+    taken for it."""
+    rep = common_pb2.CapabilityReport()
+    rep.units.add(name="iptables", ok=True, available=True, kernel=cap.KernelDetail(release="6.18"))
+    assert census_nat_rules(rep) == (None, "")

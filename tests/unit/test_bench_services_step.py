@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, runs_pb2
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.collector.reports.scaling import render_scaling
 from cniscope.collector.runs import footprint_figures
 from cniscope.collector.runs import kernel_setup as ks
@@ -220,16 +221,19 @@ async def test_a_tracer_that_stops_reporting_is_named_and_waited_for_only_once(s
 
 
 def test_kube_proxy_sync_per_step_from_its_own_metrics() -> None:
-    def report(metrics: object) -> common_pb2.CapabilityReport:
+    def report(metrics: cap.KubeProxyMetrics | None) -> common_pb2.CapabilityReport:
         rep = common_pb2.CapabilityReport()
         rep.units.add(name="iptables", ok=True, available=True,
-                      detail_json=json.dumps({"kube_proxy": {"mode": "iptables", "metrics": metrics}}))
+                      iptables=cap.IptablesDetail(kube_proxy=cap.KubeProxy(mode="iptables", metrics=metrics)))
         return rep
 
-    assert kube_proxy_sync(report({"syncs": 10, "sync_seconds_total": 1.5, "sync_mean_ms": 150.0})) == (10.0, 1.5)
-    assert kube_proxy_sync(report({"syncs": 4, "sync_mean_ms": 250.0})) == (4.0, 1.0)  # an older agent
-    assert kube_proxy_sync(report({"service_changes_total": 3})) == (0.0, 0.0)  # never synced yet
-    assert "connection refused" in str(kube_proxy_sync(report({"unavailable": "connection refused"})))
+    M = cap.KubeProxyMetrics
+    assert kube_proxy_sync(report(M(syncs=10, sync_seconds_total=1.5, sync_mean_ms=150.0))) == (10.0, 1.5)
+    assert kube_proxy_sync(report(M(syncs=4, sync_mean_ms=250.0))) == (4.0, 1.0)  # stored before the raw sum
+    assert kube_proxy_sync(report(M(service_changes_total=3))) == (0.0, 0.0)  # never synced yet
+    assert kube_proxy_sync(report(M(syncs=3))) == "kube-proxy metrics without kubeproxy_sync_proxy_rules_duration_seconds"
+    assert "connection refused" in str(kube_proxy_sync(report(M(unavailable="connection refused"))))
+    assert "CNISCOPE_KUBE_PROXY_METRICS=off" in str(kube_proxy_sync(report(None)))
     assert "no iptables census" in str(kube_proxy_sync(common_pb2.CapabilityReport()))
 
     before: Syncs = {"a": (10.0, 1.5), "b": (3.0, 0.3), "c": "kube-proxy metrics: connection refused"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -17,6 +16,7 @@ from cniscope.agent.inspectors.bpf import (
     parse_bpftool_cgroup_tree,
     parse_bpftool_net,
 )
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.core.errors import ParseError
 
 FIX = Path(__file__).parent.parent / "fixtures" / "bpftool"
@@ -24,11 +24,11 @@ FIX = Path(__file__).parent.parent / "fixtures" / "bpftool"
 
 def test_bpftool_net_recorded() -> None:
     rows = parse_bpftool_net((FIX / "net_ok.json").read_text())
-    xdp = [(r["interface"], r["mode"]) for r in rows if r["hook"] == "xdp"]
+    xdp = [(r.interface, r.mode) for r in rows if r.hook == "xdp"]
     assert xdp == [("vb", "driver"), ("va", "driver"), ("br0", "generic")]
-    tc = [r for r in rows if r["hook"] == "tc"]
-    assert tc == [{"prog_id": 107, "hook": "tc", "interface": "va", "ifindex": 3, "mode": "clsact/ingress",
-                   "source": "bpftool"}]
+    tc = [r for r in rows if r.hook == "tc"]
+    assert tc == [cap.BpfAttachment(prog_id=107, hook="tc", interface="va", ifindex=3, mode="clsact/ingress",
+                                    source="bpftool")]
 
 
 @pytest.mark.parametrize("text", [(FIX / "net_truncated.json").read_text(), "{}", "[1]",
@@ -48,11 +48,11 @@ def test_cilium_class_by_truncated_name(name: str, cls: str | None) -> None:
 
 
 def test_cilium_summary_skips_uncounted_maps() -> None:
-    maps: list[dict[str, Any]] = [{"name": "cilium_ct4_glob", "cilium_class": "conntrack", "entries": 10, "max_entries": 100},
-            {"name": "cilium_ct_any4_", "cilium_class": "conntrack", "entries": None, "max_entries": 100},
-            {"name": "x", "entries": 5, "max_entries": 5}]
-    assert cilium_summary(maps) == {"conntrack": {"maps": ["cilium_ct4_glob"], "entries": 10,
-                                                  "max_entries": 100, "fill": 0.1}}
+    maps = [cap.BpfMap(name="cilium_ct4_glob", cilium_class="conntrack", entries=10, max_entries=100),
+            cap.BpfMap(name="cilium_ct_any4_", cilium_class="conntrack", max_entries=100),
+            cap.BpfMap(name="x", entries=5, max_entries=5)]
+    assert cilium_summary(maps) == {"conntrack": cap.CiliumMapClass(maps=["cilium_ct4_glob"], entries=10,
+                                                                    max_entries=100, fill=0.1)}
 
 
 def test_fdinfo_and_cpu_list() -> None:
@@ -89,7 +89,7 @@ def test_netdev_dev_message() -> None:
 
 def test_bpftool_cgroup_tree_recorded() -> None:
     rows = parse_bpftool_cgroup_tree((FIX / "cgroup_tree_ok.json").read_text())
-    assert [(r["cgroup"], r["mode"], r["flags"]) for r in rows] == [
+    assert [(r.cgroup, r.mode, r.flags) for r in rows] == [
         ("/tmp/cg2t/cnsx", "cgroup_inet_ingress", ""), ("/tmp/cg2t/cnsx", "cgroup_inet_egress", "multi")]
     assert parse_bpftool_cgroup_tree("") == []
 

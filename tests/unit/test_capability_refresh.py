@@ -12,7 +12,6 @@ readiness unit (a throwaway network namespace) is asked again only once its answ
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from cniscope.agent.inspectors import readiness
 from cniscope.agent.inspectors.unit import READY, UnitResult
 from cniscope.agent.node_agent import NodeAgent
 from cniscope.api.v1 import agent_pb2, common_pb2
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.collector.runs import capwait
 from cniscope.collector.runs.run_fingerprint import data_plane_counts
 from cniscope.collector.state import ClusterState, Session
@@ -52,7 +52,7 @@ async def test_a_slow_unit_is_named_first_and_requests_coalesce(monkeypatch: pyt
             calls[name] += 1
             if blocks and calls[name] == 2:   # the second collection's census is the slow one
                 assert gate.wait(10)
-            res = UnitResult(detail={"round": calls[name]})
+            res = UnitResult(cap.KernelDetail(release=f"6.18.{calls[name]}"), summary=f"round {calls[name]}")
             res.item(f"{name}_item", READY, f"round {calls[name]}")
             return res
         return run
@@ -79,8 +79,9 @@ async def test_a_slow_unit_is_named_first_and_requests_coalesce(monkeypatch: pyt
     assert part.unfinished.running == "slow"
     assert part.unfinished.running_seconds >= 0.25
     assert list(part.unfinished.stale) == ["slow", "after"]
-    rounds = {u.name: json.loads(u.detail_json)["round"] for u in part.units}
-    assert rounds == {"fast": 2, "slow": 1, "after": 1}   # fresh where finished, the previous elsewhere
+    rounds = {u.name: u.summary for u in part.units}
+    assert rounds == {"fast": "round 2", "slow": "round 1", "after": "round 1"}  # fresh where finished, else the previous
+    assert {u.name: u.kernel.release for u in part.units} == {"fast": "6.18.2", "slow": "6.18.1", "after": "6.18.1"}
     assert sorted(i.reason for i in part.items) == ["round 1", "round 1", "round 2"]
 
     t1 = time.monotonic()
@@ -94,10 +95,10 @@ async def test_a_slow_unit_is_named_first_and_requests_coalesce(monkeypatch: pyt
     gate.set()
     whole = await next_report(agent)
     assert not whole.HasField("unfinished")
-    assert {u.name: json.loads(u.detail_json)["round"] for u in whole.units} == {"fast": 2, "slow": 2, "after": 2}
+    assert {u.name: u.summary for u in whole.units} == {"fast": "round 2", "slow": "round 2", "after": "round 2"}
     assert whole.time_unix_nano < part.time_unix_nano   # stamped when it started, so never taken for a partial
     again = await next_report(agent)            # one collection answers both requests
-    assert {u.name: json.loads(u.detail_json)["round"] for u in again.units} == {"fast": 3, "slow": 3, "after": 3}
+    assert {u.name: u.summary for u in again.units} == {"fast": "round 3", "slow": "round 3", "after": "round 3"}
     assert agent.refresh.task is not None
     await asyncio.wait_for(agent.refresh.task, 2)
     assert calls == {"fast": 3, "slow": 3, "after": 3}
@@ -106,8 +107,8 @@ async def test_a_slow_unit_is_named_first_and_requests_coalesce(monkeypatch: pyt
 
 def census_report(nat_rules: int, *, stale: list[str] | None = None) -> common_pb2.CapabilityReport:
     rep = common_pb2.CapabilityReport(time_unix_nano=time.time_ns())
-    detail = {"kube_proxy": {"mode": "iptables", "nat_rules": nat_rules}}
-    rep.units.add(name="iptables", ok=True, available=True, detail_json=json.dumps(detail))
+    rep.units.add(name="iptables", ok=True, available=True,
+                  iptables=cap.IptablesDetail(kube_proxy=cap.KubeProxy(mode="iptables", nat_rules=nat_rules)))
     if stale is not None:
         rep.unfinished.running = stale[0]
         rep.unfinished.running_seconds = 6.2

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from cniscope.agent.inspectors.iptables import ToolOutput, census
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.core.errors import Unavailable
 
 FIX = Path(__file__).parent.parent / "fixtures" / "iptables"
@@ -36,37 +37,48 @@ def recorded(**over: str) -> object:
     return run
 
 
+def detail(runner: object, metrics_address: str = "off") -> tuple[cap.IptablesDetail, str]:
+    """The census's typed findings and the summary it states of them."""
+    res = census(runner, metrics_address=metrics_address, fast_tables=False)  # type: ignore[arg-type]
+    assert isinstance(res.detail, cap.IptablesDetail)
+    return res.detail, res.summary
+
+
 def test_all_backends_counted_and_mode_detected() -> None:
-    d = census(recorded(), metrics_address="off", fast_tables=False).detail  # type: ignore[arg-type]
-    assert d["iptables-nft"]["tables"]["nat"]["rules"] == 48
-    assert d["iptables-legacy"]["rules"] == 48
+    d, summary = detail(recorded())
+    assert d.iptables_nft.tables["nat"].rules == 48
+    assert d.iptables_legacy.rules == 48
     # ip filter / ip nat belong to iptables-nft and are not listed twice through nft
-    assert list(d["nft"]["tables"]) == ["ip kube-proxy"]
-    assert d["nft"]["kube_proxy"]["service_ips"] == 4
-    assert d["kube_proxy"]["mode"] == "nftables"
-    assert d["errors"] == []
+    assert list(d.nft.tables) == ["ip kube-proxy"]
+    assert d.nft.kube_proxy.service_ips == 4
+    assert d.kube_proxy.mode == "nftables"
+    assert list(d.errors) == []
+    assert summary == ("iptables-legacy 48 NAT rules, iptables-nft 48 NAT rules + 1 other, nft 37 rules, "
+                       "kube-proxy nftables (4 services, 12 endpoints)")
 
 
 def test_unparseable_line_costs_only_that_backend() -> None:
-    d = census(recorded(iptables_nft_save="nft_save_kp4_garbage.txt"),  # type: ignore[arg-type]
-               metrics_address="off", fast_tables=False).detail
-    assert "unrecognised iptables-save line" in d["iptables-nft"]["error"]
-    assert d["iptables-legacy"]["rules"] == 48
+    d, summary = detail(recorded(iptables_nft_save="nft_save_kp4_garbage.txt"))
+    assert "unrecognised iptables-save line" in d.iptables_nft.error
+    assert not d.iptables_nft.ran
+    assert d.iptables_legacy.rules == 48
     # without iptables-nft's view, nft lists its tables itself: the same 48 NAT rules, seen through nft
-    assert d["nft"]["tables"]["ip nat"]["rules"] == 48
-    assert d["nft"]["kube_proxy"]["rules"] == 37
-    assert len(d["errors"]) == 1
-    assert d["errors"][0].startswith("iptables-nft:")
+    assert d.nft.tables["ip nat"].rules == 48
+    assert d.nft.kube_proxy.rules == 37
+    assert len(d.errors) == 1
+    assert d.errors[0].startswith("iptables-nft:")
+    assert "iptables-nft error" in summary
 
 
 def test_missing_tools_are_unavailable_not_errors() -> None:
-    d = census(recorded(iptables_legacy_save="missing", nft_list_tables="missing"),  # type: ignore[arg-type]
-               metrics_address="off", fast_tables=False).detail
-    assert d["iptables-legacy"] == {"unavailable": "iptables-legacy-save not installed"}
-    assert d["nft"] == {"unavailable": "nft not installed"}
-    assert d["kube_proxy"]["mode"] == "iptables"
-    assert d["kube_proxy"]["backend"] == "iptables-nft"
-    assert d["errors"] == []
+    d, summary = detail(recorded(iptables_legacy_save="missing", nft_list_tables="missing"))
+    assert d.iptables_legacy == cap.IptablesBackend(unavailable="iptables-legacy-save not installed")
+    assert d.nft == cap.NftCensus(unavailable="nft not installed")
+    assert d.kube_proxy.mode == "iptables"
+    assert d.kube_proxy.backend == "iptables-nft"
+    assert d.kube_proxy.nat_rules == 48
+    assert list(d.errors) == []
+    assert summary == "iptables-nft 48 NAT rules + 1 other, kube-proxy iptables (4 services, 12 endpoints)"
     with pytest.raises(Unavailable):
         census(recorded(iptables_legacy_save="missing", iptables_nft_save="missing",  # type: ignore[arg-type]
                         nft_list_tables="missing"), metrics_address="off", fast_tables=False)
@@ -101,16 +113,18 @@ def metrics_server() -> Iterator[tuple[str, type[_Handler]]]:
 def test_kube_proxy_metrics_over_http(metrics_server: tuple[str, type[_Handler]]) -> None:
     address, handler = metrics_server
     handler.body = (FIX / "kube_proxy_metrics.txt").read_bytes()
-    kp = census(recorded(), metrics_address=address, fast_tables=False).detail["kube_proxy"]  # type: ignore[arg-type]
-    assert kp["metrics"]["rules"]["iptables_nat"] == 10059
-    assert kp["metrics"]["sync_mean_ms"] == 170.0
-    assert kp["reported_mode"] == "iptables"
+    d, summary = detail(recorded(), address)
+    assert d.kube_proxy.metrics.rules["iptables_nat"] == 10059
+    assert d.kube_proxy.metrics.sync_mean_ms == 170.0
+    assert d.kube_proxy.reported_mode == "iptables"
+    assert summary.endswith("kube-proxy nftables (4 services, 12 endpoints), sync 170 ms")
     handler.body = (FIX / "kube_proxy_metrics_bad.txt").read_bytes()
-    d = census(recorded(), metrics_address=address, fast_tables=False).detail  # type: ignore[arg-type]
-    assert "error" in d["kube_proxy"]["metrics"]
-    assert d["errors"][0].startswith("kube-proxy metrics:")
+    d, _ = detail(recorded(), address)
+    assert d.kube_proxy.metrics.error
+    assert d.errors[0].startswith("kube-proxy metrics:")
 
 
 def test_kube_proxy_metrics_unreachable_is_unavailable() -> None:
-    kp = census(recorded(), metrics_address="127.0.0.1:9", fast_tables=False).detail["kube_proxy"]  # type: ignore[arg-type]
-    assert "not reachable" in kp["metrics"]["unavailable"]
+    d, summary = detail(recorded(), "127.0.0.1:9")
+    assert "not reachable" in d.kube_proxy.metrics.unavailable
+    assert "sync" not in summary

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from cniscope.agent.inspectors import iptables_parse as P
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.core.errors import ParseError
 from cniscope.lab import kubeproxy as kp
 
@@ -29,7 +30,7 @@ def test_nft_save_recording_counts_kube_proxy_layout() -> None:
 def test_legacy_save_recording() -> None:
     c = P.parse_iptables_save((FIX / "legacy_save_kp4.txt").read_text())
     assert c.rules() == 48
-    assert c.to_dict()["tables"]["nat"]["user_chains"] == 20
+    assert c.to_proto().tables["nat"].user_chains == 20
 
 
 @pytest.mark.parametrize("name", ["legacy_save_kp4_truncated.txt", "nft_save_kp4_garbage.txt"])
@@ -62,9 +63,10 @@ def test_nft_json_recording() -> None:
     c = P.parse_nft_json((FIX / "nft_kube_proxy_kp4.json").read_text())
     assert c.version == "1.0.6"
     k = c.kube_proxy()
-    assert k == {"table": "ip kube-proxy", "rules": 37, "service_chains": 4, "endpoint_chains": 12,
-                 "service_ips": 4}
-    assert k["rules"] == kp.nft_rule_count(4)
+    assert k == cap.NftKubeProxy(table="ip kube-proxy", rules=37, service_chains=4, endpoint_chains=12,
+                                 service_ips=4)
+    assert k is not None
+    assert k.rules == kp.nft_rule_count(4)
     hooks = c.tables["ip kube-proxy"].hooks
     assert set(hooks) == {"nat-prerouting", "nat-output", "nat-postrouting"}
 
@@ -87,14 +89,14 @@ def test_nft_tables() -> None:
 
 def test_kube_proxy_metrics() -> None:
     f = P.kube_proxy_figures((FIX / "kube_proxy_metrics.txt").read_text())
-    assert f["rules"] == {"iptables_filter": 8, "iptables_nat": 10059}
-    assert f["sync_mean_ms"] == 170.0
-    assert f["syncs"] == 100
-    assert f["sync_seconds_total"] == pytest.approx(17.0)
+    assert dict(f.rules) == {"iptables_filter": 8, "iptables_nat": 10059}
+    assert f.sync_mean_ms == 170.0
+    assert f.syncs == 100
+    assert f.sync_seconds_total == pytest.approx(17.0)
     # 50th of 100 syncs lies in (0.128, 0.256]: 0.128 + 0.128 * (50-10)/88
-    assert f["sync_p50_ms"] == pytest.approx(1000 * (0.128 + 0.128 * 40 / 88), abs=1e-3)
-    assert 256 <= f["sync_p99_ms"] <= 512
-    assert f["service_changes_total"] == 1004
+    assert f.sync_p50_ms == pytest.approx(1000 * (0.128 + 0.128 * 40 / 88), abs=1e-3)
+    assert 256 <= f.sync_p99_ms <= 512
+    assert f.service_changes_total == 1004
 
 
 def test_kube_proxy_metrics_malformed() -> None:
@@ -111,14 +113,14 @@ def test_histogram_quantile_edges() -> None:
 
 
 def test_report_folds_per_service_chains() -> None:
-    d = P.parse_iptables_save(kp.render_iptables(kp.plan(104, EPS))).to_dict()
-    chains = d["tables"]["nat"]["chains"]
-    assert chains["KUBE-SEP-*"] == {"chains": 312, "rules": 624}
-    assert chains["KUBE-SVC-*"] == {"chains": 104, "rules": 312}
-    assert chains["KUBE-SERVICES"] == 105
+    d = P.parse_iptables_save(kp.render_iptables(kp.plan(104, EPS))).to_proto()
+    chains = d.tables["nat"].chains
+    assert chains["KUBE-SEP-*"] == cap.ChainRules(folded=312, rules=624)
+    assert chains["KUBE-SVC-*"] == cap.ChainRules(folded=104, rules=312)
+    assert chains["KUBE-SERVICES"] == cap.ChainRules(rules=105)
     assert len(chains) == 4 + 4 + 2
-    n = P.parse_nft_json((FIX / "nft_kube_proxy_kp4.json").read_text()).to_dict()
-    rbc = n["tables"]["ip kube-proxy"]["rules_by_chain"]
-    assert rbc["endpoint-*"] == {"chains": 12, "rules": 24}
-    assert rbc["service-*"] == {"chains": 4, "rules": 4}
+    n = P.parse_nft_json((FIX / "nft_kube_proxy_kp4.json").read_text()).to_proto()
+    rbc = n.tables["ip kube-proxy"].rules_by_chain
+    assert rbc["endpoint-*"] == cap.ChainRules(folded=12, rules=24)
+    assert rbc["service-*"] == cap.ChainRules(folded=4, rules=4)
     assert P.chain_group("KUBE-SEP-SHORT") == "KUBE-SEP-SHORT"

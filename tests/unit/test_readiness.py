@@ -11,6 +11,7 @@ import pytest
 
 from cniscope.agent.inspectors import readiness as R
 from cniscope.agent.inspectors.unit import NOT_READY, READY
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.core.hostpaths import HostPaths
 
 GOOD_CONFIG = {k: "y" for k in (
@@ -22,7 +23,7 @@ def facts(**kw: object) -> R.Facts:
     base = R.Facts(release="6.8.0-1-aws", version=(6, 8), config=dict(GOOD_CONFIG), config_source="test",
                    cgroup2=True, cgroup2_mounts=["/sys/fs/cgroup"], congestion=["reno", "cubic", "bbr"],
                    kprobe_events=True, tracefs=True,
-                   nics=[{"name": "ens5", "driver": "ena", "xdp_native": True, "xdp_features": ["basic"]}],
+                   nics=[cap.ReadinessNic(name="ens5", driver="ena", xdp_native=True, xdp_features=["basic"])],
                    probe={"veth": (0, ""), "fq": (0, ""), "bbr": (0, "")})
     return replace(base, **kw)  # type: ignore[arg-type]
 
@@ -63,10 +64,10 @@ def test_old_kernel_and_no_config() -> None:
 
 
 def test_nic_without_native_xdp_and_no_nic() -> None:
-    s = states(facts(nics=[{"name": "eth0", "driver": "xen", "xdp_native": False, "xdp_features": []}]))
+    s = states(facts(nics=[cap.ReadinessNic(name="eth0", driver="xen", xdp_native=False)]))
     assert s["xdp_acceleration"][0] == "not ready"
     assert states(facts(nics=[]))["xdp_acceleration"][0] == "not ready"
-    unk = states(facts(nics=[{"name": "eth0", "driver": "x", "xdp_native": None, "xdp_features": []}]))
+    unk = states(facts(nics=[cap.ReadinessNic(name="eth0", driver="x")]))
     assert unk["xdp_acceleration"][0] == "unknown"
 
 
@@ -101,8 +102,9 @@ def test_this_machine_names_missing_fq_and_absent_kprobes() -> None:
     kprobes = Path("/sys/kernel/tracing/kprobe_events").exists()
     res = R.inspect_readiness(HostPaths())
     items = {i.name: i for i in res.items}
-    assert res.detail["probe"]["veth"]["rc"] == 0
-    assert (res.detail["probe"]["fq"]["rc"] == 0) is fq_built
+    assert isinstance(res.detail, cap.ReadinessDetail)
+    assert res.detail.probe["veth"].rc == 0
+    assert (res.detail.probe["fq"].rc == 0) is fq_built
     if not fq_built:
         assert items["bandwidth_manager"].state == NOT_READY
         assert "fq qdisc missing" in items["bandwidth_manager"].reason

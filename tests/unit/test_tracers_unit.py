@@ -18,6 +18,7 @@ from cniscope.agent.samplers.tracer_counters import TracerSampler, TracerSetting
 from cniscope.agent.tracers import TRACERS, hist
 from cniscope.agent.tracers.bcc_tracer import environment_problem
 from cniscope.agent.tracers.drops import parse_reasons
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.core.errors import ConfigError, ParseError, Unavailable
 from cniscope.core.hostpaths import HostPaths
 
@@ -147,7 +148,11 @@ def test_missing_bcc_is_unavailable_everywhere(monkeypatch: pytest.MonkeyPatch) 
     res = inspect_tracers(HostPaths())
     assert {i.name for i in res.items} == {"tracer_tcpconnlat", "tracer_retrans", "tracer_drops"}
     assert all(i.state == NOT_READY and "bcc is not importable" in i.reason for i in res.items)
-    assert res.detail["drops"]["reason"].startswith("unavailable: bcc is not importable")
+    assert isinstance(res.detail, cap.TracersDetail)
+    drops = next(t for t in res.detail.tracers if t.name == "drops")
+    assert not drops.available
+    assert drops.reason.startswith("unavailable: bcc is not importable")
+    assert res.summary == "0 of 3 tracers can run: bcc is not importable; install Debian's python3-bpfcc"
 
 
 def test_sampler_without_tracers_does_nothing() -> None:

@@ -2,7 +2,9 @@
 
 Inspection units (iptables/nft census, eBPF census, NIC/XDP, kernel readiness, tracers) register in
 ``cniscope.agent.inspectors``; this module runs every registered unit, times it, and turns
-"does not apply" into ``unavailable: <reason>`` instead of a failure.
+"does not apply" into ``unavailable: <reason>`` instead of a failure. Each unit's findings travel as
+its typed message (``UnitReport.detail``) with the one-line summary it makes of them; a unit that does
+not apply or failed states its reason as its summary.
 
 A collection can record its :class:`Progress`, so that while it is still running (a census of a
 large ruleset on a busy node) :func:`unfinished` can answer with what has finished: the other units
@@ -12,7 +14,6 @@ running and for how long.
 
 from __future__ import annotations
 
-import json
 import platform
 import threading
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass, field
 
 from cniscope.agent import caps
 from cniscope.agent.inspectors import INSPECTORS
+from cniscope.agent.inspectors.unit import fill_report
 from cniscope.api.v1 import common_pb2
 from cniscope.core.errors import Unavailable
 from cniscope.core.hostpaths import HostPaths
@@ -52,12 +54,14 @@ def collect(paths: HostPaths | None = None, only: list[str] | None = None, *,
             caps.require(*(caps.required_by(unit) or caps.FEATURE_CAPS.get(name, ())))
             res = unit(hp)
             ur.ok, ur.available = True, True
-            ur.detail_json = json.dumps(res.detail, sort_keys=True, default=str)
+            fill_report(ur, res)
             items = list(res.items)
         except Unavailable as exc:
             ur.ok, ur.available, ur.error = True, False, f"unavailable: {exc}"
+            ur.summary = ur.error
         except Exception as exc:  # one unit's failure never takes the report down
             ur.ok, ur.available, ur.error = False, True, f"{type(exc).__name__}: {exc}"
+            ur.summary = ur.error
         ur.duration_seconds = round(time.perf_counter() - t0, 6)
         report.units.append(ur)
         report.items.extend(items)

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 from cniscope.api.v1 import agent_pb2, common_pb2
-from cniscope.collector import retention
+from cniscope.collector import capability_migration, retention
 from cniscope.collector.blobs import decode_samples, encode_samples
 from cniscope.core.errors import StoreError
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 2: one samples blob per batch; 3: typed capability findings
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (on their own thread and connection)
 
 log = logging.getLogger("cniscope.collector.store")
@@ -292,34 +292,39 @@ def read_samples(conn: sqlite3.Connection, t0_ns: int, t1_ns: int, nodes: Sequen
 
 
 def _migrate(conn: sqlite3.Connection) -> None:
-    """Schema 1 (one row per sample, batches WITHOUT ROWID) → 2 (one samples blob per batch), in one
-    transaction: either every stored sample moves into its batch's blob or nothing changes."""
+    """Bring an older database to ``SCHEMA_VERSION``, one step per version, each in one transaction:
+    either the whole step happens or nothing changes."""
     row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-    if row is None or int(row[0]) >= SCHEMA_VERSION:
+    if row is None:
         return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("ALTER TABLE batches RENAME TO batches_v1")
-        conn.execute(BATCHES_DDL)
-        grouped: dict[tuple[str, str, int], list[common_pb2.Sample]] = {}
-        for node, boot_id, seq, name, labels, value, t_ns in conn.execute(
-                "SELECT node, boot_id, seq, name, labels, value, t_ns FROM samples ORDER BY rowid"):
-            grouped.setdefault((node, boot_id, seq), []).append(common_pb2.Sample(
-                name=name, labels=json.loads(labels), value=value, time_unix_nano=t_ns))
-        for node, boot_id, seq, agent_ns, received_ns, n, dropped in conn.execute(
-                "SELECT node, boot_id, seq, agent_ns, received_ns, n_samples, spool_dropped FROM batches_v1"
-        ).fetchall():
-            smp = grouped.get((node, boot_id, seq))
-            blob = agent_pb2.Batch(samples=smp).SerializeToString() if smp else None
-            conn.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?)",
-                         (node, boot_id, seq, agent_ns, received_ns, n, dropped, blob))
-        conn.execute("DROP TABLE samples")
-        conn.execute("DROP TABLE batches_v1")
-        conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(SCHEMA_VERSION),))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+    version = int(row[0])
+    for target, step in ((2, _samples_to_blobs), (3, capability_migration.migrate)):
+        if version >= target:
+            continue
+        with _tx(conn):
+            step(conn)
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(target),))
+        version = target
+
+
+def _samples_to_blobs(conn: sqlite3.Connection) -> None:
+    """Schema 1 (one row per sample, batches WITHOUT ROWID) → 2 (one samples blob per batch)."""
+    conn.execute("ALTER TABLE batches RENAME TO batches_v1")
+    conn.execute(BATCHES_DDL)
+    grouped: dict[tuple[str, str, int], list[common_pb2.Sample]] = {}
+    for node, boot_id, seq, name, labels, value, t_ns in conn.execute(
+            "SELECT node, boot_id, seq, name, labels, value, t_ns FROM samples ORDER BY rowid"):
+        grouped.setdefault((node, boot_id, seq), []).append(common_pb2.Sample(
+            name=name, labels=json.loads(labels), value=value, time_unix_nano=t_ns))
+    for node, boot_id, seq, agent_ns, received_ns, n, dropped in conn.execute(
+            "SELECT node, boot_id, seq, agent_ns, received_ns, n_samples, spool_dropped FROM batches_v1"
+    ).fetchall():
+        smp = grouped.get((node, boot_id, seq))
+        blob = agent_pb2.Batch(samples=smp).SerializeToString() if smp else None
+        conn.execute("INSERT INTO batches VALUES (?,?,?,?,?,?,?,?)",
+                     (node, boot_id, seq, agent_ns, received_ns, n, dropped, blob))
+    conn.execute("DROP TABLE samples")
+    conn.execute("DROP TABLE batches_v1")
 
 
 class _tx:

@@ -16,7 +16,8 @@ MAX_ID = 128
 MAX_SAMPLES_PER_BATCH = 50_000
 MAX_LABELS = 32
 MAX_LABEL_LEN = 256
-MAX_TEXT = 64 * 1024              # log messages, errors, detail JSON
+MAX_TEXT = 64 * 1024              # log messages, errors, probe detail JSON
+MAX_UNIT_DETAIL = 1024 * 1024     # one inspection unit's typed findings, serialised
 MAX_REPLAY_BOOTS = 16
 MAX_UNITS = 256
 READINESS = frozenset(common_pb2.Readiness.values())
@@ -71,8 +72,13 @@ def check_capabilities(rep: common_pb2.CapabilityReport) -> None:
         if not it.name or len(it.name) > 200 or len(it.reason) > MAX_TEXT:
             raise _bad("capability item name empty or too long")
     for u in rep.units:
-        if not u.name or len(u.name) > 200 or len(u.detail_json) > MAX_TEXT or len(u.error) > MAX_TEXT:
+        if not u.name or len(u.name) > 200 or len(u.error) > MAX_TEXT or len(u.summary) > MAX_TEXT:
             raise _bad("unit report name empty or a field too long")
+        case = u.WhichOneof("detail")
+        if case is not None and case != u.name:
+            raise _bad(f"unit {u.name[:64]!r} carries the findings of unit {case!r}")
+        if case is not None and getattr(u, case).ByteSize() > MAX_UNIT_DETAIL:
+            raise _bad(f"unit {u.name[:64]!r}: findings larger than {MAX_UNIT_DETAIL} bytes")
         if not math.isfinite(u.duration_seconds) or u.duration_seconds < 0:
             raise _bad(f"unit {u.name[:64]!r}: duration must be a finite, non-negative number")
     if rep.HasField("unfinished"):

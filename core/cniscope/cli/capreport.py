@@ -7,69 +7,36 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from google.protobuf import json_format
+
+from cniscope.api.v1 import common_pb2
 from cniscope.core.render import table
 
 STATE = {0: "?", 1: "ready", 2: "not ready", 3: "unknown"}
 
 
-def report_dict(report: Any) -> dict[str, Any]:
-    """A CapabilityReport as plain data, with each unit's detail_json decoded."""
-    units = []
-    for u in report.units:
-        try:
-            detail = json.loads(u.detail_json) if u.detail_json else {}
-        except ValueError:
-            detail = {"undecodable": u.detail_json[:200]}
-        status = "ok" if u.ok and u.available else ("unavailable" if u.ok else "failed")
-        units.append({"name": u.name, "status": status, "error": u.error,
-                      "duration_seconds": u.duration_seconds, "detail": detail})
+def unit_dict(u: common_pb2.UnitReport) -> dict[str, Any]:
+    """One unit as plain data: status, its summary, and its typed findings under ``detail``."""
+    status = "ok" if u.ok and u.available else ("unavailable" if u.ok else "failed")
+    case = u.WhichOneof("detail")
+    detail = json_format.MessageToDict(getattr(u, case), preserving_proto_field_name=True) if case else {}
+    return {"name": u.name, "status": status, "error": u.error, "duration_seconds": u.duration_seconds,
+            "summary": u.summary or u.error, "detail": detail}
+
+
+def report_dict(report: common_pb2.CapabilityReport) -> dict[str, Any]:
+    """A CapabilityReport as plain data."""
     return {"kernel": report.kernel, "time_unix_nano": report.time_unix_nano,
             "items": [{"name": i.name, "state": STATE.get(i.state, "?"), "reason": i.reason} for i in report.items],
-            "units": units}
+            "units": [unit_dict(u) for u in report.units]}
 
 
-def _iptables_summary(d: dict[str, Any]) -> str:
-    parts = []
-    for b in ("iptables-legacy", "iptables-nft", "nft"):
-        r = d.get(b, {})
-        if "rules" in r:
-            parts.append(f"{b} {r['rules']} rules")
-        elif "error" in r:
-            parts.append(f"{b} ERROR {r['error'][:60]}")
-        elif "unavailable" in r:
-            parts.append(f"{b} n/a")
-    kp = d.get("kube_proxy", {})
-    mode = f"kube-proxy {kp.get('mode', '?')}"
-    if kp.get("services_rules"):
-        mode += (f" ({kp.get('backend')}: KUBE-SERVICES {kp['services_rules']}, {kp.get('svc_chains')} svc / "
-                 f"{kp.get('sep_chains')} sep chains, nat {kp.get('nat_rules')})")
-    m = kp.get("metrics", {})
-    if "sync_mean_ms" in m:
-        mode += f", sync {m['sync_mean_ms']:.0f} ms"
-    return " · ".join([*parts, mode])
-
-
-def unit_summary(u: dict[str, Any]) -> str:
-    if u["status"] != "ok":
-        return str(u["error"])
-    d = u["detail"]
-    if u["name"] == "iptables":
-        return _iptables_summary(d)
-    if u["name"] == "cni_footprint":
-        return ", ".join(f"{p['process']} pid {p['pid']} rss {int(p['rss_bytes']) / 2**20:.0f} MiB"
-                         for p in d.get("processes", []))
-    if u["name"] == "readiness":
-        return f"config {d.get('config_source', '?')}"
-    keys = ", ".join(sorted(d)[:6])
-    return f"{len(d)} fields ({keys})" if d else ""
-
-
-def render_node(report: Any, fmt: str = "table") -> str:
+def render_node(report: common_pb2.CapabilityReport, fmt: str = "table") -> str:
     d = report_dict(report)
     if fmt == "json":
         return json.dumps(d, indent=2, sort_keys=True)
     items = [[i["name"], i["state"], i["reason"]] for i in d["items"]]
-    units = [[u["name"], u["status"], f"{u['duration_seconds'] * 1000:.0f} ms", unit_summary(u)]
+    units = [[u["name"], u["status"], f"{u['duration_seconds'] * 1000:.0f} ms", u["summary"] or "-"]
              for u in d["units"]]
     if fmt == "markdown":
         return "\n".join([f"## Node report (kernel {d['kernel']})", "",

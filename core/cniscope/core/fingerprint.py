@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from cniscope.api.v1 import capabilities_pb2
+
 Obj = Mapping[str, Any]
 
 # Cilium 1.16 chart defaults for the conntrack tables (bpf-ct-global-*-max when not overridden).
@@ -85,6 +87,11 @@ class Fingerprint:
         d["tuning"], d["notes"] = list(self.tuning), list(self.notes)
         d["scenario"] = self.scenario()
         return d
+
+    def to_proto(self) -> capabilities_pb2.DataPlaneFingerprint:
+        return capabilities_pb2.DataPlaneFingerprint(
+            cni=self.cni, cni_version=self.cni_version, kube_proxy=self.kube_proxy, routing=self.routing,
+            ipam=self.ipam, tuning=self.tuning, source=self.source, notes=self.notes, scenario=self.scenario() or "")
 
 
 def image_version(ds: Obj | None, container: str | None = None) -> str:

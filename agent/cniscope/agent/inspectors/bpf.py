@@ -18,7 +18,8 @@ from cniscope.agent import bpf as bpfmod
 from cniscope.agent import netlink as nl
 from cniscope.agent.bpf import syscall as sc
 from cniscope.agent.bpf.info import link_info, map_info, prog_info
-from cniscope.agent.inspectors.unit import UnitResult
+from cniscope.agent.inspectors.unit import UnitResult, count
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.core.errors import ParseError, Unavailable
 from cniscope.core.hostpaths import HostPaths
 
@@ -66,59 +67,62 @@ def pinned(roots: Iterable[Path], limit: int = PIN_SCAN_LIMIT) -> dict[tuple[str
     return out
 
 
-def one_map(map_id: int, pins: dict[tuple[str, int], list[str]], method: str = "auto") -> dict[str, Any]:
+def one_map(map_id: int, pins: dict[tuple[str, int], list[str]], method: str = "auto") -> cap.BpfMap:
     """One map's row. A map that vanished since it was listed gives an error row, nothing else."""
     try:
         fd = sc.map_fd_by_id(map_id)
     except sc.BpfError as exc:
         why = "vanished before it could be opened" if exc.errno == errno.ENOENT else str(exc)
-        return {"id": map_id, "error": why}
+        return cap.BpfMap(id=map_id, error=why)
     with fd:
         try:
             info = map_info(fd.fd)
-            row: dict[str, Any] = {"id": info.id, "name": info.name, "type": info.type, "key_size": info.key_size,
-                                   "value_size": info.value_size, "max_entries": info.max_entries,
-                                   "flags": info.flags}
+            row = cap.BpfMap(id=info.id, name=info.name, type=info.type, key_size=info.key_size,
+                             value_size=info.value_size, max_entries=info.max_entries, flags=info.flags)
             memlock = sc.fdinfo(fd.fd).get("memlock")
-            row["memlock_bytes"] = int(memlock) if memlock and memlock.isdigit() else None
+            if memlock and memlock.isdigit():
+                row.memlock_bytes = int(memlock)
             t0 = time.perf_counter()
             c = bpfmod.count_entries(fd.fd, info, method=method)
-            row.update(entries=c.entries, count_method=c.method, count_syscalls=c.syscalls,
-                       count_seconds=round(time.perf_counter() - t0, 6))
-            if c.note:
-                row["count_note"] = c.note
+            if c.entries is not None:
+                row.entries = c.entries
+            row.count_method, row.count_syscalls, row.count_note = c.method, c.syscalls, c.note
+            row.count_seconds = round(time.perf_counter() - t0, 6)
         except OSError as exc:
-            return {"id": map_id, "error": str(exc)}
+            return cap.BpfMap(id=map_id, error=str(exc))
     if info.max_entries and c.entries is not None and c.method != "fixed":
-        row["fill"] = round(c.entries / info.max_entries, 6)
-    cls = cilium_class(info.name)
-    if cls:
-        row["cilium_class"] = cls
-    row["pins"] = pins.get(("map", info.id), [])
+        row.fill = round(c.entries / info.max_entries, 6)
+    row.cilium_class = cilium_class(info.name) or ""
+    row.pins.extend(pins.get(("map", info.id), []))
     return row
 
 
-def map_census(ids: Iterable[int] | None = None, pin_roots: Iterable[Path] = ()) -> list[dict[str, Any]]:
+def map_census(ids: Iterable[int] | None = None, pin_roots: Iterable[Path] = ()) -> list[cap.BpfMap]:
     pins = pinned(pin_roots)
     return [one_map(i, pins) for i in (sc.map_ids() if ids is None else ids)]
 
 
-def cilium_summary(maps: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
+def cilium_summary(maps: Iterable[cap.BpfMap]) -> dict[str, cap.CiliumMapClass]:
+    """Cilium's counted maps summed per class, with the class's fill."""
+    out: dict[str, cap.CiliumMapClass] = {}
     for m in maps:
-        cls = m.get("cilium_class")
-        if not cls or m.get("entries") is None:
+        if not m.cilium_class or not m.HasField("entries"):
             continue
-        s = out.setdefault(cls, {"maps": [], "entries": 0, "max_entries": 0})
-        s["maps"].append(m["name"])
-        s["entries"] += m["entries"]
-        s["max_entries"] += m["max_entries"]
+        s = out.setdefault(m.cilium_class, cap.CiliumMapClass())
+        s.maps.append(m.name)
+        s.entries += m.entries
+        s.max_entries += m.max_entries
     for s in out.values():
-        s["fill"] = round(s["entries"] / s["max_entries"], 6) if s["max_entries"] else None
+        if s.max_entries:
+            s.fill = round(s.entries / s.max_entries, 6)
     return out
 
 
-def parse_bpftool_net(text: str) -> list[dict[str, Any]]:
+def _opt_int(v: Any) -> int | None:
+    return None if v is None else int(v)
+
+
+def parse_bpftool_net(text: str) -> list[cap.BpfAttachment]:
     """Attach points from ``bpftool net -j``: XDP, tc (cls_bpf), tcx/netkit when present."""
     try:
         data = json.loads(text)
@@ -126,7 +130,7 @@ def parse_bpftool_net(text: str) -> list[dict[str, Any]]:
         raise ParseError(f"bpftool net -j: {exc}") from exc
     if not isinstance(data, list):
         raise ParseError("bpftool net -j: expected a JSON list")
-    out: list[dict[str, Any]] = []
+    out: list[cap.BpfAttachment] = []
     for block in data:
         if not isinstance(block, dict):
             raise ParseError("bpftool net -j: expected objects in the list")
@@ -134,13 +138,13 @@ def parse_bpftool_net(text: str) -> list[dict[str, Any]]:
             for r in rows if isinstance(rows, list) else []:
                 if not isinstance(r, dict) or "id" not in r:
                     raise ParseError(f"bpftool net -j: {hook} entry without a program id: {r!r}")
-                out.append({"prog_id": int(r["id"]), "hook": hook, "interface": r.get("devname"),
-                            "ifindex": r.get("ifindex"), "mode": r.get("mode") or r.get("kind"),
-                            "source": "bpftool"})
+                out.append(cap.BpfAttachment(prog_id=int(r["id"]), hook=hook, interface=r.get("devname") or "",
+                                             ifindex=_opt_int(r.get("ifindex")),
+                                             mode=r.get("mode") or r.get("kind") or "", source="bpftool"))
     return out
 
 
-def parse_bpftool_cgroup_tree(text: str) -> list[dict[str, Any]]:
+def parse_bpftool_cgroup_tree(text: str) -> list[cap.BpfAttachment]:
     """Cgroup attach points from ``bpftool cgroup tree -j`` (program attachments without links too)."""
     try:
         data = json.loads(text) if text.strip() else []
@@ -148,15 +152,16 @@ def parse_bpftool_cgroup_tree(text: str) -> list[dict[str, Any]]:
         raise ParseError(f"bpftool cgroup tree -j: {exc}") from exc
     if not isinstance(data, list):
         raise ParseError("bpftool cgroup tree -j: expected a JSON list")
-    out: list[dict[str, Any]] = []
+    out: list[cap.BpfAttachment] = []
     for cg in data:
         if not isinstance(cg, dict) or not isinstance(cg.get("programs"), list):
             raise ParseError(f"bpftool cgroup tree -j: cgroup entry without programs: {cg!r}")
         for p in cg["programs"]:
             if not isinstance(p, dict) or "id" not in p:
                 raise ParseError(f"bpftool cgroup tree -j: program without an id: {p!r}")
-            out.append({"prog_id": int(p["id"]), "hook": "cgroup", "cgroup": cg.get("cgroup"),
-                        "mode": p.get("attach_type"), "flags": p.get("attach_flags") or "", "source": "bpftool"})
+            out.append(cap.BpfAttachment(prog_id=int(p["id"]), hook="cgroup", cgroup=cg.get("cgroup") or "",
+                                         mode=p.get("attach_type") or "", flags=p.get("attach_flags") or "",
+                                         source="bpftool"))
     return out
 
 
@@ -174,18 +179,22 @@ def _bpftool(argv: list[str], netns: str | None, notes: list[str]) -> str | None
     return r.stdout
 
 
-def attachments(netns: str | None = None, cgroup_roots: Iterable[Path] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+def _ifindex(a: cap.BpfAttachment) -> int | None:
+    return a.ifindex if a.HasField("ifindex") else None
+
+
+def attachments(netns: str | None = None, cgroup_roots: Iterable[Path] = ()) -> tuple[list[cap.BpfAttachment], list[str]]:
     """Attach points from bpf links, rtnetlink IFLA_XDP and bpftool (tc cls_bpf filters, cgroup
     attachments made without links); plus notes on what could not be listed."""
-    out: list[dict[str, Any]] = []
+    out: list[cap.BpfAttachment] = []
     notes: list[str] = []
     names: dict[int, str] = {}
     try:
         for link in nl.links(netns):
             names[link.index] = link.name
             for mode, pid in link.xdp_prog_ids.items():
-                out.append({"prog_id": pid, "hook": "xdp", "interface": link.name, "ifindex": link.index,
-                            "mode": mode, "source": "netlink"})
+                out.append(cap.BpfAttachment(prog_id=pid, hook="xdp", interface=link.name, ifindex=link.index,
+                                             mode=mode, source="netlink"))
     except OSError as exc:
         notes.append(f"rtnetlink: {exc}")
     for lid in sc.link_ids():
@@ -194,30 +203,26 @@ def attachments(netns: str | None = None, cgroup_roots: Iterable[Path] = ()) -> 
                 li = link_info(fd.fd)
         except OSError:
             continue  # detached since listed
-        row: dict[str, Any] = {"prog_id": li.prog_id, "hook": li.type, "link_id": li.id, "source": "link",
-                               "mode": li.attach_type}
-        if li.ifindex is not None:
-            row.update(ifindex=li.ifindex, interface=names.get(li.ifindex))
-        if li.cgroup_id is not None:
-            row["cgroup_id"] = li.cgroup_id
-        out.append(row)
+        out.append(cap.BpfAttachment(prog_id=li.prog_id, hook=li.type, link_id=li.id, source="link",
+                                     mode=li.attach_type or "", ifindex=li.ifindex, cgroup_id=li.cgroup_id,
+                                     interface=names.get(li.ifindex, "") if li.ifindex is not None else ""))
     if not shutil.which("bpftool"):
         notes.append("bpftool not installed: tc (cls_bpf) and link-less cgroup attachments not listed")
         return out, notes
-    have = {(a["prog_id"], a.get("ifindex")) for a in out}
+    have = {(a.prog_id, _ifindex(a)) for a in out}
     text = _bpftool(["bpftool", "net", "-j"], netns, notes)
     try:
         if text is not None:
-            out += [a for a in parse_bpftool_net(text) if (a["prog_id"], a.get("ifindex")) not in have]
+            out += [a for a in parse_bpftool_net(text) if (a.prog_id, _ifindex(a)) not in have]
         for root in cgroup_roots:
             if not (root / "cgroup.controllers").exists():
                 continue  # not a cgroup v2 hierarchy: programs attach only to cgroup v2
             text = _bpftool(["bpftool", "cgroup", "tree", str(root), "-j"], None, notes)
             for a in parse_bpftool_cgroup_tree(text or ""):
-                linked = next((x for x in out if x["prog_id"] == a["prog_id"] and x["hook"] == "cgroup"
-                               and x.get("mode") == a["mode"] and "cgroup" not in x), None)
+                linked = next((x for x in out if x.prog_id == a.prog_id and x.hook == "cgroup"
+                               and x.mode == a.mode and not x.cgroup), None)
                 if linked is not None:
-                    linked["cgroup"] = a["cgroup"]
+                    linked.cgroup = a.cgroup
                 else:
                     out.append(a)
     except ParseError as exc:
@@ -226,23 +231,39 @@ def attachments(netns: str | None = None, cgroup_roots: Iterable[Path] = ()) -> 
 
 
 def prog_census(pin_roots: Iterable[Path] = (), netns: str | None = None,
-                cgroup_roots: Iterable[Path] = ()) -> tuple[list[dict[str, Any]], list[str]]:
+                cgroup_roots: Iterable[Path] = ()) -> tuple[list[cap.BpfProgram], list[str]]:
     pins = pinned(pin_roots)
     att, notes = attachments(netns, cgroup_roots)
-    by_prog: dict[int, list[dict[str, Any]]] = {}
+    by_prog: dict[int, list[cap.BpfAttachment]] = {}
     for a in att:
-        by_prog.setdefault(a["prog_id"], []).append({k: v for k, v in a.items() if k != "prog_id"})
-    rows: list[dict[str, Any]] = []
+        by_prog.setdefault(a.prog_id, []).append(a)
+    rows: list[cap.BpfProgram] = []
     for pid in sc.prog_ids():
         try:
             with sc.prog_fd_by_id(pid) as fd:
                 pi = prog_info(fd.fd)
         except OSError as exc:
-            rows.append({"id": pid, "error": str(exc)})
+            rows.append(cap.BpfProgram(id=pid, error=str(exc)))
             continue
-        rows.append({"id": pi.id, "name": pi.name, "type": pi.type, "tag": pi.tag, "maps": pi.map_ids_count,
-                     "attached": by_prog.get(pi.id, []), "pins": pins.get(("prog", pi.id), [])})
+        rows.append(cap.BpfProgram(id=pi.id, name=pi.name, type=pi.type, tag=pi.tag, maps=pi.map_ids_count,
+                                   attached=by_prog.get(pi.id, []), pins=pins.get(("prog", pi.id), [])))
     return rows, notes
+
+
+def summarize(d: cap.BpfDetail) -> str:
+    """``212 maps, 96 programs (41 attached); Cilium 312 service entries, fullest conntrack 41%``."""
+    attached = sum(1 for p in d.programs if p.attached)
+    out = f"{count(len(d.maps), 'map')}, {count(len(d.programs), 'program')} ({attached} attached)"
+    if not d.cilium:
+        return out + "; no Cilium maps"
+    parts = []
+    if "service" in d.cilium:
+        parts.append(f"{d.cilium['service'].entries:,} service entries")
+    filled = [(c.fill, name) for name, c in d.cilium.items() if c.HasField("fill")]
+    if filled:
+        fill, name = max(filled)
+        parts.append(f"fullest {name} {fill:.0%}")
+    return out + "; Cilium " + ", ".join(parts or ["maps not counted"])
 
 
 def inspect_bpf(paths: HostPaths, netns: str | None = None, extra_pin_roots: Iterable[Path] = ()) -> UnitResult:
@@ -255,8 +276,6 @@ def inspect_bpf(paths: HostPaths, netns: str | None = None, extra_pin_roots: Ite
         raise
     maps = map_census(map_ids, roots)
     progs, notes = prog_census(roots, netns, [paths.sys_path("fs", "cgroup"), paths.sys_path("fs", "cgroup", "unified")])
-    res = UnitResult()
-    res.detail = {"maps": maps, "programs": progs, "cilium": cilium_summary(maps), "notes": notes,
-                  "map_count": len(maps), "prog_count": len(progs),
-                  "pin_roots": [str(r) for r in roots if r.is_dir()]}
-    return res
+    d = cap.BpfDetail(maps=maps, programs=progs, cilium=cilium_summary(maps), notes=notes,
+                      pin_roots=[str(r) for r in roots if r.is_dir()])
+    return UnitResult(d, summarize(d))

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.core.errors import ParseError
 
 BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
@@ -23,18 +24,15 @@ def chain_group(name: str) -> str:
     return (m.group(1) or m.group(2)) + "*"
 
 
-def grouped(counts: dict[str, int]) -> dict[str, int | dict[str, int]]:
-    """Chain -> rules, with hashed per-Service chains folded into ``PREFIX*`` -> {chains, rules}."""
-    out: dict[str, int | dict[str, int]] = {}
+def grouped(counts: dict[str, int]) -> dict[str, cap.ChainRules]:
+    """Chain -> rules, with hashed per-Service chains folded into ``PREFIX*`` -> (rules, chains folded)."""
+    out: dict[str, cap.ChainRules] = {}
     for name, rules in counts.items():
         g = chain_group(name)
-        if g == name:
-            out[name] = rules
-        else:
-            agg = out.setdefault(g, {"chains": 0, "rules": 0})
-            assert isinstance(agg, dict)
-            agg["chains"] += 1
-            agg["rules"] += rules
+        row = out.setdefault(g, cap.ChainRules())
+        row.rules += rules
+        if g != name:
+            row.folded += 1
     return out
 
 
@@ -67,19 +65,16 @@ class SaveCensus:
     def has_kube_proxy(self) -> bool:
         return "KUBE-SERVICES" in self.tables.get("nat", {})
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "rules": self.rules(),
-            "tables": {
-                t: {"rules": sum(c.rules for c in chains.values()),
-                    "user_chains": sum(1 for c in chains.values() if c.policy == "-"),
-                    "chains": grouped({n: c.rules for n, c in chains.items()})}
-                for t, chains in self.tables.items()
-            },
-            "kube": {"services_rules": self.kube_services_rules, "svc_chains": self.kube_svc_chains,
-                     "sep_chains": self.kube_sep_chains, "ipvs": self.ipvs_match},
-            "warnings": self.warnings,
-        }
+    def to_proto(self) -> cap.IptablesBackend:
+        return cap.IptablesBackend(
+            ran=True, rules=self.rules(),
+            tables={t: cap.IptablesTable(rules=sum(c.rules for c in chains.values()),
+                                         user_chains=sum(1 for c in chains.values() if c.policy == "-"),
+                                         chains=grouped({n: c.rules for n, c in chains.items()}))
+                    for t, chains in self.tables.items()},
+            kube=cap.KubeChains(services_rules=self.kube_services_rules, svc_chains=self.kube_svc_chains,
+                                sep_chains=self.kube_sep_chains, ipvs=self.ipvs_match),
+            warnings=self.warnings)
 
 
 def parse_iptables_save(text: str) -> SaveCensus:
@@ -152,10 +147,10 @@ class NftTable:
     def rules(self) -> int:
         return sum(self.chains.values())
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"family": self.family, "name": self.name, "rules": self.rules, "chains": len(self.chains),
-                "rules_by_chain": grouped(self.chains), "hooks": self.hooks,
-                "sets": {k: {"elements": v, "map": k in self.maps} for k, v in self.sets.items()}}
+    def to_proto(self) -> cap.NftTable:
+        return cap.NftTable(family=self.family, name=self.name, rules=self.rules, chains=len(self.chains),
+                            rules_by_chain=grouped(self.chains), hooks=self.hooks,
+                            sets={k: cap.NftSet(elements=v, map=k in self.maps) for k, v in self.sets.items()})
 
 
 @dataclass
@@ -172,21 +167,22 @@ class NftCensus:
         self.tables.update(other.tables)
         self.version = self.version or other.version
 
-    def kube_proxy(self) -> dict[str, Any] | None:
+    def kube_proxy(self) -> cap.NftKubeProxy | None:
         t = self.tables.get("ip kube-proxy") or self.tables.get("ip6 kube-proxy")
         if t is None:
             return None
-        return {
-            "table": f"{t.family} {t.name}",
-            "rules": t.rules,
-            "service_chains": sum(1 for c in t.chains if c.startswith("service-")),
-            "endpoint_chains": sum(1 for c in t.chains if c.startswith("endpoint-")),
-            "service_ips": t.sets.get("service-ips", 0),
-        }
+        return cap.NftKubeProxy(
+            table=f"{t.family} {t.name}",
+            rules=t.rules,
+            service_chains=sum(1 for c in t.chains if c.startswith("service-")),
+            endpoint_chains=sum(1 for c in t.chains if c.startswith("endpoint-")),
+            service_ips=t.sets.get("service-ips", 0),
+        )
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"rules": self.rules, "version": self.version, "errors": self.errors,
-                "tables": {k: t.to_dict() for k, t in self.tables.items()}}
+    def to_proto(self) -> cap.NftCensus:
+        return cap.NftCensus(ran=True, rules=self.rules, version=self.version, errors=self.errors,
+                             tables={k: t.to_proto() for k, t in self.tables.items()},
+                             kube_proxy=self.kube_proxy())
 
 
 def parse_nft_json(text: str) -> NftCensus:
@@ -340,12 +336,12 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float | 
 SYNC = "kubeproxy_sync_proxy_rules_duration_seconds"
 
 
-def kube_proxy_figures(text: str) -> dict[str, Any]:
+def kube_proxy_figures(text: str) -> cap.KubeProxyMetrics:
     """The sync-duration and rule-count figures from kube-proxy's /metrics."""
     series = parse_prometheus(text, prefix="kubeproxy_")
     if not series:
         raise ParseError("no kubeproxy_* series in the metrics text")
-    out: dict[str, Any] = {}
+    out = cap.KubeProxyMetrics()
     buckets: list[tuple[float, float]] = []
     ssum = scount = None
     rules: dict[str, float] = {}
@@ -362,19 +358,20 @@ def kube_proxy_figures(text: str) -> dict[str, Any]:
         elif s.name.startswith("kubeproxy_sync_proxy_rules_nftables") and s.name.endswith("_total"):
             rules[s.name.removeprefix("kubeproxy_sync_proxy_rules_")] = s.value
         elif s.name == "kubeproxy_sync_proxy_rules_last_timestamp_seconds":
-            out["last_sync_unix"] = s.value
-        elif s.name in ("kubeproxy_sync_proxy_rules_endpoint_changes_total",
-                        "kubeproxy_sync_proxy_rules_service_changes_total"):
-            out[s.name.removeprefix("kubeproxy_sync_proxy_rules_")] = s.value
+            out.last_sync_unix = s.value
+        elif s.name == "kubeproxy_sync_proxy_rules_endpoint_changes_total":
+            out.endpoint_changes_total = s.value
+        elif s.name == "kubeproxy_sync_proxy_rules_service_changes_total":
+            out.service_changes_total = s.value
     if scount:
-        out["syncs"] = scount
+        out.syncs = scount
         if ssum is not None:
-            out["sync_seconds_total"] = ssum  # cumulative: a window's mean is Δ this / Δ syncs
-            out["sync_mean_ms"] = round(1000 * ssum / scount, 3)
-        for q in (0.5, 0.99):
-            v = histogram_quantile(q, buckets)
-            if v is not None:
-                out[f"sync_p{int(q * 100)}_ms"] = round(1000 * v, 3)
-    if rules:
-        out["rules"] = rules
+            out.sync_seconds_total = ssum  # cumulative: a window's mean is Δ this / Δ syncs
+            out.sync_mean_ms = round(1000 * ssum / scount, 3)
+        p50, p99 = histogram_quantile(0.5, buckets), histogram_quantile(0.99, buckets)
+        if p50 is not None:
+            out.sync_p50_ms = round(1000 * p50, 3)
+        if p99 is not None:
+            out.sync_p99_ms = round(1000 * p99, 3)
+    out.rules.update(rules)
     return out

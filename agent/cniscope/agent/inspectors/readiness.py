@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from cniscope.agent.inspectors.unit import NOT_READY, READY, UNKNOWN, UnitResult
+from cniscope.api.v1 import capabilities_pb2 as cap
+from cniscope.api.v1 import common_pb2
 from cniscope.core.hostpaths import HostPaths
 
 NAMES: dict[int, str] = {int(READY): "ready", int(NOT_READY): "not ready", int(UNKNOWN): "unknown"}
@@ -49,7 +51,7 @@ class Facts:
     congestion: list[str]
     kprobe_events: bool
     tracefs: bool
-    nics: list[dict[str, Any]] = field(default_factory=list)  # physical: name, driver, xdp_native
+    nics: list[cap.ReadinessNic] = field(default_factory=list)  # physical NICs of this namespace
     probe: dict[str, tuple[int, str]] = field(default_factory=dict)  # "fq"/"bbr"/"veth" -> (rc, msg)
     probe_error: str = ""
     probe_age: float = 0.0  # seconds since the throwaway-namespace probe ran
@@ -129,7 +131,7 @@ def run_probe(timeout: float = 10) -> tuple[dict[str, tuple[int, str]], str]:
     return out, ""
 
 
-def _nics(paths: HostPaths) -> list[dict[str, Any]]:
+def _nics(paths: HostPaths) -> list[cap.ReadinessNic]:
     nics = []
     feats: dict[int, Any] = {}
     from cniscope.agent import netlink
@@ -159,9 +161,8 @@ def _nics(paths: HostPaths) -> list[dict[str, Any]]:
         except (OSError, ValueError):
             ifindex = -1
         f = feats.get(ifindex)
-        nics.append({"name": name, "driver": drv,
-                     "xdp_native": None if f is None else bool(f.native),
-                     "xdp_features": [] if f is None else f.names})
+        nics.append(cap.ReadinessNic(name=name, driver=drv, xdp_native=None if f is None else bool(f.native),
+                                     xdp_features=[] if f is None else f.names))
     return nics
 
 
@@ -289,11 +290,11 @@ def evaluate(f: Facts) -> list[tuple[str, int, str]]:
     if not f.nics:
         xdp = (NOT_READY, "no physical NIC: only virtual interfaces, XDP acceleration needs a driver with native XDP")
     else:
-        native = [n for n in f.nics if n["xdp_native"]]
-        unknown = [n for n in f.nics if n["xdp_native"] is None]
-        desc = ", ".join(f"{n['name']} ({n['driver']})" for n in f.nics)
+        native = [n for n in f.nics if n.xdp_native]
+        unknown = [n for n in f.nics if not n.HasField("xdp_native")]
+        desc = ", ".join(f"{n.name} ({n.driver})" for n in f.nics)
         if native:
-            xdp = (READY, "native XDP advertised by " + ", ".join(f"{n['name']} ({n['driver']})" for n in native)
+            xdp = (READY, "native XDP advertised by " + ", ".join(f"{n.name} ({n.driver})" for n in native)
                    + "; confirm bpf_link attach with cniscope node xdp-test IFACE")
         elif unknown:
             xdp = (UNKNOWN, f"XDP features not readable (netdev genetlink, kernel ≥ 6.3) for {desc}")
@@ -329,17 +330,29 @@ def evaluate(f: Facts) -> list[tuple[str, int, str]]:
     return items
 
 
+def summarize(d: cap.ReadinessDetail, items: list[common_pb2.CapabilityItem]) -> str:
+    """``7 ready, 4 not ready (bandwidth_manager, bbr, kprobes, netkit); kernel config /proc/config.gz``."""
+    by: dict[int, list[str]] = {}
+    for it in items:
+        by.setdefault(int(it.state), []).append(it.name)
+    parts = [f"{len(by.get(int(READY), []))} ready"]
+    for state, label in ((NOT_READY, "not ready"), (UNKNOWN, "unknown")):
+        names = sorted(by.get(int(state), []))
+        if names:
+            parts.append(f"{len(names)} {label} ({', '.join(names)})")
+    return ", ".join(parts) + f"; kernel config {d.config_source or '?'}"
+
+
 def inspect_readiness(paths: HostPaths) -> UnitResult:
     facts = gather(paths)
-    res = UnitResult()
+    d = cap.ReadinessDetail(
+        release=facts.release, config_source=facts.config_source, cgroup2=facts.cgroup2,
+        cgroup2_mounts=facts.cgroup2_mounts, congestion_control=facts.congestion,
+        kprobe_events=facts.kprobe_events, nics=facts.nics,
+        probe={k: cap.NamespaceTrial(rc=rc, message=m) for k, (rc, m) in facts.probe.items()},
+        probe_error=facts.probe_error, probe_age_seconds=round(facts.probe_age, 1))
+    res = UnitResult(d)
     for name, state, reason in evaluate(facts):
         res.item(name, state, reason)
-    res.detail = {
-        "release": facts.release, "config_source": facts.config_source, "cgroup2": facts.cgroup2,
-        "cgroup2_mounts": facts.cgroup2_mounts, "congestion_control": facts.congestion,
-        "kprobe_events": facts.kprobe_events, "nics": facts.nics,
-        "probe": {k: {"rc": rc, "message": m} for k, (rc, m) in facts.probe.items()},
-        "probe_error": facts.probe_error, "probe_age_seconds": round(facts.probe_age, 1),
-        "items": {i.name: {"state": NAMES.get(i.state, "?"), "reason": i.reason} for i in res.items},
-    }
+    res.summary = summarize(d, res.items)
     return res

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cniscope.agent.samplers.sampler import make_sample
-from cniscope.api.v1 import common_pb2
+from cniscope.api.v1 import capabilities_pb2, common_pb2
 from cniscope.core.hostpaths import HostPaths
 
 CNI_PROCESSES = ("cilium-agent", "cilium-envoy", "hubble-relay", "aws-k8s-agent", "aws-node", "kube-proxy",
@@ -235,16 +235,16 @@ class CniFootprintSampler:
                                            **labels))
         return out
 
-    def snapshot(self) -> list[dict[str, object]]:
+    def snapshot(self) -> list[capabilities_pb2.CniProcess]:
         """What is tracked now (for the node report)."""
         self._maybe_discover()
-        rows: list[dict[str, object]] = []
+        rows: list[capabilities_pb2.CniProcess] = []
         for t in sorted(self.tracked.values(), key=lambda x: (x.name, x.pid)):
             try:
                 st = read_stat(self.paths.proc, t.pid)
             except (OSError, ValueError, IndexError):
                 continue
-            rows.append({"process": t.name, "pid": t.pid, "rss_bytes": st.rss_bytes,
-                         "pss_bytes": read_pss(self.paths.proc, t.pid), "cpu_seconds": st.cpu_seconds,
-                         "cgroup": {k: str(v) for k, v in t.cgroup.items()}})
+            rows.append(capabilities_pb2.CniProcess(
+                process=t.name, pid=t.pid, rss_bytes=st.rss_bytes, pss_bytes=read_pss(self.paths.proc, t.pid),
+                cpu_seconds=st.cpu_seconds, cgroup={k: str(v) for k, v in t.cgroup.items()}))
         return rows

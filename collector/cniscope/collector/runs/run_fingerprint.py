@@ -4,25 +4,33 @@ routing, IPAM, tuning flags, kernel, node type. A lab says so itself ("lab: netn
 from __future__ import annotations
 
 import ipaddress
-import json
 from collections.abc import Mapping
-from typing import Any
 
-from cniscope.api.v1 import cluster_pb2, common_pb2
+from cniscope.api.v1 import capabilities_pb2, cluster_pb2, common_pb2
 
 FABRIC = ipaddress.ip_network("198.18.0.0/24")
 LAB_PODS = ipaddress.ip_network("198.19.0.0/16")
+BACKENDS = ("iptables-nft", "iptables-legacy")
 
 
-def _unit(rep: common_pb2.CapabilityReport, name: str) -> dict[str, Any]:
+def _unit(rep: common_pb2.CapabilityReport, name: str, *, fresh: bool = False) -> common_pb2.UnitReport | None:
+    """The unit's report when it ran and carries its findings; with ``fresh``, not when the report
+    repeats it from an earlier collection (``unfinished.stale``)."""
+    if fresh and rep.HasField("unfinished") and name in rep.unfinished.stale:
+        return None
     for u in rep.units:
-        if u.name == name and u.ok and u.available and u.detail_json:
-            try:
-                d = json.loads(u.detail_json)
-            except ValueError:
-                return {}
-            return d if isinstance(d, dict) else {}
-    return {}
+        if u.name == name and u.ok and u.available and u.WhichOneof("detail") == name:
+            return u
+    return None
+
+
+def _census(rep: common_pb2.CapabilityReport, *, fresh: bool = False) -> capabilities_pb2.IptablesDetail | None:
+    u = _unit(rep, "iptables", fresh=fresh)
+    return u.iptables if u is not None else None
+
+
+def _backend(d: capabilities_pb2.IptablesDetail, name: str) -> capabilities_pb2.IptablesBackend:
+    return d.iptables_nft if name == "iptables-nft" else d.iptables_legacy
 
 
 def is_lab(st: cluster_pb2.NodeState) -> bool:
@@ -36,19 +44,22 @@ def is_lab(st: cluster_pb2.NodeState) -> bool:
 
 def census_nat_rules(rep: common_pb2.CapabilityReport) -> tuple[float | None, str]:
     """NAT rules on a node from its iptables/nft census: (rules, backend)."""
-    d = _unit(rep, "iptables")
-    if not d:
+    d = _census(rep)
+    if d is None:
         return None, ""
-    kp = d.get("kube_proxy") or {}
-    if isinstance(kp, dict) and kp.get("nat_rules") is not None:
-        return float(kp["nat_rules"]), str(kp.get("backend", ""))
+    return _nat_rules(d)
+
+
+def _nat_rules(d: capabilities_pb2.IptablesDetail) -> tuple[float | None, str]:
+    if d.kube_proxy.HasField("nat_rules"):
+        return float(d.kube_proxy.nat_rules), d.kube_proxy.backend
     best: tuple[float | None, str] = (None, "")
-    for b in ("iptables-nft", "iptables-legacy"):
-        r = d.get(b)
-        if isinstance(r, dict) and "tables" in r:  # the backend ran: no nat table means 0 rules
-            n = (r["tables"].get("nat") or {}).get("rules", 0)
-            if isinstance(n, int | float) and (best[0] is None or n > best[0]):
-                best = (float(n), b)
+    for name in BACKENDS:
+        b = _backend(d, name)
+        if b.ran:  # the backend ran: no nat table means 0 rules
+            n = float(b.tables["nat"].rules) if "nat" in b.tables else 0.0
+            if best[0] is None or n > best[0]:
+                best = (n, name)
     return best
 
 
@@ -57,22 +68,18 @@ def data_plane_counts(rep: common_pb2.CapabilityReport) -> dict[str, int]:
     iptables mode, or the whole nat table where no kube-proxy chains exist), ``nft_rules`` (kube-proxy's
     nft table) and ``bpf_service_entries`` (Cilium's BPF service map). Only what the report carries;
     a unit the agent had not finished re-running (``unfinished.stale``) counts as not reported."""
-    stale = set(rep.unfinished.stale) if rep.HasField("unfinished") else set()
     out: dict[str, int] = {}
-    d = {} if "iptables" in stale else _unit(rep, "iptables")
-    kp = d.get("kube_proxy") or {}
-    if isinstance(kp, dict) and isinstance(kp.get("nat_rules"), int | float):
-        out["nat_rules"] = int(kp["nat_rules"])
-    nft = d.get("nft") or {}
-    nkp = nft.get("kube_proxy") if isinstance(nft, dict) else None
-    if isinstance(nkp, dict) and isinstance(nkp.get("rules"), int | float):
-        out["nft_rules"] = int(nkp["rules"])
-    b = {} if "bpf" in stale else _unit(rep, "bpf")
-    svc = (b.get("cilium") or {}).get("service") if isinstance(b.get("cilium"), dict) else None
-    if isinstance(svc, dict) and isinstance(svc.get("entries"), int | float):
-        out["bpf_service_entries"] = int(svc["entries"])
-    if d and not out:
-        total, _ = census_nat_rules(rep)
+    d = _census(rep, fresh=True)
+    if d is not None:
+        if d.kube_proxy.HasField("nat_rules"):
+            out["nat_rules"] = d.kube_proxy.nat_rules
+        if d.nft.HasField("kube_proxy"):
+            out["nft_rules"] = d.nft.kube_proxy.rules
+    b = _unit(rep, "bpf", fresh=True)
+    if b is not None and "service" in b.bpf.cilium:
+        out["bpf_service_entries"] = b.bpf.cilium["service"].entries
+    if d is not None and not out:
+        total, _ = _nat_rules(d)
         if total is not None:
             out["nat_rules"] = int(total)
     return out
@@ -81,25 +88,21 @@ def data_plane_counts(rep: common_pb2.CapabilityReport) -> dict[str, int]:
 def kube_proxy_sync(rep: common_pb2.CapabilityReport) -> tuple[float, float] | str:
     """kube-proxy's rule syncs since it started, from its own /metrics as the census read them:
     (syncs, seconds spent syncing), both cumulative; or why there is no such figure."""
-    stale = set(rep.unfinished.stale) if rep.HasField("unfinished") else set()
-    d = {} if "iptables" in stale else _unit(rep, "iptables")
-    if not d:
+    d = _census(rep, fresh=True)
+    if d is None:
         return "no iptables census in the agent's report"
-    kp = d.get("kube_proxy") or {}
-    m = kp.get("metrics") if isinstance(kp, dict) else None
-    if not isinstance(m, dict):
+    if not d.kube_proxy.HasField("metrics"):
         return "kube-proxy metrics not read (CNISCOPE_KUBE_PROXY_METRICS=off)"
-    if "unavailable" in m or "error" in m:
-        return f"kube-proxy metrics: {m.get('unavailable') or m.get('error')}"
-    syncs = m.get("syncs", 0)
-    total = m.get("sync_seconds_total")
-    if total is None and isinstance(m.get("sync_mean_ms"), int | float):  # an agent from before the raw sum
-        total = m["sync_mean_ms"] * syncs / 1000
-    elif total is None and not syncs:  # kube-proxy has not synced since it started
-        total = 0.0
-    if not isinstance(syncs, int | float) or not isinstance(total, int | float):
-        return "kube-proxy metrics without kubeproxy_sync_proxy_rules_duration_seconds"
-    return float(syncs), float(total)
+    m = d.kube_proxy.metrics
+    if m.unavailable or m.error:
+        return f"kube-proxy metrics: {m.unavailable or m.error}"
+    if m.HasField("sync_seconds_total"):
+        return m.syncs, m.sync_seconds_total
+    if m.HasField("sync_mean_ms"):  # a report stored before the raw sum was kept
+        return m.syncs, m.sync_mean_ms * m.syncs / 1000
+    if not m.syncs:  # kube-proxy has not synced since it started
+        return 0.0, 0.0
+    return "kube-proxy metrics without kubeproxy_sync_proxy_rules_duration_seconds"
 
 
 def derive(nodes: Mapping[str, cluster_pb2.NodeState]) -> dict[str, str]:
@@ -107,30 +110,30 @@ def derive(nodes: Mapping[str, cluster_pb2.NodeState]) -> dict[str, str]:
     per: dict[str, dict[str, str]] = {}
     for name, st in sorted(nodes.items()):
         rep = st.capabilities
-        fp = _unit(rep, "cluster").get("fingerprint") or {}
-        meta = _unit(rep, "cluster").get("node") or {}
-        census = _unit(rep, "iptables")
-        kp = (census.get("kube_proxy") or {}) if census else {}
+        cu = _unit(rep, "cluster")
+        cluster = cu.cluster if cu is not None else capabilities_pb2.ClusterDetail()
+        fp, meta = cluster.fingerprint, cluster.node
+        census = _census(rep)
+        kp = census.kube_proxy if census is not None else capabilities_pb2.KubeProxy()
         f: dict[str, str] = {}
-        cni = str(fp.get("cni", "unknown"))
-        f["cni"] = cni + (f" {fp['cni_version']}" if fp.get("cni_version") else "")
-        kube_proxy = str(fp.get("kube_proxy", "unknown"))
-        if kube_proxy in ("unknown", "none") and isinstance(kp, dict) and kp.get("mode") not in (None, "none"):
-            kube_proxy = f"{kp['mode']} (rules seen)"
+        f["cni"] = (fp.cni or "unknown") + (f" {fp.cni_version}" if fp.cni_version else "")
+        kube_proxy = fp.kube_proxy or "unknown"
+        if kube_proxy in ("unknown", "none") and kp.mode not in ("", "none"):
+            kube_proxy = f"{kp.mode} (rules seen)"
         f["kube_proxy"] = kube_proxy
-        if isinstance(kp, dict) and kp.get("backend"):
-            f["kube_proxy_backend"] = str(kp["backend"])
-        f["routing"] = str(fp.get("routing", "unknown"))
-        f["ipam"] = str(fp.get("ipam", "unknown"))
-        f["tuning"] = ", ".join(fp.get("tuning") or []) or "none detected"
+        if kp.backend:
+            f["kube_proxy_backend"] = kp.backend
+        f["routing"] = fp.routing or "unknown"
+        f["ipam"] = fp.ipam or "unknown"
+        f["tuning"] = ", ".join(fp.tuning) or "none detected"
         f["kernel"] = rep.kernel or "unknown"
         if is_lab(st):
             backend = f.get("kube_proxy_backend") or "iptables-nft"
             f["node_type"] = "lab"
             f["environment"] = f"lab: netns, {backend}"
         else:
-            f["node_type"] = str(meta.get("instance_type") or "unknown")
-            f["environment"] = "kubernetes" if fp.get("source") == "kubernetes" else "node (no Kubernetes API)"
+            f["node_type"] = meta.instance_type or "unknown"
+            f["environment"] = "kubernetes" if fp.source == "kubernetes" else "node (no Kubernetes API)"
         ready = sorted(i.name for i in rep.items if i.state == common_pb2.READINESS_READY)
         if ready:
             f["kernel_ready"] = ", ".join(ready)

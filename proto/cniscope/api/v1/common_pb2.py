@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from cniscope.api.v1 import capabilities_pb2 as cniscope_dot_api_dot_v1_dot_capabilities__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63niscope/api/v1/common.proto\x12\x0f\x63niscope.api.v1\"\xa1\x01\n\x06Sample\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x33\n\x06labels\x18\x02 \x03(\x0b\x32#.cniscope.api.v1.Sample.LabelsEntry\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x16\n\x0etime_unix_nano\x18\x04 \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x0e\x43\x61pabilityItem\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.cniscope.api.v1.Readiness\x12\x0e\n\x06reason\x18\x03 \x01(\t\"w\n\nUnitReport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x11\n\tavailable\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x01\x12\x13\n\x0b\x64\x65tail_json\x18\x06 \x01(\t\"E\n\nUnfinished\x12\x0f\n\x07running\x18\x01 \x01(\t\x12\x17\n\x0frunning_seconds\x18\x02 \x01(\x01\x12\r\n\x05stale\x18\x03 \x03(\t\"\xc7\x01\n\x10\x43\x61pabilityReport\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.cniscope.api.v1.CapabilityItem\x12*\n\x05units\x18\x02 \x03(\x0b\x32\x1b.cniscope.api.v1.UnitReport\x12\x16\n\x0etime_unix_nano\x18\x03 \x01(\x03\x12\x0e\n\x06kernel\x18\x04 \x01(\t\x12/\n\nunfinished\x18\x05 \x01(\x0b\x32\x1b.cniscope.api.v1.Unfinished\"\xfd\x01\n\x0cProbeRequest\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0bsource_node\x18\x03 \x01(\t\x12\x13\n\x0btarget_node\x18\x04 \x01(\t\x12\x16\n\x0etarget_address\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x39\n\x06params\x18\x07 \x03(\x0b\x32).cniscope.api.v1.ProbeRequest.ParamsEntry\x12\x13\n\x0btarget_port\x18\x08 \x01(\r\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb9\x03\n\x0bProbeResult\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0bsource_node\x18\x03 \x01(\t\x12\x13\n\x0btarget_node\x18\x04 \x01(\t\x12\x16\n\x0etarget_address\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\n\n\x02ok\x18\x07 \x01(\x08\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12:\n\x07\x66igures\x18\t \x03(\x0b\x32).cniscope.api.v1.ProbeResult.FiguresEntry\x12\x13\n\x0b\x64\x65tail_json\x18\n \x01(\t\x12\x19\n\x11started_unix_nano\x18\x0b \x01(\x03\x12\x1a\n\x12\x66inished_unix_nano\x18\x0c \x01(\x03\x12\x38\n\x06params\x18\r \x03(\x0b\x32(.cniscope.api.v1.ProbeResult.ParamsEntry\x1a.\n\x0c\x46iguresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\rProbeProgress\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"5\n\x04Peer\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07host_ip\x18\x02 \x01(\t\x12\x0e\n\x06pod_ip\x18\x03 \x01(\t\"B\n\tPeerTable\x12$\n\x05peers\x18\x01 \x03(\x0b\x32\x15.cniscope.api.v1.Peer\x12\x0f\n\x07version\x18\x02 \x01(\x04\"P\n\x08LogEvent\x12\x16\n\x0etime_unix_nano\x18\x01 \x01(\x03\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t*k\n\tReadiness\x12\x19\n\x15READINESS_UNSPECIFIED\x10\x00\x12\x13\n\x0fREADINESS_READY\x10\x01\x12\x17\n\x13READINESS_NOT_READY\x10\x02\x12\x15\n\x11READINESS_UNKNOWN\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x63niscope/api/v1/common.proto\x12\x0f\x63niscope.api.v1\x1a\"cniscope/api/v1/capabilities.proto\"\xa1\x01\n\x06Sample\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x33\n\x06labels\x18\x02 \x03(\x0b\x32#.cniscope.api.v1.Sample.LabelsEntry\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x16\n\x0etime_unix_nano\x18\x04 \x01(\x03\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"Y\n\x0e\x43\x61pabilityItem\x12\x0c\n\x04name\x18\x01 \x01(\t\x12)\n\x05state\x18\x02 \x01(\x0e\x32\x1a.cniscope.api.v1.Readiness\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xe0\x04\n\nUnitReport\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x11\n\tavailable\x18\x03 \x01(\x08\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x18\n\x10\x64uration_seconds\x18\x05 \x01(\x01\x12\x0f\n\x07summary\x18\x07 \x01(\t\x12/\n\x06kernel\x18\n \x01(\x0b\x32\x1d.cniscope.api.v1.KernelDetailH\x00\x12)\n\x03\x62pf\x18\x0b \x01(\x0b\x32\x1a.cniscope.api.v1.BpfDetailH\x00\x12)\n\x03nic\x18\x0c \x01(\x0b\x32\x1a.cniscope.api.v1.NicDetailH\x00\x12\x33\n\x08iptables\x18\r \x01(\x0b\x32\x1f.cniscope.api.v1.IptablesDetailH\x00\x12\x31\n\x07\x63luster\x18\x0e \x01(\x0b\x32\x1e.cniscope.api.v1.ClusterDetailH\x00\x12\x37\n\nprivileges\x18\x0f \x01(\x0b\x32!.cniscope.api.v1.PrivilegesDetailH\x00\x12\x35\n\treadiness\x18\x10 \x01(\x0b\x32 .cniscope.api.v1.ReadinessDetailH\x00\x12<\n\rcni_footprint\x18\x11 \x01(\x0b\x32#.cniscope.api.v1.CniFootprintDetailH\x00\x12\x31\n\x07tracers\x18\x12 \x01(\x0b\x32\x1e.cniscope.api.v1.TracersDetailH\x00\x42\x08\n\x06\x64\x65tailJ\x04\x08\x06\x10\x07R\x0b\x64\x65tail_json\"E\n\nUnfinished\x12\x0f\n\x07running\x18\x01 \x01(\t\x12\x17\n\x0frunning_seconds\x18\x02 \x01(\x01\x12\r\n\x05stale\x18\x03 \x03(\t\"\xc7\x01\n\x10\x43\x61pabilityReport\x12.\n\x05items\x18\x01 \x03(\x0b\x32\x1f.cniscope.api.v1.CapabilityItem\x12*\n\x05units\x18\x02 \x03(\x0b\x32\x1b.cniscope.api.v1.UnitReport\x12\x16\n\x0etime_unix_nano\x18\x03 \x01(\x03\x12\x0e\n\x06kernel\x18\x04 \x01(\t\x12/\n\nunfinished\x18\x05 \x01(\x0b\x32\x1b.cniscope.api.v1.Unfinished\"\xfd\x01\n\x0cProbeRequest\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0bsource_node\x18\x03 \x01(\t\x12\x13\n\x0btarget_node\x18\x04 \x01(\t\x12\x16\n\x0etarget_address\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\x39\n\x06params\x18\x07 \x03(\x0b\x32).cniscope.api.v1.ProbeRequest.ParamsEntry\x12\x13\n\x0btarget_port\x18\x08 \x01(\r\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb9\x03\n\x0bProbeResult\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0bsource_node\x18\x03 \x01(\t\x12\x13\n\x0btarget_node\x18\x04 \x01(\t\x12\x16\n\x0etarget_address\x18\x05 \x01(\t\x12\x0c\n\x04path\x18\x06 \x01(\t\x12\n\n\x02ok\x18\x07 \x01(\x08\x12\r\n\x05\x65rror\x18\x08 \x01(\t\x12:\n\x07\x66igures\x18\t \x03(\x0b\x32).cniscope.api.v1.ProbeResult.FiguresEntry\x12\x13\n\x0b\x64\x65tail_json\x18\n \x01(\t\x12\x19\n\x11started_unix_nano\x18\x0b \x01(\x03\x12\x1a\n\x12\x66inished_unix_nano\x18\x0c \x01(\x03\x12\x38\n\x06params\x18\r \x03(\x0b\x32(.cniscope.api.v1.ProbeResult.ParamsEntry\x1a.\n\x0c\x46iguresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bParamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\rProbeProgress\x12\x10\n\x08probe_id\x18\x01 \x01(\t\x12\x10\n\x08\x66raction\x18\x02 \x01(\x01\x12\x0f\n\x07message\x18\x03 \x01(\t\"5\n\x04Peer\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07host_ip\x18\x02 \x01(\t\x12\x0e\n\x06pod_ip\x18\x03 \x01(\t\"B\n\tPeerTable\x12$\n\x05peers\x18\x01 \x03(\x0b\x32\x15.cniscope.api.v1.Peer\x12\x0f\n\x07version\x18\x02 \x01(\x04\"P\n\x08LogEvent\x12\x16\n\x0etime_unix_nano\x18\x01 \x01(\x03\x12\r\n\x05level\x18\x02 \x01(\t\x12\x0c\n\x04node\x18\x03 \x01(\t\x12\x0f\n\x07message\x18\x04 \x01(\t*k\n\tReadiness\x12\x19\n\x15READINESS_UNSPECIFIED\x10\x00\x12\x13\n\x0fREADINESS_READY\x10\x01\x12\x17\n\x13READINESS_NOT_READY\x10\x02\x12\x15\n\x11READINESS_UNKNOWN\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,36 +40,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PROBERESULT_FIGURESENTRY']._serialized_options = b'8\001'
   _globals['_PROBERESULT_PARAMSENTRY']._loaded_options = None
   _globals['_PROBERESULT_PARAMSENTRY']._serialized_options = b'8\001'
-  _globals['_READINESS']._serialized_start=1673
-  _globals['_READINESS']._serialized_end=1780
-  _globals['_SAMPLE']._serialized_start=50
-  _globals['_SAMPLE']._serialized_end=211
-  _globals['_SAMPLE_LABELSENTRY']._serialized_start=166
-  _globals['_SAMPLE_LABELSENTRY']._serialized_end=211
-  _globals['_CAPABILITYITEM']._serialized_start=213
-  _globals['_CAPABILITYITEM']._serialized_end=302
-  _globals['_UNITREPORT']._serialized_start=304
-  _globals['_UNITREPORT']._serialized_end=423
-  _globals['_UNFINISHED']._serialized_start=425
-  _globals['_UNFINISHED']._serialized_end=494
-  _globals['_CAPABILITYREPORT']._serialized_start=497
-  _globals['_CAPABILITYREPORT']._serialized_end=696
-  _globals['_PROBEREQUEST']._serialized_start=699
-  _globals['_PROBEREQUEST']._serialized_end=952
-  _globals['_PROBEREQUEST_PARAMSENTRY']._serialized_start=907
-  _globals['_PROBEREQUEST_PARAMSENTRY']._serialized_end=952
-  _globals['_PROBERESULT']._serialized_start=955
-  _globals['_PROBERESULT']._serialized_end=1396
-  _globals['_PROBERESULT_FIGURESENTRY']._serialized_start=1303
-  _globals['_PROBERESULT_FIGURESENTRY']._serialized_end=1349
-  _globals['_PROBERESULT_PARAMSENTRY']._serialized_start=907
-  _globals['_PROBERESULT_PARAMSENTRY']._serialized_end=952
-  _globals['_PROBEPROGRESS']._serialized_start=1398
-  _globals['_PROBEPROGRESS']._serialized_end=1466
-  _globals['_PEER']._serialized_start=1468
-  _globals['_PEER']._serialized_end=1521
-  _globals['_PEERTABLE']._serialized_start=1523
-  _globals['_PEERTABLE']._serialized_end=1589
-  _globals['_LOGEVENT']._serialized_start=1591
-  _globals['_LOGEVENT']._serialized_end=1671
+  _globals['_READINESS']._serialized_start=2199
+  _globals['_READINESS']._serialized_end=2306
+  _globals['_SAMPLE']._serialized_start=86
+  _globals['_SAMPLE']._serialized_end=247
+  _globals['_SAMPLE_LABELSENTRY']._serialized_start=202
+  _globals['_SAMPLE_LABELSENTRY']._serialized_end=247
+  _globals['_CAPABILITYITEM']._serialized_start=249
+  _globals['_CAPABILITYITEM']._serialized_end=338
+  _globals['_UNITREPORT']._serialized_start=341
+  _globals['_UNITREPORT']._serialized_end=949
+  _globals['_UNFINISHED']._serialized_start=951
+  _globals['_UNFINISHED']._serialized_end=1020
+  _globals['_CAPABILITYREPORT']._serialized_start=1023
+  _globals['_CAPABILITYREPORT']._serialized_end=1222
+  _globals['_PROBEREQUEST']._serialized_start=1225
+  _globals['_PROBEREQUEST']._serialized_end=1478
+  _globals['_PROBEREQUEST_PARAMSENTRY']._serialized_start=1433
+  _globals['_PROBEREQUEST_PARAMSENTRY']._serialized_end=1478
+  _globals['_PROBERESULT']._serialized_start=1481
+  _globals['_PROBERESULT']._serialized_end=1922
+  _globals['_PROBERESULT_FIGURESENTRY']._serialized_start=1829
+  _globals['_PROBERESULT_FIGURESENTRY']._serialized_end=1875
+  _globals['_PROBERESULT_PARAMSENTRY']._serialized_start=1433
+  _globals['_PROBERESULT_PARAMSENTRY']._serialized_end=1478
+  _globals['_PROBEPROGRESS']._serialized_start=1924
+  _globals['_PROBEPROGRESS']._serialized_end=1992
+  _globals['_PEER']._serialized_start=1994
+  _globals['_PEER']._serialized_end=2047
+  _globals['_PEERTABLE']._serialized_start=2049
+  _globals['_PEERTABLE']._serialized_end=2115
+  _globals['_LOGEVENT']._serialized_start=2117
+  _globals['_LOGEVENT']._serialized_end=2197
 # @@protoc_insertion_point(module_scope)

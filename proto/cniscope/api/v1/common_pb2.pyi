@@ -3,6 +3,7 @@
 isort:skip_file
 Messages shared by the agent stream (AgentHub) and the people-facing API (Cluster)."""
 
+from cniscope.api.v1 import capabilities_pb2 as _capabilities_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -123,7 +124,9 @@ Global___CapabilityItem: _TypeAlias = CapabilityItem  # noqa: Y015
 
 @_typing.final
 class UnitReport(_message.Message):
-    """The result of one inspection unit (sampler, inspector, tracer) on one node."""
+    """The result of one inspection unit on one node: its typed findings (capabilities.proto) and a
+    one-line statement of them for people.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -132,7 +135,16 @@ class UnitReport(_message.Message):
     AVAILABLE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     DURATION_SECONDS_FIELD_NUMBER: _builtins.int
-    DETAIL_JSON_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    KERNEL_FIELD_NUMBER: _builtins.int
+    BPF_FIELD_NUMBER: _builtins.int
+    NIC_FIELD_NUMBER: _builtins.int
+    IPTABLES_FIELD_NUMBER: _builtins.int
+    CLUSTER_FIELD_NUMBER: _builtins.int
+    PRIVILEGES_FIELD_NUMBER: _builtins.int
+    READINESS_FIELD_NUMBER: _builtins.int
+    CNI_FOOTPRINT_FIELD_NUMBER: _builtins.int
+    TRACERS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """registry name, e.g. "iptables", "bpf", "nic" """
     ok: _builtins.bool
@@ -142,8 +154,26 @@ class UnitReport(_message.Message):
     error: _builtins.str
     """the failure or the unavailability reason"""
     duration_seconds: _builtins.float
-    detail_json: _builtins.str
-    """the unit's structured findings (JSON object)"""
+    summary: _builtins.str
+    """e.g. "iptables-nft 10,008 NAT rules, kube-proxy iptables"; else the error"""
+    @_builtins.property
+    def kernel(self) -> _capabilities_pb2.KernelDetail: ...
+    @_builtins.property
+    def bpf(self) -> _capabilities_pb2.BpfDetail: ...
+    @_builtins.property
+    def nic(self) -> _capabilities_pb2.NicDetail: ...
+    @_builtins.property
+    def iptables(self) -> _capabilities_pb2.IptablesDetail: ...
+    @_builtins.property
+    def cluster(self) -> _capabilities_pb2.ClusterDetail: ...
+    @_builtins.property
+    def privileges(self) -> _capabilities_pb2.PrivilegesDetail: ...
+    @_builtins.property
+    def readiness(self) -> _capabilities_pb2.ReadinessDetail: ...
+    @_builtins.property
+    def cni_footprint(self) -> _capabilities_pb2.CniFootprintDetail: ...
+    @_builtins.property
+    def tracers(self) -> _capabilities_pb2.TracersDetail: ...
     def __init__(
         self,
         *,
@@ -152,13 +182,24 @@ class UnitReport(_message.Message):
         available: _builtins.bool = ...,
         error: _builtins.str = ...,
         duration_seconds: _builtins.float = ...,
-        detail_json: _builtins.str = ...,
+        summary: _builtins.str = ...,
+        kernel: _capabilities_pb2.KernelDetail | None = ...,
+        bpf: _capabilities_pb2.BpfDetail | None = ...,
+        nic: _capabilities_pb2.NicDetail | None = ...,
+        iptables: _capabilities_pb2.IptablesDetail | None = ...,
+        cluster: _capabilities_pb2.ClusterDetail | None = ...,
+        privileges: _capabilities_pb2.PrivilegesDetail | None = ...,
+        readiness: _capabilities_pb2.ReadinessDetail | None = ...,
+        cni_footprint: _capabilities_pb2.CniFootprintDetail | None = ...,
+        tracers: _capabilities_pb2.TracersDetail | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["bpf", b"bpf", "cluster", b"cluster", "cni_footprint", b"cni_footprint", "detail", b"detail", "iptables", b"iptables", "kernel", b"kernel", "nic", b"nic", "privileges", b"privileges", "readiness", b"readiness", "tracers", b"tracers"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "detail_json", b"detail_json", "duration_seconds", b"duration_seconds", "error", b"error", "name", b"name", "ok", b"ok"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "bpf", b"bpf", "cluster", b"cluster", "cni_footprint", b"cni_footprint", "detail", b"detail", "duration_seconds", b"duration_seconds", "error", b"error", "iptables", b"iptables", "kernel", b"kernel", "name", b"name", "nic", b"nic", "ok", b"ok", "privileges", b"privileges", "readiness", b"readiness", "summary", b"summary", "tracers", b"tracers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType_detail: _TypeAlias = _typing.Literal["kernel", "bpf", "nic", "iptables", "cluster", "privileges", "readiness", "cni_footprint", "tracers"]  # noqa: Y015
+    _WhichOneofArgType_detail: _TypeAlias = _typing.Literal["detail", b"detail"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_detail) -> _WhichOneofReturnType_detail | None: ...
 
 Global___UnitReport: _TypeAlias = UnitReport  # noqa: Y015
 

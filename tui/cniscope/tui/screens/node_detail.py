@@ -26,10 +26,10 @@ TITLES = {"overview": "Node", "readiness": "Kernel readiness", "units": "Inspect
           "connlat": "TCP connect latency (tracer)", "footprint": "Footprint"}
 
 
-def _missing(us: dict[str, facts.Unit], *names: str) -> Text:
-    u = facts.find_unit(us, *names)
+def _missing(us: dict[str, facts.Unit], name: str) -> Text:
+    u = facts.find_unit(us, name)
     if u is None:
-        return Text(f"not reported: this agent has no {names[0]!r} unit", style="dim")
+        return Text(f"not reported: this agent has no {name!r} unit", style="dim")
     if not u.available:
         return Text(f"unavailable: {u.error}", style="yellow")
     if not u.ok:
@@ -119,16 +119,17 @@ class NodeDetailScreen(CniscopeScreen):
     def _units(self, us: dict[str, facts.Unit]) -> RenderableType:
         if not us:
             return Text("no inspection units reported", style="dim")
-        t = _grid("unit", "state", "time", "note")
+        t = _grid("unit", "state", "time", "summary")
         for u in sorted(us.values(), key=lambda u: u.name):
             style = {"ok": "green", "unavailable": "yellow", "error": "red"}[u.state]
-            t.add_row(u.name, Text(u.state, style=style), f"{u.duration * 1000:.0f} ms", Text(u.error, style="dim"))
+            t.add_row(u.name, Text(u.state, style=style), f"{u.duration * 1000:.0f} ms",
+                      Text(u.summary or u.error, style="dim"))
         return t
 
     def _interfaces(self, us: dict[str, facts.Unit]) -> RenderableType:
         ifs = facts.interfaces(us)
         if not ifs:
-            return _missing(us, "nic", "interfaces")
+            return _missing(us, "nic")
         t = _grid("iface", "driver", "mtu", "speed", "XDP", "offloads")
         for i in ifs:
             t.add_row(i.name, i.driver, i.mtu, i.speed, i.xdp, Text(i.offloads, style="dim"))
@@ -137,7 +138,7 @@ class NodeDetailScreen(CniscopeScreen):
     def _maps(self, us: dict[str, facts.Unit]) -> RenderableType:
         maps = facts.bpf_maps(us)
         if not maps:
-            return _missing(us, "bpf", "ebpf")
+            return _missing(us, "bpf")
         maps.sort(key=lambda m: (-(m.fill or -1.0), m.name))
         t = _grid("map", "type", "entries", "fill")
         for m in maps[:20]:
@@ -150,7 +151,7 @@ class NodeDetailScreen(CniscopeScreen):
     def _iptables(self, us: dict[str, facts.Unit]) -> RenderableType:
         rows = facts.iptables_census(us)
         if not rows:
-            return _missing(us, "iptables", "nft", "netfilter")
+            return _missing(us, "iptables")
         t = _grid("table", "chain", "rules")
         nat, mode = facts.nat_rules(us), facts.kube_proxy_mode(us)
         t.add_row(Text("kube-proxy", style="bold"), mode or "?", f"NAT {nat:.0f}" if nat is not None else "")
@@ -161,9 +162,9 @@ class NodeDetailScreen(CniscopeScreen):
     def _connlat(self, us: dict[str, facts.Unit], st: cluster_pb2.NodeState) -> RenderableType:
         h = facts.connect_histogram(st.figures)
         if h is None:
-            u = facts.find_unit(us, "tcpconnlat")
-            if u is not None and not (u.ok and u.available):
-                return _missing(us, "tcpconnlat")
+            t = facts.tracer(us, "tcpconnlat")
+            if t is not None and not t.available:
+                return Text(t.reason, style="yellow")
             return Text("no tracer samples: the tcpconnlat tracer is not running on this agent", style="dim")
         buckets, summary = h
         if not buckets:
