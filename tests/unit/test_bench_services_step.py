@@ -210,9 +210,8 @@ async def test_a_tracer_that_stops_reporting_is_named_and_waited_for_only_once(s
     k = await watch.measure(res)
     assert k.mean_us is None
     assert "sent no counters within 0.3s" in k.note
-    t0 = time.monotonic()
-    assert "sent no counters" in (await watch.measure(res)).note
-    assert time.monotonic() - t0 < 0.1
+    watch.wait = 60.0  # a second wait would now outlast the bound below by far
+    assert "sent no counters" in (await asyncio.wait_for(watch.measure(res), 10)).note
     # the next step checks again: counters 5 s behind the node's newest sample mean the tracer stopped
     later = time.time_ns() + 6 * 10**9
     state.on_batch("node1", agent_pb2.Batch(boot_id="b1", seq=agent.seq + 1, samples=[
