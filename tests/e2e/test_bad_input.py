@@ -7,10 +7,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_for
 
 CNISCOPE = [sys.executable, "-m", "cniscope.cli"]
 
@@ -21,18 +22,24 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_agent_keeps_retrying_an_unreachable_collector() -> None:
+def test_agent_keeps_retrying_an_unreachable_collector(tmp_path: Path) -> None:
     port = _free_port()  # nothing listens there
     env = {**os.environ, "CNISCOPE_BACKOFF_INITIAL": "0.2", "CNISCOPE_BACKOFF_MAX": "0.5",
            "CNISCOPE_SAMPLE_INTERVAL": "0.2"}
-    proc = subprocess.Popen([*CNISCOPE, "agent", "--collector", f"127.0.0.1:{port}", "--node", "lonely"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    log = tmp_path / "agent.err"
+    with log.open("w") as stderr:
+        proc = subprocess.Popen([*CNISCOPE, "agent", "--collector", f"127.0.0.1:{port}", "--node", "lonely"],
+                                stderr=stderr, text=True, env=env)
     try:
-        time.sleep(3.0)
-        assert proc.poll() is None, "the agent exited instead of retrying"
+        def retried_three_times() -> bool:
+            assert proc.poll() is None, f"the agent exited instead of retrying\n{log.read_text()[-2000:]}"
+            return log.read_text().count("unreachable") >= 3
+
+        wait_for(retried_three_times, 30, "three 'unreachable' retries in the agent's log")
     finally:
         os.kill(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=10)
+        proc.wait(timeout=10)
+    err = log.read_text()
     assert proc.returncode == 0, err[-2000:]
     lines = [ln for ln in err.splitlines() if "unreachable" in ln]
     assert len(lines) >= 3, err[-2000:]

@@ -16,8 +16,9 @@ import pytest
 
 from cniscope.api.v1 import cluster_pb2
 from cniscope.client.grpc_collector import list_nodes
-from cniscope.lab import netns
+from cniscope.lab import netns, procs
 from cniscope.lab.lab import Lab
+from tests.waiting import wait_for
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from caps import IN_CI  # type: ignore[import-not-found]  # noqa: E402
@@ -91,7 +92,7 @@ def test_collector_sigkilled_mid_write_keeps_every_committed_row(lab: Lab, tmp_p
     db = tmp_path / "c.db"
     lab.start_cluster(db=db, sample_interval=0.05)  # ~60 commits/s across three agents
     wait_connected(lab, 3)
-    time.sleep(3)
+    wait_for(lambda: sum(len(s) for s in _rows(db).values()) > 60, 30, "more than 60 committed batches")
     rec = lab.record("collector")
     assert rec is not None
     os.kill(rec.pid, signal.SIGKILL)
@@ -101,8 +102,12 @@ def test_collector_sigkilled_mid_write_keeps_every_committed_row(lab: Lab, tmp_p
     assert sum(len(s) for s in before.values()) > 60
     lab.start_cluster(db=db, sample_interval=0.05)
     wait_connected(lab, 3, timeout=30)
-    time.sleep(2)
-    after = _rows(db)
+
+    def grown() -> dict[tuple[str, str], list[int]]:
+        rows = _rows(db)
+        return rows if all(len(rows.get(key, [])) > len(seqs) for key, seqs in before.items()) else {}
+
+    after = wait_for(grown, 30, "new batches from every agent after the restart")
     for key, seqs in before.items():
         assert set(seqs) <= set(after[key]), f"{key}: committed rows lost"
         assert len(after[key]) > len(seqs)
@@ -118,11 +123,11 @@ def test_agent_sigkilled_and_restarted_gets_a_new_boot_and_the_gap_shows(lab: La
     lab.start_cluster(db=db, sample_interval=0.2)
     wait_connected(lab, 3)
     first_boot = _nodes(lab)["node1"].boot_id
-    time.sleep(1)
+    wait_for(lambda: len(_rows(db).get(("node1", first_boot), [])) >= 3, 20, "batches from node1's first boot")
     rec = lab.record("agent:node1")
     assert rec is not None
     os.kill(rec.pid, signal.SIGKILL)
-    time.sleep(1.0)
+    wait_for(lambda: not procs.alive(rec), 10, "the killed agent to be gone")
     lab.start_cluster(db=db, sample_interval=0.2)  # restarts only what is dead
 
     def new_boot() -> bool:
@@ -130,8 +135,8 @@ def test_agent_sigkilled_and_restarted_gets_a_new_boot_and_the_gap_shows(lab: La
         return n is not None and n.boot_id != first_boot and n.status == 1
 
     _until(new_boot, 20, "node1 back with a new boot id")
-    time.sleep(1)
     node1 = _nodes(lab)["node1"]
+    wait_for(lambda: ("node1", node1.boot_id) in _rows(db), 20, "a stored batch from node1's new boot")
     assert node1.boots == 2
     assert node1.reconnects >= 1
     rows = _rows(db)
