@@ -4,7 +4,8 @@ There is no API server on this machine, so the kubernetes client talks to this o
 client's config loading, bearer-token header, query parameters, watch streaming (newline-delimited
 JSON events) and error handling all run as they would against a cluster. Objects come from
 tests/fixtures/k8s (each file says where its shape comes from); errors are ``Status`` objects in the
-API server's shape (``kind: Status``, ``reason``, ``code``).
+API server's shape (``kind: Status``, ``reason``, ``code``). SelfSubjectAccessReviews are answered
+from ``denied_access`` (allowed unless listed), in the shape of authorization.k8s.io/v1.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class FakeApiServer:
     pods: list[dict[str, Any]] = field(default_factory=list)
     services: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     endpointslices: list[dict[str, Any]] = field(default_factory=list)
+    denied_access: set[tuple[str, str, str, str]] = field(default_factory=set)  # SSAR (verb, group, resource, ns)
     events: queue.Queue[dict[str, Any] | None] = field(default_factory=queue.Queue)
     requests: list[Request] = field(default_factory=list)
     resource_version: int = 1000
@@ -131,7 +133,7 @@ class FakeApiServer:
                     return
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
-                code, out = srv.route(method, url.path, q, body)
+                code, out = srv.route(method, url.path.rstrip("/") or "/", q, body)   # /version/ is /version
                 if out is None:
                     self._stream(q)
                     return
@@ -183,6 +185,11 @@ class FakeApiServer:
             where = f' in the namespace "{ns.group(1)}"' if ns else ""
             return 403, status(403, "Forbidden", f'{kind} "{name}" is forbidden: User "{SA_USER}" cannot '
                                                   f'{method.lower()} resource "{kind}" in API group ""{where}')
+        if path == "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews" and method == "POST" and body:
+            a = body["spec"]["resourceAttributes"]
+            allowed = (a.get("verb", ""), a.get("group", ""), a.get("resource", ""),
+                       a.get("namespace", "")) not in self.denied_access
+            return 201, {**body, "status": {"allowed": allowed, **({} if allowed else {"reason": ""})}}
         m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path)
         if m and method == "GET":
             if q.get("watch", [""])[0] in ("true", "1"):

@@ -58,7 +58,7 @@ def register(sub: Any) -> None:
     p.add_argument("--log-level", default=None)
     p.set_defaults(func=cmd_probe_pod)
 
-    k = sub.add_parser("k8s", help="Kubernetes: the cluster's data-plane fingerprint")
+    k = sub.add_parser("k8s", help="Kubernetes: the cluster's data-plane fingerprint, install preflight")
     ksub = k.add_subparsers(dest="k8s_cmd")
     f = ksub.add_parser("fingerprint", help="CNI and version, kube-proxy mode, routing, IPAM, tuning flags "
                                             "(the API kubectl would use, or the pod's service account)")
@@ -66,3 +66,6 @@ def register(sub: Any) -> None:
     add_kubeconfig_flags(f)
     f.add_argument("-o", "--output", choices=["text", "json"], default="text")
     f.set_defaults(func=cmd_fingerprint)
+    from cniscope.cli import preflight_cmd
+
+    preflight_cmd.register_k8s(ksub)
