@@ -5,6 +5,7 @@ across the tree, and product modules and classes small enough to read in one sit
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from collections import Counter
@@ -30,16 +31,36 @@ def test_every_root_holds_its_piece() -> None:
         assert (ROOT / r / "cniscope" / piece).is_dir(), f"{r}/cniscope/{piece} missing"
 
 
-def _loaded(code: str) -> set[str]:
+def _loaded(code: str, env: dict[str, str] | None = None) -> set[str]:
     out = subprocess.run([sys.executable, "-c", code + "\nimport sys; print('\\n'.join(sys.modules))"],
-                         capture_output=True, text=True, check=True, cwd=ROOT)
+                         capture_output=True, text=True, check=True, cwd=ROOT, env=env)
     return {m.split(".")[0] for m in out.stdout.split()}
 
 
-def test_agent_import_loads_no_textual() -> None:
+# What an agent loads only where it is used: the Kubernetes client (an API), bcc (tracers), the
+# metrics and health endpoints (configured), dnspython (a dns probe), YAML (a kubeconfig); pyroute2
+# and psutil never (raw netlink, /proc); textual is the TUI's.
+AGENT_LAZY = ("kubernetes", "bcc", "textual", "pyroute2", "psutil", "dns", "yaml", "prometheus_client")
+
+
+def test_agent_import_loads_nothing_it_may_not_use() -> None:
     mods = _loaded("import cniscope.agent.node_agent")
-    assert "textual" not in mods
-    assert "kubernetes" not in mods
+    assert [m for m in AGENT_LAZY if m in mods] == []
+
+
+def test_a_lab_agent_at_work_loads_nothing_it_may_not_use() -> None:
+    """An agent without a Kubernetes API, endpoints or tracers that has collected its capability
+    report and sampled once (every inspection unit and sampler ran) still loads none of them."""
+    code = ("import asyncio\nfrom cniscope.agent.node_agent import NodeAgent\n"
+            "from cniscope.core.config import AgentConfig\n"
+            "agent = NodeAgent(AgentConfig(node='n1', host_ip='198.18.0.11', token_file=''))\n"
+            "asyncio.run(agent.refresh.collect_first())\n"
+            "assert agent.capabilities is not None and len(agent.capabilities.units) >= 5\n"
+            "assert {s.name for s in agent.samples.sample_all()} >= {'agent_cpu_millicores', 'agent_rss_bytes'}")
+    env = {k: v for k, v in os.environ.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")
+           and not k.startswith("CNISCOPE_")}
+    mods = _loaded(code, env)
+    assert [m for m in AGENT_LAZY if m in mods] == []
 
 
 def test_cli_help_loads_no_heavy_modules() -> None:

@@ -25,8 +25,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
 from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.api.v1 import common_pb2
 
@@ -136,6 +134,8 @@ def cilium_pool_cidrs(cm: Obj | None) -> list[Net]:
 
 
 def kubeadm_service_subnets(cm: Obj | None) -> list[Net]:
+    import yaml  # only where kubeadm-config is read: agents without a Kubernetes API never load it
+
     text = ((cm or {}).get("data") or {}).get("ClusterConfiguration", "")
     try:
         doc = yaml.safe_load(text) if text else None

@@ -19,8 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from cniscope.core.errors import ConfigError, Unavailable
 
 Doc = dict[str, Any]
@@ -70,6 +68,8 @@ def _expand(path: str, env: Mapping[str, str]) -> str:
 
 
 def _load(path: Path) -> Doc:
+    import yaml  # only where a kubeconfig is read: agents without a Kubernetes API never load it
+
     try:
         doc = yaml.safe_load(path.read_text())
     except OSError as exc:

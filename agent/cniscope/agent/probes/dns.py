@@ -19,12 +19,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import dns.exception
-import dns.message
-import dns.query
-import dns.rcode
-import dns.rdatatype
-
 from cniscope.agent import nsthread
 from cniscope.agent.probes.probe import Outcome, ProbeContext, ticking
 from cniscope.core import stats
@@ -53,6 +47,12 @@ def nameserver_from(text: str) -> str | None:
 
 def lookup_loop(resolver: str, name: str, rdtype: str, count: int, timeout: float,
                 budget: float = BUDGET_SECONDS) -> tuple[list[float], Counter[str]]:
+    import dns.exception  # dnspython (~4 MiB) is loaded by the agents that run a dns probe, only
+    import dns.message
+    import dns.query
+    import dns.rcode
+    import dns.rdatatype
+
     times: list[float] = []
     failures: Counter[str] = Counter()
     qtype = dns.rdatatype.from_text(rdtype)
