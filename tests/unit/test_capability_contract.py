@@ -11,11 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, get_args
 
+import pytest
 from google.protobuf.descriptor import FieldDescriptor
 
 from cniscope.agent.inspectors import INSPECTORS
 from cniscope.agent.inspectors.unit import DETAIL_CASE, UnitDetail
 from cniscope.api.v1 import capabilities_pb2, common_pb2
+from cniscope.collector.validate import MAX_UNIT_DETAIL, Refused, check_capabilities
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("proto", "agent", "collector", "tui", "core", "benchmarks", "tests")
@@ -130,3 +132,19 @@ def test_the_scan_sees_what_it_is_meant_to_refuse() -> None:
                 "rep.units.add(name='iptables', detail_json='{}')\n"):
         tree = ast.parse(src)
         assert any("detail_json" in (n := _names(nodes)) and n & CAPABILITY_NAMES for _, nodes in _scopes(tree))
+
+
+def test_the_collector_refuses_findings_filed_under_another_unit_or_too_big() -> None:
+    rep = common_pb2.CapabilityReport()
+    rep.units.add(name="iptables", ok=True, available=True, iptables=capabilities_pb2.IptablesDetail(),
+                  summary="no rules, kube-proxy none")
+    rep.units.add(name="future_unit", ok=True, available=True)   # a unit without a typed message yet
+    check_capabilities(rep)
+    rep.units.add(name="iptables", ok=True, available=True, kernel=capabilities_pb2.KernelDetail(release="6.18"))
+    with pytest.raises(Refused, match="'iptables' carries the findings of unit 'kernel'"):
+        check_capabilities(rep)
+    big = common_pb2.CapabilityReport()
+    big.units.add(name="bpf", ok=True, available=True,
+                  bpf=capabilities_pb2.BpfDetail(notes=["n" * 1024] * (MAX_UNIT_DETAIL // 1024 + 1)))
+    with pytest.raises(Refused, match="findings larger than"):
+        check_capabilities(big)
