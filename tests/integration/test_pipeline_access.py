@@ -372,8 +372,8 @@ async def test_agent_and_collector_serve_metrics_with_openmetrics_negotiation(tm
         assert ag["cniscope_agent_spool_dropped"][0].value == 3
         assert ag["cniscope_agent_connected"][0].value == 1
         assert "cniscope_agent_spool_batches" in ag
-        assert ag["cniscope_probe_rtt_p99_us"][0].value == 61.0
-        assert ag["cniscope_probe_rtt_p99_us"][0].labels["path"] == "pod"
+        assert ag["cniscope_probe_rtt_p99_seconds"][0].value == pytest.approx(61e-6)  # base units: p99_us → s
+        assert ag["cniscope_probe_rtt_p99_seconds"][0].labels["path"] == "pod"
         assert "cniscope_unit_success" in ag
     finally:
         task.cancel()

@@ -1,6 +1,7 @@
 """The agent's own Prometheus ``/metrics``, so a fleet can be watched without any collector: every
-latest sample (one gauge family per sample name), latest probe results, spool depth and bytes, what
-the spool bound dropped, reconnects, and each inspection unit's duration and success.
+latest sample (one gauge family per sample name, in base units), latest probe results, spool depth
+and bytes, what the spool bound dropped, reconnects, and each inspection unit's duration and success
+with the node's census (:mod:`cniscope.core.capability_metrics`).
 
 The exporter reads an :class:`AgentStatus` at scrape time; it knows nothing else of the agent.
 """
@@ -15,6 +16,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from cniscope.agent.spool import Spool
 from cniscope.api.v1 import common_pb2
+from cniscope.core.capability_metrics import capability_families
 from cniscope.core.metricshttp import gauge_families, metric_name
 
 
@@ -72,11 +74,4 @@ class AgentMetrics:
             rows.extend((metric_name(f"probe_{kind}_{fig}", ""), base, v) for fig, v in r.figures.items())
         yield from gauge_families(rows, "latest probe result from this node")
         if a.capabilities is not None:
-            dur = GaugeMetricFamily("cniscope_unit_duration_seconds", "inspection unit duration", labels=["node", "unit"])
-            ok = GaugeMetricFamily("cniscope_unit_success", "1 when the unit succeeded", labels=["node", "unit"])
-            av = GaugeMetricFamily("cniscope_unit_available", "1 when the unit applies here", labels=["node", "unit"])
-            for u in a.capabilities.units:
-                dur.add_metric([node, u.name], u.duration_seconds)
-                ok.add_metric([node, u.name], 1.0 if u.ok else 0.0)
-                av.add_metric([node, u.name], 1.0 if u.available else 0.0)
-            yield from (dur, ok, av)
+            yield from capability_families([(node, a.capabilities)])

@@ -1,6 +1,6 @@
 """The collector's Prometheus ``/metrics``: every node's latest samples (exported generically, one gauge
-family per sample name), node status, latest probe results, spool and ingest counters, and each
-inspection unit's duration and success."""
+family per sample name, in base units), node status, latest probe results, spool and ingest counters,
+and each node's inspection units and census (see :mod:`cniscope.core.capability_metrics`)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
 from cniscope.collector.state import ClusterState
+from cniscope.core.capability_metrics import capability_families
 from cniscope.core.metricshttp import gauge_families, metric_name
 
 
@@ -23,6 +24,26 @@ class IngestCounters:
     samples: int = 0
     acks: int = 0             # ack messages written (acks are cumulative: one may cover many batches)
     commits: int = 0          # store transactions that committed batches (group commit: many per one)
+
+
+NODE_SERIES = (
+    ("cniscope_node_connected", "1 when the node's agent is connected"),
+    ("cniscope_node_status", "node status (1 connected, 2 stale, 3 gone)"),
+    ("cniscope_node_last_seen_timestamp_seconds", "when the collector last heard from the node's agent"),
+    ("cniscope_node_spool_dropped", "batches the agent's spool bound forced out"),
+    ("cniscope_node_clock_skew_seconds", "agent clock minus collector clock"),
+    ("cniscope_node_clock_skewed", "1 when the clock is off by more than the limit"),
+    ("cniscope_node_reconnects", "reconnects seen by the collector"),
+    ("cniscope_node_last_seq", "highest batch seq of the current boot"),
+)
+COLLECTOR_COUNTERS = (  # (counter family, IngestCounters field, help); exposed with _total
+    ("cniscope_collector_batches", "batches", "batches committed"),
+    ("cniscope_collector_duplicate_batches", "duplicates", "resent batches dropped as duplicates"),
+    ("cniscope_collector_refused_messages", "refused", "agent messages refused"),
+    ("cniscope_collector_samples", "samples", "samples committed"),
+    ("cniscope_collector_acks", "acks", "ack messages sent (cumulative acks)"),
+    ("cniscope_collector_commits", "commits", "store transactions committing batches"),
+)
 
 
 class CollectorMetrics:
@@ -41,29 +62,19 @@ class CollectorMetrics:
     def collect(self) -> Iterator[Any]:
         st = self.state
         st.settle()
-        connected = GaugeMetricFamily("cniscope_node_connected", "1 when the node's agent is connected", labels=["node"])
-        status = GaugeMetricFamily("cniscope_node_status", "node status (1 connected, 2 stale, 3 gone)", labels=["node"])
-        dropped = GaugeMetricFamily("cniscope_node_spool_dropped", "batches the agent's spool bound forced out", labels=["node"])
-        skew = GaugeMetricFamily("cniscope_node_clock_skew_ms", "agent clock minus collector clock", labels=["node"])
-        skewed = GaugeMetricFamily("cniscope_node_clock_skewed", "1 when the clock is off by more than the limit", labels=["node"])
-        reconnects = GaugeMetricFamily("cniscope_node_reconnects", "reconnects seen by the collector", labels=["node"])
-        last_seq = GaugeMetricFamily("cniscope_node_last_seq", "highest batch seq of the current boot", labels=["node"])
-        unit_dur = GaugeMetricFamily("cniscope_unit_duration_seconds", "inspection unit duration", labels=["node", "unit"])
-        unit_ok = GaugeMetricFamily("cniscope_unit_success", "1 when the unit succeeded", labels=["node", "unit"])
-        unit_av = GaugeMetricFamily("cniscope_unit_available", "1 when the unit applies on this node", labels=["node", "unit"])
+        fams = {n: GaugeMetricFamily(n, doc, labels=["node"]) for n, doc in NODE_SERIES}
         for name, ns in sorted(st.nodes.items()):
-            connected.add_metric([name], 1.0 if name in st.sessions else 0.0)
-            status.add_metric([name], float(ns.status))
-            dropped.add_metric([name], float(ns.spool_dropped))
-            skew.add_metric([name], ns.clock_skew_ms)
-            skewed.add_metric([name], 1.0 if ns.clock_skewed else 0.0)
-            reconnects.add_metric([name], float(ns.reconnects))
-            last_seq.add_metric([name], float(ns.last_seq))
-            for u in ns.capabilities.units:
-                unit_dur.add_metric([name, u.name], u.duration_seconds)
-                unit_ok.add_metric([name, u.name], 1.0 if u.ok else 0.0)
-                unit_av.add_metric([name, u.name], 1.0 if u.available else 0.0)
-        yield from (connected, status, dropped, skew, skewed, reconnects, last_seq, unit_dur, unit_ok, unit_av)
+            for n, value in (("cniscope_node_connected", 1.0 if name in st.sessions else 0.0),
+                             ("cniscope_node_status", float(ns.status)),
+                             ("cniscope_node_last_seen_timestamp_seconds", ns.last_seen_unix_nano / 1e9),
+                             ("cniscope_node_spool_dropped", float(ns.spool_dropped)),
+                             ("cniscope_node_clock_skew_seconds", ns.clock_skew_ms / 1e3),
+                             ("cniscope_node_clock_skewed", 1.0 if ns.clock_skewed else 0.0),
+                             ("cniscope_node_reconnects", float(ns.reconnects)),
+                             ("cniscope_node_last_seq", float(ns.last_seq))):
+                fams[n].add_metric([name], value)
+        yield from fams.values()
+        yield from capability_families((name, ns.capabilities) for name, ns in sorted(st.nodes.items()))
         rows = [(s.name, {**dict(s.labels), "node": node}, s.value)
                 for node, series in sorted(st.latest.items()) for s in series.values()]
         yield from gauge_families(rows, "latest value reported by the node")
@@ -75,10 +86,5 @@ class CollectorMetrics:
                 probe_rows.append((metric_name(f"probe_{kind}_{fig}", ""), base, val))
         yield from gauge_families(probe_rows, "latest probe result")
         c = self.counters
-        for n, v, doc in (("cniscope_collector_batches", c.batches, "batches committed"),
-                          ("cniscope_collector_duplicate_batches", c.duplicates, "resent batches dropped as duplicates"),
-                          ("cniscope_collector_refused_messages", c.refused, "agent messages refused"),
-                          ("cniscope_collector_samples", c.samples, "samples committed"),
-                          ("cniscope_collector_acks", c.acks, "ack messages sent (cumulative acks)"),
-                          ("cniscope_collector_commits", c.commits, "store transactions committing batches")):
-            yield CounterMetricFamily(n, doc, value=v)
+        for n, v, doc in COLLECTOR_COUNTERS:
+            yield CounterMetricFamily(n, doc, value=getattr(c, v))

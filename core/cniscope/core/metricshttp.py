@@ -29,6 +29,29 @@ def metric_name(name: str, prefix: str = "cniscope_") -> str:
     return n
 
 
+# A sample or probe figure carries its unit in its name (``p99_us``, ``loss_pct``); Prometheus wants
+# base units (seconds, bytes, ratios, bits per second), so the exposition converts: suffix → (suffix, factor).
+BASE_UNITS: tuple[tuple[str, str, float], ...] = (
+    ("_millicores", "_cores", 1e-3),
+    ("_ms", "_seconds", 1e-3),
+    ("_us", "_seconds", 1e-6),
+    ("_ns", "_seconds", 1e-9),
+    ("_pct", "_ratio", 1e-2),
+    ("_gbps", "_bits_per_second", 1e9),
+    ("_mbps", "_bits_per_second", 1e6),
+    ("_kib", "_bytes", 1024.0),
+    ("_per_s", "_per_second", 1.0),
+)
+
+
+def base_unit(name: str) -> tuple[str, float]:
+    """``rtt_p99_us`` → (``rtt_p99_seconds``, 1e-6): the exposed name and the factor its values take."""
+    for suffix, base, factor in BASE_UNITS:
+        if name.endswith(suffix):
+            return name[: -len(suffix)] + base, factor
+    return name, 1.0
+
+
 def label_name(name: str) -> str:
     n = _NAME_BAD.sub("_", name).replace(":", "_")
     if not n or n[0].isdigit() or n.startswith("__"):
@@ -103,14 +126,14 @@ class MetricsServer:
 
 def gauge_families(rows: list[tuple[str, dict[str, str], float]], doc: str,
                    prefix: str = "cniscope_") -> list[object]:
-    """(name, labels, value) rows → one gauge family per metric name, every label set kept."""
+    """(name, labels, value) rows → one gauge family per metric name in base units, every label set kept."""
     from prometheus_client.metrics_core import Metric
 
     fams: dict[str, Metric] = {}
     for name, labels, value in rows:
-        n = metric_name(name, prefix)
+        n, factor = base_unit(metric_name(name, prefix))
         fam = fams.get(n)
         if fam is None:
             fam = fams[n] = Metric(n, doc, "gauge")
-        fam.add_sample(n, {label_name(k): v for k, v in labels.items()}, float(value))
+        fam.add_sample(n, {label_name(k): v for k, v in labels.items()}, float(value) * factor)
     return list(fams.values())
