@@ -6,7 +6,7 @@ CNISCOPE := $(VENV)/bin/cniscope
 STAMP := $(VENV)/.installed
 ROOTS := proto agent collector tui core
 
-.PHONY: setup host venv proto test test-fast lint typecheck demo demo-down bench clean image
+.PHONY: setup host venv proto test test-fast lint typecheck demo demo-down bench clean kube-harness image
 
 setup: host venv
 
@@ -26,12 +26,19 @@ venv: host $(STAMP)
 proto: venv
 	@$(PY) -m cniscope.api.codegen proto
 
+# The lab's Kubernetes (etcd, kube-apiserver, kube-controller-manager, kube-proxy, kubectl): one Go
+# binary built from core/kube-harness into .cache/kube-harness/<key>/cniscope-kube, rebuilt only when
+# its go.mod, go.sum or sources change (a first build takes minutes; then this is a no-op).
+kube-harness:
+	@scripts/build-kube-harness.sh
+
 lint: venv
 	@$(VENV)/bin/ruff check .
 	@$(VENV)/bin/lint-imports --no-cache
 	@$(VENV)/bin/mypy $(ROOTS) tests
 
 test: setup lint
+	@scripts/build-kube-harness.sh --if-go >/dev/null
 	@$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test-fast: venv

@@ -41,10 +41,14 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
         raise CniscopeError(f"unknown tracer(s) {', '.join(unknown)}; known: {', '.join(TRACERS.names())}")
     lab = Lab(LabSpec(name=ns.name, nodes=ns.nodes, pods_per_node=ns.pods_per_node))
     lab.up()
+    if ns.kubernetes:
+        from cniscope.lab.kube.control_plane import KubeLab
+
+        KubeLab(lab).up(proxy_mode=ns.proxy_mode)
     if not ns.bare:
         lab.start_cluster(sample_interval=ns.sample_interval, tracers=tracers)
         wait_nodes(lab.local_collector, ns.nodes, timeout=ns.wait)
-    st = lab.status()
+    st = _with_kubernetes(lab)
     if ns.output == "json":
         print(json.dumps(st, indent=2))
     else:
@@ -52,6 +56,11 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
               f"(from this host: {st['collector_local']})")
         for n in st["nodes"]:
             print(f"  {n['name']:<8} host {n['host_ip']:<14} pod {n['pods'][0]['ip']:<14} netns {n['netns']}")
+        if st["kubernetes"]:
+            k = st["kubernetes"]
+            print(f"  kubernetes {k['kubernetes_version']}: API {k['server']} (inside the lab), "
+                  f"kube-proxy {k['proxy_mode']}, admin kubeconfig {k['kubeconfig']}; "
+                  "try: cniscope lab kubectl get nodes,pods -A")
         if not ns.bare:
             print("next: cniscope tui   |   cniscope probe rtt --from node1 --to node2   |   cniscope lab down")
     return 0
@@ -65,11 +74,33 @@ def cmd_lab_down(ns: argparse.Namespace) -> int:
     return 0
 
 
+def _with_kubernetes(lab: Any) -> dict[str, Any]:
+    """The lab's status with its Kubernetes control plane (API address, admin kubeconfig) or None."""
+    from cniscope.lab.kube.control_plane import KubeLab
+
+    return {**lab.status(), "kubernetes": KubeLab(lab).status()}
+
+
 def cmd_lab_status(ns: argparse.Namespace) -> int:
     from cniscope.lab.lab import Lab
 
-    print(json.dumps(Lab.existing(ns.name).status(), indent=2))
+    print(json.dumps(_with_kubernetes(Lab.existing(ns.name)), indent=2))
     return 0
+
+
+def cmd_lab_kubectl(ns: argparse.Namespace) -> int:
+    from cniscope.lab import netns
+    from cniscope.lab.kube.control_plane import KubeLab
+    from cniscope.lab.lab import Lab
+
+    lab = Lab.existing(ns.name)
+    st = KubeLab(lab).status()
+    if st is None:
+        raise CniscopeError(f"lab {lab.spec.name!r} runs no Kubernetes (cniscope lab up --kubernetes)")
+    argv = ns.argv[1:] if ns.argv and ns.argv[0] == "--" else ns.argv
+    os.execvp("nsenter", netns.nsenter_argv(lab.fabric, [st["binary"], "kubectl",
+                                                         f"--kubeconfig={st['kubeconfig']}", *argv]))
+    return 0  # not reached
 
 
 def cmd_lab_exec(ns: argparse.Namespace) -> int:
@@ -107,11 +138,19 @@ def register(sub: Any) -> None:
                                                  "node's probe pod namespace (default: $CNISCOPE_TRACERS)")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for agents to connect")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    p.add_argument("--kubernetes", action="store_true",
+                   help="also run a real control plane (etcd, kube-apiserver, kube-controller-manager) in "
+                        "the fabric and kube-proxy in every node (builds core/kube-harness on first use)")
+    p.add_argument("--proxy-mode", choices=["iptables", "nftables"], default="iptables",
+                   help="kube-proxy mode with --kubernetes (default iptables)")
     p.set_defaults(func=cmd_lab_up)
     p = lsub.add_parser("down", help="stop the lab's processes and remove every namespace it made")
     p.set_defaults(func=cmd_lab_down)
     p = lsub.add_parser("status", help="print the lab as JSON")
     p.set_defaults(func=cmd_lab_status)
+    p = lsub.add_parser("kubectl", help="kubectl against the lab's API server (admin), run inside the lab")
+    p.add_argument("argv", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_lab_kubectl)
     p = lsub.add_parser("exec", help="run a command inside a lab namespace: fabric, NODE or NODE-pod")
     p.add_argument("where")
     p.add_argument("argv", nargs=argparse.REMAINDER)
