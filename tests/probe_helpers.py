@@ -14,13 +14,13 @@ from cniscope.lab.lab import Lab, LabSpec
 @contextlib.contextmanager
 def running_cluster(root: Path, nodes: int = 3, pods_per_node: int = 1,
                     agent_args: tuple[str, ...] = (), tracers: tuple[str, ...] = (),
-                    tracer_nodes: tuple[str, ...] | None = None) -> Iterator[Lab]:
+                    tracer_nodes: tuple[str, ...] | None = None, sample_interval: float = 1.0) -> Iterator[Lab]:
     from conftest import new_lab_name, wait_connected  # type: ignore[import-not-found]
 
     lab = Lab(LabSpec(name=new_lab_name(), nodes=nodes, pods_per_node=pods_per_node), state_root=root / "labs")
     try:
         lab.up()
-        lab.start_cluster(db=root / "c.db", sample_interval=1.0, extra_agent_args=agent_args, tracers=tracers,
+        lab.start_cluster(db=root / "c.db", sample_interval=sample_interval, extra_agent_args=agent_args, tracers=tracers,
                           tracer_nodes=tracer_nodes)
         wait_connected(lab, nodes)
         yield lab
