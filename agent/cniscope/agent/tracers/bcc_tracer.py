@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cniscope.agent.bpf.btf import Btf
+from cniscope.agent.tracers import kernel_headers
 from cniscope.api.v1 import common_pb2
 from cniscope.core.errors import NotFound, ParseError, Unavailable
 
@@ -28,11 +29,14 @@ def import_bcc() -> Any:
                           "with /usr/bin/python3 or a venv with system site-packages") from None
 
 
-def environment_problem(events: list[str], tracefs: Path = TRACEFS, modules: Path = Path("/lib/modules")) -> str | None:
-    """Why bcc tracers cannot run here (no bcc import: that is checked at start), or None."""
-    build = modules / os.uname().release / "build"
-    if not build.exists():
-        return f"kernel headers missing at {build}"
+def environment_problem(events: list[str], tracefs: Path = TRACEFS, modules: Path = Path("/lib/modules"),
+                        sysfs: Path = Path("/sys")) -> str | None:
+    """Why bcc tracers cannot run here (no bcc import: that is checked at start), or None. Kernel
+    headers come from ``modules`` or the kernel's own kheaders archive (:mod:`.kernel_headers`);
+    without either the reason says what to install on the node's distribution."""
+    headers = kernel_headers.problem(modules=modules, sysfs=sysfs)
+    if headers:
+        return headers
     if not (tracefs / "events").is_dir():
         return f"tracefs is not mounted at {tracefs}"
     for ev in events:
@@ -75,6 +79,8 @@ class BccTracer:
 
     name = ""
     events: list[str] = []
+    modules_dir = Path("/lib/modules")   # kernel headers: <modules_dir>/<release>/build, else
+    sysfs = Path("/sys")                 # <sysfs>/kernel/kheaders.tar.xz (see kernel_headers)
 
     def __init__(self, netns: str | None = None) -> None:
         self.netns = netns
@@ -91,6 +97,7 @@ class BccTracer:
         problem = environment_problem(self.events)
         if problem:
             raise Unavailable(problem)
+        kernel_headers.use_for_bcc(kernel_headers.ensure(modules=self.modules_dir, sysfs=self.sysfs))
         bcc = import_bcc()
         try:
             b = bcc.BPF(src_file=os.fsencode(self.source), cflags=[f"-I{HERE}"])
