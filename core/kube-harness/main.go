@@ -1,6 +1,6 @@
 // cniscope-kube: one multi-call binary holding the Kubernetes components the cniscope lab runs,
 // built from Kubernetes' own Go modules (pinned in go.mod): etcd (embedded), kube-apiserver,
-// kube-controller-manager, kube-proxy and kubectl.
+// kube-controller-manager, kube-scheduler, kube-proxy and kubectl.
 //
 // The component is the first argument ("cniscope-kube kube-apiserver --etcd-servers=...") or, when
 // the binary is invoked through a link named after a component, argv[0]. Everything after the
@@ -24,6 +24,7 @@ import (
 	apiserver "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	controllermanager "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	proxy "k8s.io/kubernetes/cmd/kube-proxy/app"
+	scheduler "k8s.io/kubernetes/cmd/kube-scheduler/app"
 
 	_ "k8s.io/client-go/plugin/pkg/client/auth" // kubectl's client auth plugins, as upstream's main
 )
@@ -35,6 +36,9 @@ var components = map[string]func() int{
 	},
 	"kube-controller-manager": func() int {
 		return cli.Run(controllermanager.NewControllerManagerCommand())
+	},
+	"kube-scheduler": func() int {
+		return cli.Run(scheduler.NewSchedulerCommand())
 	},
 	"kube-proxy": func() int {
 		return cli.Run(proxy.NewProxyCommand())

@@ -234,3 +234,36 @@ def http_get(ns: str, ip: str, port: int) -> int:
         return conn.getresponse().status
     finally:
         conn.close()
+
+
+def test_daemonset_pods_are_scheduled_and_run_on_every_lab_node(klab: KubeLab) -> None:
+    """The DaemonSet controller creates a pod per node, kube-scheduler binds it, the kubelet stand-in
+    reports it Running/Ready with one of that node's lab pod addresses."""
+    api = klab.client()
+    try:
+        api.create("/apis/apps/v1/namespaces/default/daemonsets", {
+            "apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {"name": "probe", "namespace": "default"},
+            "spec": {"selector": {"matchLabels": {"app": "probe"}},
+                     "template": {"metadata": {"labels": {"app": "probe"}},
+                                  "spec": {"automountServiceAccountToken": False,
+                                           "containers": [{"name": "probe", "image": "lab/probe"}]}}}})
+        nodes = {n.name: n for n in klab.lab.nodes()}
+
+        def running() -> list[dict[str, Any]] | None:
+            pods: list[dict[str, Any]] = api.get("/api/v1/namespaces/default/pods",
+                                                 query={"labelSelector": "app=probe"})["items"]
+            ok = [p for p in pods if p["status"].get("phase") == "Running" and p["status"].get("podIP")]
+            return ok if len(ok) == len(nodes) else None
+
+        pods = wait_for("a Running probe pod on every node", running)
+        assert sorted(p["spec"]["nodeName"] for p in pods) == sorted(nodes)
+        for p in pods:
+            node = nodes[p["spec"]["nodeName"]]
+            assert p["status"]["hostIP"] == node.host_ip
+            assert p["status"]["podIP"] in [lp["ip"] for lp in node.pods]
+        ds = wait_for("DaemonSet status counts every pod ready", lambda: (
+            d if (d := api.get("/apis/apps/v1/namespaces/default/daemonsets/probe"))["status"].get("numberReady")
+            == len(nodes) else None))
+        assert ds["status"]["desiredNumberScheduled"] == len(nodes)
+    finally:
+        api.close()

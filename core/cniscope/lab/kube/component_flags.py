@@ -98,6 +98,16 @@ class Flags:
             "--leader-elect=false", "--profiling=false",
         ]
 
+    def scheduler_argv(self, binary: Path) -> list[str]:
+        # DaemonSet pods carry node affinity and are bound by the scheduler, not their controller
+        kc = self.kubeconfig("scheduler")
+        return [
+            str(binary), "kube-scheduler",
+            f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1", f"--cert-dir={self.dir / 'scheduler-certs'}",
+            "--leader-elect=false", "--profiling=false",
+        ]
+
     def kube_proxy_argv(self, binary: Path, node_name: str, node_ip: str, mode: str) -> list[str]:
         return [
             str(binary), "kube-proxy",

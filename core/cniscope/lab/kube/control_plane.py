@@ -3,6 +3,7 @@
     fabric namespace   etcd on the fabric's loopback (127.0.0.1:2379, mutual TLS)
                        kube-apiserver on API_IP:6443 (a bridge address beside the collector)
                        kube-controller-manager (serving on the fabric's 127.0.0.1:10257)
+                       kube-scheduler (127.0.0.1:10259): binds pods, DaemonSet pods included
                        the kubelet stand-in (cniscope.lab.kube.kubelet_standin): Nodes, Leases, pod status
     node namespaces    kube-proxy per node (iptables or nftables mode), /metrics on <node IP>:10249
 
@@ -98,6 +99,7 @@ class KubeLab:
         for stem, cn, orgs in (
             ("admin", ADMIN_USER, ("system:masters",)),
             ("controller-manager", "system:kube-controller-manager", ()),
+            ("scheduler", "system:kube-scheduler", ()),
             ("kube-proxy", "system:kube-proxy", ()),
         ):
             crt, key = ca.issue(stem, cn, orgs=orgs, client=True)
@@ -143,6 +145,7 @@ class KubeLab:
         try:
             self._wait(lambda: admin.wait_ready(timeout=2.0), "apiserver", timeout)
             self._start("controller-manager", self.lab.fabric, self.flags.controller_manager_argv(binary))
+            self._start("scheduler", self.lab.fabric, self.flags.scheduler_argv(binary))
             self._start("kubelet", self.lab.fabric,
                         [sys.executable, "-m", "cniscope.lab.kube.kubelet_standin", str(self.kubelet_config())])
             for node in self.lab.nodes():
@@ -241,7 +244,7 @@ class KubeLab:
 
     def roles(self) -> list[str]:
         """The lab process roles of the Kubernetes pieces, in start order."""
-        names = ["etcd", "apiserver", "controller-manager", "kubelet"]
+        names = ["etcd", "apiserver", "controller-manager", "scheduler", "kubelet"]
         names += [f"proxy:{n.name}" for n in self.lab.nodes()]
         return [ROLE_PREFIX + n for n in names]
 
