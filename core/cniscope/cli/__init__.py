@@ -33,7 +33,7 @@ Clients find the collector in CNISCOPE_COLLECTOR, else the local lab's socket, e
 
 # Modules under cniscope/cli/ that add subcommands: each has ``register(subparsers)`` and imports
 # its heavy dependencies inside the command functions only. The probe command sits between them.
-BEFORE_PROBE: list[str] = ["daemon_cmd", "lab_cmd", "report"]
+BEFORE_PROBE: list[str] = ["daemon_cmd", "config_cmd", "lab_cmd", "report"]
 AFTER_PROBE: list[str] = ["tui_cmd", "bench", "k8s_cmd", "node", "impair_cmd", "trace"]
 
 

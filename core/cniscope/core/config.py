@@ -1,4 +1,5 @@
-"""One typed config object per process; every setting is also a ``CNISCOPE_*`` environment variable.
+"""One typed config object per process; every setting is also a ``CNISCOPE_*`` environment variable
+and a flag of its command, and declares its default, unit and help once, here (``settings``).
 
 Precedence: explicit CLI value > environment > default. Secrets (tokens) come from files or the
 environment, never from the command line.
@@ -19,61 +20,167 @@ from cniscope.core.errors import ConfigError
 T = TypeVar("T")
 
 DEFAULT_COLLECTOR = "127.0.0.1:7400"
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def setting(default: Any = "", help: str = "", unit: str = "", *, shown: str = "", choices: tuple[str, ...] = (),
+            repeat: bool = False, metavar: str = "", factory: Any = None) -> Any:
+    """One setting: its default, what it does, its unit; ``shown`` describes a computed default,
+    ``repeat`` makes the flag repeatable (values joined with commas)."""
+    meta = {"help": help, "unit": unit, "shown": shown, "choices": choices, "repeat": repeat, "metavar": metavar}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# Variables that are not settings of the agent or the collector: they belong to other commands.
+OTHER_VARIABLES = {
+    "CNISCOPE_COLLECTOR": "where people-facing commands (cli, tui) find the collector",
+    "CNISCOPE_LAB_DIR": "where the lab keeps its state (default /run/cniscope/lab)",
+    "CNISCOPE_KUBE_HARNESS": "a built lab Kubernetes binary (lab --kubernetes)",
+    "CNISCOPE_PROBE_POD_PORT": "the probe pod's accept port (cniscope k8s probe-pod)",
+}
+
+# Secrets travel in the environment or in files, never on the command line: help and ``config show``
+# name the variable, and show a value only as redacted.
+SECRET_VARIABLES = {"CNISCOPE_TOKEN": "the bearer token itself; prefer a file named by CNISCOPE_TOKEN_FILE"}
 
 
 @dataclass
 class AgentConfig:
-    node: str = field(default_factory=socket.gethostname)
-    collector: str = DEFAULT_COLLECTOR
-    host_ip: str = ""
-    pod_ip: str = ""
-    pod_netns: str = ""              # path to the probe pod's netns (/run/netns/X or /proc/PID/ns/net)
-    sample_interval: float = 5.0     # seconds between sample batches
-    mesh_interval: float = 30.0      # seconds between light-mesh RTT rounds (0: off)
-    mesh_fanout: int = 8             # peers per mesh round
-    spool_max_batches: int = 10_000
-    spool_max_bytes: int = 32 * 1024 * 1024
-    spool_path: str = ""             # optional on-disk spool file
-    backoff_initial: float = 1.0
-    backoff_factor: float = 1.6
-    backoff_max: float = 60.0
-    backoff_jitter: float = 0.2
-    keepalive_time: float = 20.0     # seconds between HTTP/2 pings on an idle link
-    keepalive_timeout: float = 10.0
-    target_port: int = 7411          # TCP accept-and-close + HTTP echo live on this and +1
-    iperf_port: int = 5201
-    token_file: str = ""
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    metrics_listen: str = ""         # e.g. "0.0.0.0:9471"; empty: off
-    allow_cidrs: str = "198.18.0.0/15"
-    log_level: str = "info"
-    health_listen: str = ""          # grpc.health.v1 for Kubernetes probes, e.g. "0.0.0.0:9472"; empty: off
-    kubernetes: str = "auto"         # auto: use the API when in a cluster (or KUBECONFIG set); on; off
-    probe_namespace: str = "cniscope-probe"   # where this node's probe pod runs
-    probe_selector: str = "app.kubernetes.io/name=cniscope-probe"
-    probe_pod_recheck: float = 30.0  # seconds between checks that the probe pod is still the same one
-    capabilities_budget: float = 5.0  # a refresh still running after this answers first with what has finished
+    node: str = setting(help="this node's name", shown="the hostname", factory=socket.gethostname)
+    collector: str = setting(DEFAULT_COLLECTOR, "collector address HOST:PORT (or unix:///path)")
+    host_ip: str = setting("", "this node's address for host-path probes")
+    pod_ip: str = setting("", "the probe pod's address for pod-path probes")
+    pod_netns: str = setting("", "the probe pod's netns (/run/netns/X or /proc/PID/ns/net); empty: found by the API")
+    sample_interval: float = setting(5.0, "time between sample batches", "s")
+    mesh_interval: float = setting(30.0, "time between light-mesh RTT rounds (0: no mesh)", "s")
+    mesh_fanout: int = setting(8, "peers each mesh round probes (the mesh is bounded by this, not N²)", "peers")
+    spool_max_batches: int = setting(10_000, "un-acknowledged batches kept for resending", "batches")
+    spool_max_bytes: int = setting(32 * 1024 * 1024, "bytes of un-acknowledged batches kept", "bytes")
+    spool_path: str = setting("", "on-disk spool file (empty: memory only)", metavar="FILE")
+    backoff_initial: float = setting(1.0, "first reconnect delay", "s")
+    backoff_factor: float = setting(1.6, "reconnect delay growth per failure (a factor)")
+    backoff_max: float = setting(60.0, "longest reconnect delay", "s")
+    backoff_jitter: float = setting(0.2, "random spread of each reconnect delay (a fraction of it)")
+    keepalive_time: float = setting(20.0, "time between HTTP/2 pings on an idle link", "s")
+    keepalive_timeout: float = setting(10.0, "time to wait for a ping's answer", "s")
+    target_port: int = setting(7411, "TCP accept-and-close port; the HTTP echo is on port+1", metavar="PORT")
+    iperf_port: int = setting(5201, "iperf3 server port", metavar="PORT")
+    token_file: str = setting("", "file holding the bearer token (else CNISCOPE_TOKEN)", metavar="FILE")
+    tls_ca: str = setting("", "CA bundle that signs the collector's certificate (file)")
+    tls_cert: str = setting("", "client certificate for mutual TLS (file)")
+    tls_key: str = setting("", "client certificate's key (file)")
+    metrics_listen: str = setting("", "serve Prometheus /metrics here, HOST:PORT (empty: off)")
+    allow_cidrs: str = setting("198.18.0.0/15", "probe targets allowed besides peers, comma-separated CIDRs; "
+                               "in Kubernetes discovered unless set")
+    log_level: str = setting("info", "log level", choices=LOG_LEVELS)
+    health_listen: str = setting("", "serve grpc.health.v1 here, HOST:PORT (empty: off)")
+    kubernetes: str = setting("auto", "use the Kubernetes API (auto: in a cluster or with KUBECONFIG)",
+                              choices=("auto", "on", "off"))
+    probe_namespace: str = setting("cniscope-probe", "namespace of this node's probe pod")
+    probe_selector: str = setting("app.kubernetes.io/name=cniscope-probe", "label selector of the probe pods")
+    probe_pod_recheck: float = setting(30.0, "time between checks that the probe pod is still the same", "s")
+    capabilities_budget: float = setting(5.0, "a capability refresh still running after this answers with "
+                                              "what has finished", "s")
+    tracers: str = setting("", "bcc tracers to run, comma-separated (tcpconnlat, retrans, drops); empty: none")
+    tracer_netns: str = setting("", "network namespace the tracers watch (empty: every namespace)")
+    kube_proxy_metrics: str = setting("127.0.0.1:10249", "kube-proxy's metrics address HOST:PORT (off: not read)")
+    cache_dir: str = setting("/var/cache/cniscope", "where tracers unpack kernel headers once (directory)")
+    host_proc: str = setting("/proc", "the host's /proc (a DaemonSet mounts it under /host)")
+    host_sys: str = setting("/sys", "the host's /sys")
+    host_run: str = setting("/run", "the host's /run")
+    sa_token: str = setting("/var/run/secrets/kubernetes.io/serviceaccount/token",
+                            "in-cluster service account token (file)")
+    sa_ca: str = setting("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", "in-cluster API CA (file)")
 
 
 @dataclass
 class CollectorConfig:
-    listen: str = "127.0.0.1:7400"
-    db: str = "cniscope.db"
-    stale_after: float = 15.0        # seconds of silence before a node shows as stale
-    token_file: str = ""
-    tls_ca: str = ""
-    tls_cert: str = ""
-    tls_key: str = ""
-    metrics_listen: str = ""
-    max_message_bytes: int = 4 * 1024 * 1024
-    allow_cidrs: str = "198.18.0.0/15"
-    probe_rate: float = 5.0          # RunProbe calls per second (token bucket)
-    probe_burst: int = 20
-    retention_hours: float = 24.0
-    log_level: str = "info"
-    scaling_namespace: str = "cniscope-probe"  # where a service-scaling run creates its Services
+    listen: str = setting("127.0.0.1:7400", "gRPC address HOST:PORT or unix:///path (repeat the flag for several)",
+                          repeat=True)
+    db: str = setting("cniscope.db", "SQLite store (file)")
+    stale_after: float = setting(15.0, "silence before a node shows as stale", "s")
+    token_file: str = setting("", "file holding the bearer token agents and clients must present (else "
+                                  "CNISCOPE_TOKEN; neither: no authentication)", metavar="FILE")
+    tls_ca: str = setting("", "CA bundle for client certificates: mutual TLS (file)")
+    tls_cert: str = setting("", "server certificate (file); empty: plaintext")
+    tls_key: str = setting("", "server certificate's key (file)")
+    metrics_listen: str = setting("", "serve Prometheus /metrics here, HOST:PORT (empty: off)")
+    max_message_bytes: int = setting(4 * 1024 * 1024, "largest gRPC message accepted", "bytes")
+    allow_cidrs: str = setting("198.18.0.0/15", "probe targets allowed besides agents (comma-separated CIDRs)")
+    probe_rate: float = setting(5.0, "RunProbe calls admitted (token bucket rate)", "1/s")
+    probe_burst: int = setting(20, "RunProbe burst (token bucket size)", "calls")
+    retention_hours: float = setting(24.0, "samples older than this are deleted", "h")
+    log_level: str = setting("info", "log level", choices=LOG_LEVELS)
+    scaling_namespace: str = setting("cniscope-probe", "where a service-scaling run creates its Services")
+    lab: str | None = setting(None, "serve the lab NAME: service-scaling runs load kube-proxy-style rules into "
+                                    "its node namespaces ('' = the default lab)", shown="not a lab", metavar="NAME")
+    sa_token: str = setting("/var/run/secrets/kubernetes.io/serviceaccount/token",
+                            "in-cluster service account token (file)")
+    sa_ca: str = setting("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", "in-cluster API CA (file)")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What help and ``config show`` say about one setting."""
+
+    name: str
+    env: str
+    type: str           # str | int | float | bool
+    help: str
+    unit: str
+    default: str        # as shown
+    choices: tuple[str, ...]
+    repeat: bool
+    metavar: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return "CNISCOPE_" + name.upper()
+
+
+def _type_name(typ: Any) -> str:
+    for t in (bool, int, float):
+        if typ is t or typ == t.__name__:
+            return t.__name__
+    return "str"
+
+
+def settings(cls: type[Any]) -> list[Setting]:
+    """Every setting of ``cls``, in declaration order."""
+    hints = get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        meta = f.metadata
+        if meta.get("shown"):
+            shown = str(meta["shown"])
+        elif f.default is dataclasses.MISSING or f.default in ("", None):
+            shown = "empty"
+        else:
+            shown = str(f.default)
+        out.append(Setting(f.name, env_name(f.name), _type_name(hints[f.name]), str(meta.get("help", "")),
+                           str(meta.get("unit", "")), shown, tuple(meta.get("choices", ())),
+                           bool(meta.get("repeat", False)), str(meta.get("metavar", ""))))
+    return out
+
+
+def env_value(cls: type[Any], name: str, env: Mapping[str, str] | None = None) -> Any:
+    """One setting from its ``CNISCOPE_*`` variable, else its declared default: for the code that reads
+    a setting where it is used (inspectors, samplers) rather than from the config object."""
+    e = os.environ if env is None else env
+    f = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+    if f is None:
+        raise ConfigError(f"unknown setting {name!r}")
+    if env_name(name) in e:
+        return _convert(name, get_type_hints(cls)[name], e[env_name(name)])
+    if f.default is dataclasses.MISSING and callable(f.default_factory):
+        return f.default_factory()
+    return f.default
 
 
 def _convert(name: str, typ: Any, raw: str) -> Any:
@@ -96,19 +203,28 @@ def _convert(name: str, typ: Any, raw: str) -> Any:
 
 def load(cls: type[T], overrides: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None) -> T:
     """Build ``cls`` from defaults, then ``CNISCOPE_*`` variables, then non-None overrides."""
+    return load_with_sources(cls, overrides, env)[0]
+
+
+def load_with_sources(cls: type[T], overrides: Mapping[str, Any] | None = None,
+                      env: Mapping[str, str] | None = None) -> tuple[T, dict[str, str]]:
+    """``load``, and where each value came from: "default", "environment" or "flag"."""
     e = os.environ if env is None else env
     hints = get_type_hints(cls)
     kwargs: dict[str, Any] = {}
+    sources = {f.name: "default" for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        key = "CNISCOPE_" + f.name.upper()
+        key = env_name(f.name)
         if key in e:
             kwargs[f.name] = _convert(f.name, hints[f.name], e[key])
+            sources[f.name] = "environment"
     for k, v in (overrides or {}).items():
         if v is not None:
             if k not in hints:
                 raise ConfigError(f"unknown setting {k!r}")
             kwargs[k] = v
-    return cls(**kwargs)
+            sources[k] = "flag"
+    return cls(**kwargs), sources
 
 
 def read_token(token_file: str, env: Mapping[str, str] | None = None) -> str | None:

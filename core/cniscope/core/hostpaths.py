@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from cniscope.core.config import AgentConfig, env_value
+
 
 @dataclass(frozen=True)
 class HostPaths:
@@ -17,9 +19,9 @@ class HostPaths:
     def from_env(cls, env: dict[str, str] | None = None) -> HostPaths:
         e = os.environ if env is None else env
         return cls(
-            proc=Path(e.get("CNISCOPE_HOST_PROC", "/proc")),
-            sys=Path(e.get("CNISCOPE_HOST_SYS", "/sys")),
-            run=Path(e.get("CNISCOPE_HOST_RUN", "/run")),
+            proc=Path(env_value(AgentConfig, "host_proc", e)),
+            sys=Path(env_value(AgentConfig, "host_sys", e)),
+            run=Path(env_value(AgentConfig, "host_run", e)),
         )
 
     def proc_path(self, *parts: str | int) -> Path:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from cniscope.core import kubeconfig as kubeconfig_rules
+from cniscope.core.config import AgentConfig, env_value
 from cniscope.core.errors import CniscopeError, ConfigError, Unavailable
 
 TIMEOUT = 5.0
@@ -51,8 +52,8 @@ def client_for(target: kubeconfig_rules.ApiTarget, env: Mapping[str, str] | None
                 target.config, context=target.context, client_configuration=cfg, persist_config=False)
         else:
             loader = config.incluster_config.InClusterConfigLoader(  # type: ignore[no-untyped-call]
-                token_filename=e.get("CNISCOPE_SA_TOKEN", config.incluster_config.SERVICE_TOKEN_FILENAME),
-                cert_filename=e.get("CNISCOPE_SA_CA", config.incluster_config.SERVICE_CERT_FILENAME),
+                token_filename=env_value(AgentConfig, "sa_token", e),  # the same defaults as the
+                cert_filename=env_value(AgentConfig, "sa_ca", e),       # kubernetes package's in-cluster loader
                 environ=e,
             )
             loader.load_and_set(cfg)  # type: ignore[no-untyped-call]

@@ -7,7 +7,6 @@ Read-only: one ``*-save`` per iptables backend (the xtables lock is never held l
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import urllib.error
@@ -19,10 +18,10 @@ from pathlib import Path
 from cniscope.agent.inspectors import iptables_parse as P
 from cniscope.agent.inspectors.unit import UnitResult
 from cniscope.api.v1 import capabilities_pb2 as cap
+from cniscope.core.config import AgentConfig, env_value
 from cniscope.core.errors import CniscopeError, ParseError, Unavailable
 from cniscope.core.hostpaths import HostPaths
 
-KUBE_PROXY_METRICS_DEFAULT = "127.0.0.1:10249"
 TOOL_TIMEOUT = 20.0
 METRICS_TIMEOUT = 0.3
 
@@ -141,7 +140,7 @@ def _kube_proxy(d: cap.IptablesDetail, sysroot: Path, metrics_address: str | Non
             kp.svc_chains, kp.sep_chains = b.kube.svc_chains, b.kube.sep_chains
             kp.nat_rules = b.tables["nat"].rules
             break
-    address = metrics_address or os.environ.get("CNISCOPE_KUBE_PROXY_METRICS", KUBE_PROXY_METRICS_DEFAULT)
+    address = metrics_address or str(env_value(AgentConfig, "kube_proxy_metrics"))
     if address.lower() == "off":
         return
     try:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from cniscope.agent.tracers import TRACERS
 from cniscope.agent.tracers.bcc_tracer import BccTracer
 from cniscope.api.v1 import common_pb2
+from cniscope.core.config import AgentConfig, env_value
 from cniscope.core.errors import ConfigError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -29,12 +30,12 @@ class TracerSettings:
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> TracerSettings:
         e = os.environ if env is None else env
-        names = tuple(n.strip() for n in e.get("CNISCOPE_TRACERS", "").split(",") if n.strip())
+        names = tuple(n.strip() for n in env_value(AgentConfig, "tracers", e).split(",") if n.strip())
         unknown = [n for n in names if n not in TRACERS]
         if unknown:
             raise ConfigError(f"CNISCOPE_TRACERS: unknown tracer(s) {', '.join(unknown)}; "
                               f"known: {', '.join(TRACERS.names())}")
-        return cls(names=names, netns=e.get("CNISCOPE_TRACER_NETNS") or None)
+        return cls(names=names, netns=env_value(AgentConfig, "tracer_netns", e) or None)
 
 
 class TracerSampler:
