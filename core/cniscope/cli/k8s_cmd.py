@@ -7,6 +7,8 @@ import json
 import os
 from typing import Any
 
+from cniscope.cli.kubeconfig_flags import add_kubeconfig_flags
+
 
 def cmd_probe_pod(ns: argparse.Namespace) -> int:
     from cniscope.agent import probe_pod
@@ -41,13 +43,6 @@ def cmd_fingerprint(ns: argparse.Namespace) -> int:
             v = d[k]
             print(f"{k:<12} {', '.join(v) if isinstance(v, list) else (v if v not in (None, '') else '-')}")
     return 0
-
-
-def add_kubeconfig_flags(p: argparse.ArgumentParser) -> None:
-    """kubectl's ``--kubeconfig`` and ``--context``, with kubectl's meaning."""
-    p.add_argument("--kubeconfig", default="", help="kubeconfig file (default: $KUBECONFIG, merged, "
-                                                   "else ~/.kube/config, else the pod's service account)")
-    p.add_argument("--context", default="", help="kubeconfig context (default: its current-context)")
 
 
 def register(sub: Any) -> None:

@@ -97,7 +97,7 @@ def cmd_preflight(ns: argparse.Namespace) -> int:
 
 def register_k8s(ksub: Any) -> None:
     """``cniscope k8s preflight`` under the ``k8s`` subcommands."""
-    from cniscope.cli.k8s_cmd import add_kubeconfig_flags
+    from cniscope.cli.kubeconfig_flags import add_kubeconfig_flags
 
     p = ksub.add_parser("preflight", help="before installing: can cniscope run on this cluster? "
                                           "(pass/warn/fail with fixes; exit 1 on a fail)")
