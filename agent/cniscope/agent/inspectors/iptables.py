@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cniscope.agent import local_http
 from cniscope.agent.inspectors import iptables_parse as P
 from cniscope.agent.inspectors.unit import UnitResult
 from cniscope.api.v1 import capabilities_pb2 as cap
@@ -106,14 +105,10 @@ def _nft(run: Runner, skip_ip_tables: set[str], netns_path: str | None = None, f
 
 
 def fetch_metrics(address: str, path: str = "/metrics", timeout: float = METRICS_TIMEOUT) -> str:
-    url = f"http://{address}{path}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - fixed local scheme
-            body: bytes = resp.read(4 << 20)
-            return body.decode("utf-8", "replace")
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise Unavailable(f"kube-proxy metrics at {address} not reachable ({reason})") from None
+        return local_http.get(address, path, timeout=timeout)
+    except OSError as exc:
+        raise Unavailable(f"kube-proxy metrics at {address} not reachable ({exc})") from None
 
 
 def _mode(d: cap.IptablesDetail, sysroot: Path) -> tuple[str, str]:

@@ -18,12 +18,15 @@ from __future__ import annotations
 
 import os
 import shutil
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from cniscope.core.errors import Unavailable
+
+if TYPE_CHECKING:  # tarfile is loaded only when headers are unpacked (tracers configured)
+    import tarfile
 
 DEFAULT_CACHE = Path("/var/cache/cniscope")
 
@@ -92,6 +95,8 @@ def _safe_member(m: tarfile.TarInfo) -> bool:
 
 def extract(archive: Path, dest: Path) -> Path:
     """Unpack ``archive`` to ``dest`` (created atomically); only plain files and directories."""
+    import tarfile
+
     if (dest / ".complete").exists():
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
