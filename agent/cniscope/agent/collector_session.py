@@ -217,8 +217,11 @@ class CollectorSession:
                 continue
             wake = asyncio.create_task(self.wake.wait())
             out = asyncio.create_task(self.outbox.get())
-            done, pending = await asyncio.wait({wake, out}, return_when=asyncio.FIRST_COMPLETED)
-            for t in pending:
-                t.cancel()
+            try:
+                done, _ = await asyncio.wait({wake, out}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the session ends: no waiter outlives it
+                for t in (wake, out):
+                    t.cancel()
+                await asyncio.gather(wake, out, return_exceptions=True)
             if out in done:
                 await call.write(out.result())
