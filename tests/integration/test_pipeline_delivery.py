@@ -215,7 +215,8 @@ def fuzz_target(tmp_path: Path) -> Any:
     rest = asyncio.all_tasks(loop)
     for t in rest:
         t.cancel()
-    loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
+    if rest:  # gather() of nothing looks for a current event loop, and this thread has none
+        loop.run_until_complete(asyncio.gather(*rest, return_exceptions=True))
     loop.run_until_complete(loop.shutdown_asyncgens())
     loop.close()
 
