@@ -37,10 +37,12 @@ def _loaded(code: str, env: dict[str, str] | None = None) -> set[str]:
     return {m.split(".")[0] for m in out.stdout.split()}
 
 
-# What an agent loads only where it is used: the Kubernetes client (an API), bcc (tracers), the
-# metrics and health endpoints (configured), dnspython (a dns probe), YAML (a kubeconfig); pyroute2
-# and psutil never (raw netlink, /proc); textual is the TUI's.
-AGENT_LAZY = ("kubernetes", "bcc", "textual", "pyroute2", "psutil", "dns", "yaml", "prometheus_client")
+# What an agent loads only where it is used: the Kubernetes client (an API), bcc and tarfile
+# (tracers), the metrics and health endpoints (configured), dnspython (a dns probe), YAML (a
+# kubeconfig); pyroute2, psutil and an HTTP client never (raw netlink, /proc, one socket); textual
+# is the TUI's.
+AGENT_LAZY = ("kubernetes", "bcc", "tarfile", "textual", "pyroute2", "psutil", "http", "dns", "yaml",
+              "prometheus_client")
 
 
 def test_agent_import_loads_nothing_it_may_not_use() -> None:
