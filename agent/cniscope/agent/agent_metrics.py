@@ -17,6 +17,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from cniscope.agent.spool import Spool
 from cniscope.api.v1 import common_pb2
 from cniscope.core.capability_metrics import capability_families
+from cniscope.core.metrics_catalog import AGENT_FAMILIES
 from cniscope.core.metricshttp import gauge_families, metric_name
 
 
@@ -50,20 +51,13 @@ class AgentMetrics:
     def collect(self) -> Iterator[Any]:
         a = self.status
         node = a.node
-        for fam, val in (
-            (GaugeMetricFamily("cniscope_agent_spool_batches", "un-acknowledged batches held", labels=["node"]),
-             a.spool.depth),
-            (GaugeMetricFamily("cniscope_agent_spool_bytes", "bytes of un-acknowledged batches held", labels=["node"]),
-             a.spool.bytes),
-            (CounterMetricFamily("cniscope_agent_spool_dropped", "batches the spool bound forced out", labels=["node"]),
-             a.spool.dropped),
-            (CounterMetricFamily("cniscope_agent_reconnects", "reconnects to the collector", labels=["node"]),
-             a.reconnects),
-            (GaugeMetricFamily("cniscope_agent_connected", "1 while the collector stream is up", labels=["node"]),
-             1 if a.connected else 0),
-            (GaugeMetricFamily("cniscope_agent_last_seq", "seq of the last sealed batch", labels=["node"]), a.last_seq),
-        ):
-            fam.add_metric([node], float(val))
+        values = {"cniscope_agent_spool_batches": a.spool.depth, "cniscope_agent_spool_bytes": a.spool.bytes,
+                  "cniscope_agent_spool_dropped": a.spool.dropped, "cniscope_agent_reconnects": a.reconnects,
+                  "cniscope_agent_connected": 1 if a.connected else 0, "cniscope_agent_last_seq": a.last_seq}
+        for f in AGENT_FAMILIES:
+            cls = CounterMetricFamily if f.type == "counter" else GaugeMetricFamily
+            fam = cls(f.name, f.help, labels=list(f.labels))
+            fam.add_metric([node], float(values[f.name]))
             yield fam
         yield from gauge_families([(s.name, {**dict(s.labels), "node": node}, s.value) for s in a.last_samples],
                                   "latest value sampled on this node")

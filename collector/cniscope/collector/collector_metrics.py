@@ -13,6 +13,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from cniscope.collector.state import ClusterState
 from cniscope.core.capability_metrics import capability_families
+from cniscope.core.metrics_catalog import COLLECTOR_COUNTERS, NODE_FAMILIES
 from cniscope.core.metricshttp import gauge_families, metric_name
 
 
@@ -24,26 +25,6 @@ class IngestCounters:
     samples: int = 0
     acks: int = 0             # ack messages written (acks are cumulative: one may cover many batches)
     commits: int = 0          # store transactions that committed batches (group commit: many per one)
-
-
-NODE_SERIES = (
-    ("cniscope_node_connected", "1 when the node's agent is connected"),
-    ("cniscope_node_status", "node status (1 connected, 2 stale, 3 gone)"),
-    ("cniscope_node_last_seen_timestamp_seconds", "when the collector last heard from the node's agent"),
-    ("cniscope_node_spool_dropped", "batches the agent's spool bound forced out"),
-    ("cniscope_node_clock_skew_seconds", "agent clock minus collector clock"),
-    ("cniscope_node_clock_skewed", "1 when the clock is off by more than the limit"),
-    ("cniscope_node_reconnects", "reconnects seen by the collector"),
-    ("cniscope_node_last_seq", "highest batch seq of the current boot"),
-)
-COLLECTOR_COUNTERS = (  # (counter family, IngestCounters field, help); exposed with _total
-    ("cniscope_collector_batches", "batches", "batches committed"),
-    ("cniscope_collector_duplicate_batches", "duplicates", "resent batches dropped as duplicates"),
-    ("cniscope_collector_refused_messages", "refused", "agent messages refused"),
-    ("cniscope_collector_samples", "samples", "samples committed"),
-    ("cniscope_collector_acks", "acks", "ack messages sent (cumulative acks)"),
-    ("cniscope_collector_commits", "commits", "store transactions committing batches"),
-)
 
 
 class CollectorMetrics:
@@ -62,7 +43,7 @@ class CollectorMetrics:
     def collect(self) -> Iterator[Any]:
         st = self.state
         st.settle()
-        fams = {n: GaugeMetricFamily(n, doc, labels=["node"]) for n, doc in NODE_SERIES}
+        fams = {f.name: GaugeMetricFamily(f.name, f.help, labels=list(f.labels)) for f in NODE_FAMILIES}
         for name, ns in sorted(st.nodes.items()):
             for n, value in (("cniscope_node_connected", 1.0 if name in st.sessions else 0.0),
                              ("cniscope_node_status", float(ns.status)),

@@ -41,6 +41,7 @@ BASE_UNITS: tuple[tuple[str, str, float], ...] = (
     ("_mbps", "_bits_per_second", 1e6),
     ("_kib", "_bytes", 1024.0),
     ("_per_s", "_per_second", 1.0),
+    ("_s", "_seconds", 1.0),
 )
 
 
@@ -124,16 +125,51 @@ class MetricsServer:
         await writer.drain()
 
 
+HISTOGRAM_PARTS = ("_bucket", "_sum", "_count")
+
+
+def family_of(name: str, histograms: set[str]) -> tuple[str, str, str]:
+    """A sample name → (family, type, suffix): ``x_total`` is a counter, ``x_bucket``/``_sum``/``_count``
+    of a sampled histogram ``x`` belong to it, anything else is a gauge."""
+    for part in HISTOGRAM_PARTS:
+        if name.endswith(part) and name[: -len(part)] in histograms:
+            return name[: -len(part)], "histogram", part
+    if name.endswith("_total"):
+        return name[: -len("_total")], "counter", "_total"
+    return name, "gauge", ""
+
+
 def gauge_families(rows: list[tuple[str, dict[str, str], float]], doc: str,
                    prefix: str = "cniscope_") -> list[object]:
-    """(name, labels, value) rows → one gauge family per metric name in base units, every label set kept."""
+    """(name, labels, value) rows → one family per metric in base units, every label set kept: gauges,
+    counters for ``*_total`` samples, histograms for ``*_bucket`` (with ``le``), ``*_sum`` and ``*_count``
+    (quantile samples beside a histogram are left out: ``histogram_quantile()`` reads the buckets)."""
     from prometheus_client.metrics_core import Metric
 
+    from cniscope.core.metrics_catalog import help_for
+
+    named = [(metric_name(name, prefix), labels, value) for name, labels, value in rows]
+    histograms = {n[: -len("_bucket")] for n, labels, _ in named if n.endswith("_bucket") and "le" in labels}
     fams: dict[str, Metric] = {}
-    for name, labels, value in rows:
-        n, factor = base_unit(metric_name(name, prefix))
-        fam = fams.get(n)
+    for n, labels, value in named:
+        if n in histograms:  # a sampled histogram's own quantiles: histogram_quantile() over the buckets
+            continue
+        base, kind, part = family_of(n, histograms)
+        exposed, factor = base_unit(base)
+        fam = fams.get(exposed)
         if fam is None:
-            fam = fams[n] = Metric(n, doc, "gauge")
-        fam.add_sample(n, {label_name(k): v for k, v in labels.items()}, float(value) * factor)
+            fam = fams[exposed] = Metric(exposed, help_for(exposed, doc), kind)
+        out = {label_name(k): v for k, v in labels.items()}
+        if part == "_bucket":
+            factor, out["le"] = 1.0, _scaled_le(labels["le"], factor)
+        elif part == "_count":
+            factor = 1.0
+        fam.add_sample(exposed + part, out, float(value) * factor)
     return list(fams.values())
+
+
+def _scaled_le(le: str, factor: float) -> str:
+    try:
+        return le if le in ("+Inf", "inf") else repr(float(le) * factor)
+    except ValueError:
+        return le
