@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from cniscope.cli.collector_address import default_collector
-from cniscope.core.errors import CniscopeError
+from cniscope.core.errors import CniscopeError, ConnectionFailed
 from cniscope.core.params import Param, Value
 from cniscope.core.probekinds import KINDS, spec_for
 from cniscope.core.probespec import PATHS
@@ -29,6 +29,11 @@ examples:
 Every option is also an environment variable: --sample-interval ⇔ CNISCOPE_SAMPLE_INTERVAL.
 Clients find the collector in CNISCOPE_COLLECTOR, else the local lab's socket, else 127.0.0.1:7400.
 """
+
+
+# What a command that needs the collector says when none answers (on the same line as the error).
+START_COLLECTOR = (" — this needs a running collector: start one with `cniscope lab up` (a local lab) or "
+                   "`cniscope collector`, or name yours with --collector / CNISCOPE_COLLECTOR")
 
 
 # Modules under cniscope/cli/ that add subcommands: each has ``register(subparsers)`` and imports
@@ -142,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(ns.func(ns) or 0)
     except CniscopeError as exc:
-        print(f"cniscope: {exc.title}: {exc}", file=sys.stderr)
+        hint = START_COLLECTOR if isinstance(exc, ConnectionFailed) else ""
+        print(f"cniscope: {exc.title}: {exc}{hint}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         return 130

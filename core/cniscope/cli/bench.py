@@ -22,6 +22,17 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 FORMATS = ("table", "json", "markdown", "html")
+COMPARE_EXAMPLES = """\
+examples:
+  cniscope bench compare --reference report-2026-02          the published study alone (no collector needed)
+  cniscope bench compare --reference report-2026-02:A,E      two of its scenarios
+  cniscope bench compare "A: VPC CNI" "E: ENI + tuning"      two stored runs; deltas against the first
+  cniscope bench compare A E --baseline E                    ... against E instead
+  cniscope bench compare E --reference report-2026-02:E --baseline E --fail-if 'rtt.p50 > +10%'
+
+The first line names the baseline. Stored runs live in the collector; --reference alone reads only
+the published figures shipped with cniscope.
+"""
 
 
 def register(sub: Any) -> None:
@@ -53,12 +64,16 @@ def register(sub: Any) -> None:
     p.add_argument("-o", "--output", default="table", choices=FORMATS)
     p.set_defaults(func=cmd_show)
 
-    p = bsub.add_parser("compare", help="runs side by side, deltas vs a baseline, --fail-if gates")
+    p = bsub.add_parser("compare", help="runs side by side, deltas vs a baseline, --fail-if gates",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=COMPARE_EXAMPLES)
     common(p)
     p.add_argument("runs", nargs="*", help="run ids, id prefixes or labels")
     p.add_argument("-o", "--output", default="table", choices=FORMATS)
     p.add_argument("--out-file", default=None, help="write the rendering to this file instead of stdout")
-    p.add_argument("--baseline", default="", help="the run the others are compared with (default: the first)")
+    p.add_argument("--baseline", default="", metavar="RUN",
+                   help="the run (id, id prefix or label) every other column's delta is against; default: the "
+                        "first run named (with --reference, its first published scenario), e.g. --baseline "
+                        "'A: VPC CNI'")
     p.add_argument("--fail-if", action="append", default=[], metavar="EXPR",
                    help="exit 3 when crossed, e.g. 'rtt.p50 > +10%%', 'udp.loss_pct > 1' (repeatable)")
     p.add_argument("--reference", default="", help="published figures beside the runs: report-2026-02[:E]")
@@ -243,13 +258,34 @@ def cmd_compare(ns: argparse.Namespace) -> int:
                                   reference=ns.reference, format=ns.output)
     if not ns.runs and not ns.reference:
         raise CniscopeError("name one or more runs, or --reference report-2026-02")
-    resp = _call(ns, lambda client: client.compare(req))
-    _emit(resp.rendered, ns.out_file)
+    if ns.runs:
+        resp = _call(ns, lambda client: client.compare(req))
+    else:  # published figures only: rendered here, no collector involved
+        from cniscope.collector.runs.runs_service import build_comparison
+
+        resp = build_comparison([], req)
+    _emit(baseline_line(resp.json, ns.output, bool(ns.baseline)) + resp.rendered, ns.out_file)
     if resp.failed:
         for f in resp.failures:
             print(f"fail-if crossed: {f}", file=sys.stderr)
         return 3
     return 0
+
+
+def baseline_line(comparison_json: str, fmt: str, chosen: bool) -> str:
+    """The comparison's first line: which column is the baseline and why (json and html carry it inside)."""
+    if fmt not in ("table", "markdown"):
+        return ""
+    c = json.loads(comparison_json)
+    base: dict[str, Any] = next((r for r in c["runs"] if r.get("id") == c["baseline"]), {})
+    if chosen:
+        why = "chosen with --baseline"
+    elif len(c["runs"]) == 1:
+        why = "the only run"
+    else:
+        first = "published scenario" if ":" in c["baseline"] and "(published)" in base.get("label", "") else "run named"
+        why = f"default: the first {first}; choose another with --baseline RUN"
+    return f"baseline: {base.get('label') or c['baseline']} [{c['baseline']}] ({why})\n\n"
 
 
 def _lab_of(address: str) -> str:

@@ -119,7 +119,8 @@ def build_comparison(runs: list[RunView], request: runs_pb2.CompareRequest) -> r
     base = 0
     if request.baseline:
         matches = [i for i, v in enumerate(views) if request.baseline in (v.id, v.label)
-                   or v.id.startswith(request.baseline)]
+                   or v.id.startswith(request.baseline) or v.id.rsplit(":", 1)[-1] == request.baseline  # ref:E
+                   or v.label.startswith(request.baseline + ":")]                                    # "E: ..."
         if not matches:
             raise ValidationError(f"baseline {request.baseline!r} is not among the compared runs")
         base = matches[0]
