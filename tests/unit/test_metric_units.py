@@ -10,7 +10,8 @@ from prometheus_client.metrics_core import Metric
 from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.api.v1 import common_pb2
 from cniscope.core.capability_metrics import MAX_FILL_MAPS, capability_families
-from cniscope.core.metricshttp import base_unit, gauge_families
+from cniscope.core.metric_units import base_unit
+from cniscope.core.metricshttp import gauge_families
 
 
 @pytest.mark.parametrize(("name", "exposed", "factor"), [

@@ -3,7 +3,7 @@ units), type, labels, help and cardinality. The exporters take their fixed famil
 sampled ones from here, and ``METRICS.md`` is rendered from it (``python -m cniscope.core.metrics_catalog``).
 
 Probe results are one family per kind and figure (``cniscope_probe_<kind>_<figure>``); a figure's unit
-suffix becomes a base unit (``p99_us`` → ``p99_seconds``, see ``metricshttp.BASE_UNITS``).
+suffix becomes a base unit (``p99_us`` → ``p99_seconds``, see ``metric_units.BASE_UNITS``).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cniscope.core.capability_metrics import CENSUS_SERIES, MAX_FILL_MAPS, UNIT_SERIES
-from cniscope.core.metricshttp import base_unit
+from cniscope.core.metric_units import base_unit
 from cniscope.core.probekinds import KINDS
 
 AGENT, COLLECTOR, BOTH = "agent", "collector", "agent, collector"

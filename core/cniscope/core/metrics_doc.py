@@ -43,7 +43,6 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 def render(families: Sequence[Any]) -> str:
     from cniscope.core.capability_metrics import MAX_FILL_MAPS
-    from cniscope.core.metrics_catalog import exposed_name
 
     sections: dict[str, list[Any]] = {}
     for f in families:
@@ -60,7 +59,7 @@ def render(families: Sequence[Any]) -> str:
         sections.setdefault(key, []).append(f)
     text = HEAD.replace("{max_fill}", str(MAX_FILL_MAPS))
     for title, fams in sections.items():
-        rows = [[f"`{exposed_name(f)}`", f.type, ", ".join(f"`{lab}`" for lab in f.labels), f.cardinality,
+        rows = [[f"`{f.name}_total`" if f.type == "counter" else f"`{f.name}`", f.type, ", ".join(f"`{lab}`" for lab in f.labels), f.cardinality,
                  f.endpoints, f.help] for f in fams]
         text += f"## {title}\n\n" + _table(rows) + "\n"
     return text.rstrip("\n") + "\n"

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
 
 from cniscope.core.errors import ConfigError
+from cniscope.core.metric_units import base_unit
+from cniscope.core.metrics_catalog import help_for
 
 log = logging.getLogger("cniscope.metrics")
 
@@ -27,30 +29,6 @@ def metric_name(name: str, prefix: str = "cniscope_") -> str:
     if not n.startswith(prefix):
         n = prefix + n
     return n
-
-
-# A sample or probe figure carries its unit in its name (``p99_us``, ``loss_pct``); Prometheus wants
-# base units (seconds, bytes, ratios, bits per second), so the exposition converts: suffix → (suffix, factor).
-BASE_UNITS: tuple[tuple[str, str, float], ...] = (
-    ("_millicores", "_cores", 1e-3),
-    ("_ms", "_seconds", 1e-3),
-    ("_us", "_seconds", 1e-6),
-    ("_ns", "_seconds", 1e-9),
-    ("_pct", "_ratio", 1e-2),
-    ("_gbps", "_bits_per_second", 1e9),
-    ("_mbps", "_bits_per_second", 1e6),
-    ("_kib", "_bytes", 1024.0),
-    ("_per_s", "_per_second", 1.0),
-    ("_s", "_seconds", 1.0),
-)
-
-
-def base_unit(name: str) -> tuple[str, float]:
-    """``rtt_p99_us`` → (``rtt_p99_seconds``, 1e-6): the exposed name and the factor its values take."""
-    for suffix, base, factor in BASE_UNITS:
-        if name.endswith(suffix):
-            return name[: -len(suffix)] + base, factor
-    return name, 1.0
 
 
 def label_name(name: str) -> str:
@@ -145,8 +123,6 @@ def gauge_families(rows: list[tuple[str, dict[str, str], float]], doc: str,
     counters for ``*_total`` samples, histograms for ``*_bucket`` (with ``le``), ``*_sum`` and ``*_count``
     (quantile samples beside a histogram are left out: ``histogram_quantile()`` reads the buckets)."""
     from prometheus_client.metrics_core import Metric
-
-    from cniscope.core.metrics_catalog import help_for
 
     named = [(metric_name(name, prefix), labels, value) for name, labels, value in rows]
     histograms = {n[: -len("_bucket")] for n, labels, _ in named if n.endswith("_bucket") and "le" in labels}
