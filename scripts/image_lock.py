@@ -1,16 +1,19 @@
 """Write daemonset/requirements.lock: the exact versions the container image installs.
 
 The runtime pins are the distributions this checkout's virtualenv resolved for ``cniscope[k8s]``
-(the set the tests ran against), walked from the installed metadata; the build pins are hatchling
-(the build backend pyproject.toml names) and what it needs. The image passes the file to pip as
+(the set the tests ran against), walked from the installed metadata, completed by pip's resolver for
+what that metadata leaves out (the same set for linux/amd64 and linux/arm64, wheels only); the build
+pins are hatchling (the build backend pyproject.toml names) and what it needs. The image passes the file to pip as
 PIP_CONSTRAINT, so the isolated build of the wheel is pinned too.
 
-    .venv/bin/python scripts/image_lock.py            # rewrite the lock
-    .venv/bin/python scripts/image_lock.py --check    # exit 1 when it is out of date
+    .venv/bin/python scripts/image_lock.py            # rewrite the lock (asks the package index, as
+                                                      # pip install --dry-run, for amd64 and arm64)
+    .venv/bin/python scripts/image_lock.py --check    # offline: exit 1 when a tested version is not pinned
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -30,13 +33,26 @@ HEADER = """\
 """
 
 
-def runtime_closure(root: str = "cniscope", extras: tuple[str, ...] = ("k8s",)) -> dict[str, str]:
-    """name → installed version for ``root[extras]`` and everything it requires, on Linux CPython."""
+def project_requirements(extras: tuple[str, ...] = ("k8s",)) -> list[str]:
+    """cniscope's own requirements as pyproject.toml states them now (an editable install's
+    metadata can be older)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [*project["dependencies"], *(r for e in extras for r in project["optional-dependencies"][e])]
+
+
+def runtime_closure(extras: tuple[str, ...] = ("k8s",)) -> dict[str, str]:
+    """name → installed version for ``cniscope[extras]`` and everything it requires, on Linux CPython."""
     env = {k: str(v) for k, v in default_environment().items()}
     env["sys_platform"], env["platform_system"] = "linux", "Linux"
     out: dict[str, str] = {}
     done: set[tuple[str, str]] = set()    # (distribution, extra) pairs walked; "" is the plain one
-    todo: list[tuple[str, tuple[str, ...]]] = [(root, extras)]
+    todo: list[tuple[str, tuple[str, ...]]] = []
+    for spec in project_requirements(extras):
+        req = Requirement(spec)
+        if req.marker is None or req.marker.evaluate(env):
+            todo.append((req.name, tuple(req.extras)))
     while todo:
         name, want = todo.pop()
         key = canonicalize_name(name)
@@ -50,22 +66,66 @@ def runtime_closure(root: str = "cniscope", extras: tuple[str, ...] = ("k8s",)) 
             req = Requirement(spec)
             if req.marker is None or any(req.marker.evaluate({**env, "extra": e}) for e in fresh):
                 todo.append((req.name, tuple(req.extras)))
-    out.pop(canonicalize_name(root))
     return out
 
 
+PLATFORMS = ("manylinux2014_x86_64", "manylinux2014_aarch64")
+
+
+def resolve(pins: dict[str, str], platform: str) -> dict[str, str]:
+    """What pip installs for ``.[k8s]`` on CPython 3.11 ``platform`` with ``pins`` as constraints
+    (wheels only, as the image builds): fills in what installed metadata does not say (Debian's
+    python3-* packages leave out some of their requirements)."""
+    import json
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        constraints = Path(tmp) / "constraints.txt"
+        constraints.write_text("".join(f"{k}=={v}\n" for k, v in pins.items()))
+        report = Path(tmp) / "report.json"
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--dry-run", "--ignore-installed",
+                        "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp",
+                        "--platform", platform, "--report", str(report), "-c", str(constraints),
+                        f"{ROOT}[k8s]"], check=True, env={**os.environ, "PIP_CONSTRAINT": str(constraints)})
+        installed = json.loads(report.read_text())["install"]
+    return {str(canonicalize_name(i["metadata"]["name"])): i["metadata"]["version"] for i in installed
+            if canonicalize_name(i["metadata"]["name"]) != "cniscope"}
+
+
+def wanted() -> dict[str, str]:
+    """The pins the lock must hold at least: the tested closure and the build backend's."""
+    return {**runtime_closure(), **{str(canonicalize_name(k)): v for k, v in BUILD.items()}}
+
+
 def render() -> str:
-    pins: dict[str, str] = {**runtime_closure(), **{str(canonicalize_name(k)): v for k, v in BUILD.items()}}
+    draft = wanted()
+    resolved = [resolve(draft, p) for p in PLATFORMS]
+    if resolved[0] != resolved[1]:
+        raise SystemExit(f"amd64 and arm64 resolve differently: {set(resolved[0].items()) ^ set(resolved[1].items())}")
+    pins = {**resolved[0], **draft}
     return HEADER + "".join(f"{name}=={pins[name]}\n" for name in sorted(pins))
 
 
+def locked() -> dict[str, str]:
+    out = {}
+    for line in LOCK.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            out[str(canonicalize_name(name))] = version
+    return out
+
+
 def main(argv: list[str]) -> int:
-    text = render()
-    if "--check" in argv:
-        if LOCK.read_text() != text:
-            print(f"{LOCK.relative_to(ROOT)} is out of date: run scripts/image_lock.py", file=sys.stderr)
+    if "--check" in argv:                 # offline: the tested versions are the pinned ones
+        lock, want = locked(), wanted()
+        stale = sorted(f"{k}=={v}" for k, v in want.items() if lock.get(k) != v)
+        if stale:
+            print(f"{LOCK.relative_to(ROOT)} is out of date ({', '.join(stale)}): run scripts/image_lock.py",
+                  file=sys.stderr)
             return 1
         return 0
+    text = render()
     LOCK.write_text(text)
     print(f"wrote {LOCK.relative_to(ROOT)} ({text.count('==')} pins)")
     return 0
