@@ -190,6 +190,12 @@ class FakeApiServer:
             allowed = (a.get("verb", ""), a.get("group", ""), a.get("resource", ""),
                        a.get("namespace", "")) not in self.denied_access
             return 201, {**body, "status": {"allowed": allowed, **({} if allowed else {"reason": ""})}}
+        if path == "/apis/apps/v1/daemonsets" and method == "GET":   # every namespace's, by label
+            sel = q.get("labelSelector", [""])[0]
+            items = [o for k, o in sorted(self.objects.items())
+                     if re.fullmatch(r"/apis/apps/v1/namespaces/[^/]+/daemonsets/[^/]+", k) and _labels_match(o, sel)]
+            return 200, {"kind": "DaemonSetList", "apiVersion": "apps/v1", "metadata": {"resourceVersion": "1"},
+                         "items": items}
         m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path)
         if m and method == "GET":
             if q.get("watch", [""])[0] in ("true", "1"):

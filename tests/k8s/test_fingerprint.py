@@ -64,7 +64,7 @@ def test_partial_tuning_is_neither_d_nor_e() -> None:
     o = objects("d")
     o[CM + "cilium-config"]["data"]["enable-bandwidth-manager"] = "true"
     fp = derive(cluster(o))
-    assert fp.tuning == ("bandwidth-manager",)
+    assert fp.tuning == ("bandwidth-manager", "socket-lb")          # socket LB comes with kube-proxy replacement
     assert fp.scenario() is None
 
 

@@ -34,9 +34,11 @@ EXPECTED = {
                      ipam="eni-secondary-ip"),
     "B": Fingerprint(cni="cilium", cni_version="1.16.5", kube_proxy="iptables", routing="tunnel-vxlan",
                      ipam="cluster-pool"),
+    # socket LB: on whenever Cilium replaces kube-proxy (auto-enabled), so C and D have it too
     "C": Fingerprint(cni="cilium", cni_version="1.16.5", kube_proxy="ebpf", routing="tunnel-vxlan",
-                     ipam="cluster-pool"),
-    "D": Fingerprint(cni="cilium", cni_version="1.16.5", kube_proxy="ebpf", routing="native", ipam="eni"),
+                     ipam="cluster-pool", tuning=("socket-lb",)),
+    "D": Fingerprint(cni="cilium", cni_version="1.16.5", kube_proxy="ebpf", routing="native", ipam="eni",
+                     tuning=("socket-lb",)),
     "E": Fingerprint(cni="cilium", cni_version="1.16.5", kube_proxy="ebpf", routing="native", ipam="eni",
                      tuning=E_FLAGS),
 }
@@ -71,7 +73,7 @@ def test_fingerprint_of_each_scenario(api: FakeApiServer, tmp_path: Path, letter
     assert fp.scenario() == letter
     assert fp.to_dict()["scenario"] == letter
     gets = [r for r in api.requests if r.method == "GET"]
-    assert {r.path.rsplit("/", 1)[1] for r in gets} >= {"cilium-config", "cilium", "kube-proxy", "aws-node"}
+    assert {r.path.rsplit("/", 1)[1] for r in gets} >= {"cilium-config", "daemonsets", "kube-proxy", "aws-node"}
     assert all(r.authorization == f"Bearer {api.token}" for r in api.requests)
 
 
@@ -160,7 +162,7 @@ def test_cluster_unit_uses_the_api(api: FakeApiServer, tmp_path: Path, monkeypat
 def test_cluster_unit_falls_back_to_the_node_when_forbidden(api: FakeApiServer, tmp_path: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     api.load("scenario_e.json")
-    api.forbidden.add("/apis/apps/v1/namespaces/kube-system/daemonsets/cilium")
+    api.forbidden.add("/apis/apps/v1/daemonsets")             # Cilium is looked for by label everywhere
     monkeypatch.setenv("KUBECONFIG", env_for(api, tmp_path)["KUBECONFIG"])
     res = inspect_cluster(HostPaths())
     assert isinstance(res.detail, cap.ClusterDetail)

@@ -184,7 +184,10 @@ def test_rbac_grants_only_the_least_verbs() -> None:
     for rule in agent["rules"]:
         assert set(rule["verbs"]) <= {"get", "list"}
     granted = {r for rule in agent["rules"] for r in rule["resources"]}
-    assert granted == {"nodes", "servicecidrs"}                   # nothing namespaced cluster-wide
+    assert granted == {"nodes", "servicecidrs", "daemonsets", "configmaps"}
+    for rule in agent["rules"]:                                     # cluster-wide ConfigMaps by name only
+        if "configmaps" in rule["resources"]:
+            assert rule["resourceNames"] == ["cilium-config"]
     pods = roles[("Role", "cniscope-agent-probe-pods")]
     assert pods["metadata"]["namespace"] == "cniscope-probe"
     for name, ns in (("cniscope-agent-fingerprint", "kube-system"), ("cniscope-agent-apiserver-service", "default")):

@@ -1,8 +1,10 @@
 """What the agent asks the Kubernetes API, and what it finds on the node without it.
 
 - node metadata: instance type, zone, kernel, container runtime (``GET /api/v1/nodes/NAME``);
-- the data-plane fingerprint: cilium-config, kube-proxy's configuration, the cilium / kube-proxy /
-  aws-node DaemonSets in kube-system (named ``get`` only, see daemonset/base/rbac-agent.yaml);
+- the data-plane fingerprint: Cilium's DaemonSet found by label in any namespace and cilium-config
+  beside it, kube-proxy's configuration and the kube-proxy / aws-node DaemonSets in kube-system (named
+  ``get``), EKS Auto Mode nodes (see daemonset/base/rbac-agent.yaml); on the node, what the
+  processes run (:mod:`cniscope.agent.node_dataplane`);
 - its node's probe pod: listed by label and ``spec.nodeName``, watched until it runs; its network
   namespace is ``/proc/PID/ns/net`` of a process whose cgroup names the pod's UID.
 
@@ -23,12 +25,14 @@ from cniscope.core import kubeapi
 from cniscope.core.cluster_cidrs import AllowList, CidrObjects, effective
 from cniscope.core.config import AgentConfig
 from cniscope.core.errors import CniscopeError, Unavailable
-from cniscope.core.fingerprint import ClusterObjects, Fingerprint, NodeFacts, derive
+from cniscope.core.fingerprint import ClusterObjects, Fingerprint, NodeFacts, derive, from_node, with_node
 from cniscope.core.hostpaths import HostPaths
 
 log = logging.getLogger("cniscope.agent.cluster_api")
 
 KS = "kube-system"
+CILIUM_SELECTOR = "k8s-app=cilium"                   # the label Cilium's Helm chart gives its DaemonSet
+AUTO_MODE = "eks.amazonaws.com/compute-type=auto"   # EKS Auto Mode nodes
 
 
 @dataclass(frozen=True)
@@ -106,19 +110,44 @@ class ClusterView:
         return node_info(obj)
 
     def objects(self) -> ClusterObjects:
-        def cm(name: str) -> dict[str, Any] | None:
-            return kubeapi.call(self.core.read_namespaced_config_map, name, KS, what=f"get configmap {KS}/{name}")
+        def cm(name: str, ns: str = KS) -> dict[str, Any] | None:
+            return kubeapi.call(self.core.read_namespaced_config_map, name, ns, what=f"get configmap {ns}/{name}")
 
         def ds(name: str) -> dict[str, Any] | None:
             return kubeapi.call(self.apps.read_namespaced_daemon_set, name, KS, what=f"get daemonset {KS}/{name}")
 
+        cilium, ns = self.cilium_daemonset()
+        kp_name = "kube-proxy-config"
+        kp_config = cm(kp_name)
+        if kp_config is None:
+            kp_name, kp_config = "kube-proxy", cm("kube-proxy")
+        auto = kubeapi.call(self.core.list_node, label_selector=AUTO_MODE, limit=1, what="list nodes (EKS Auto Mode)")
         return ClusterObjects(
-            cilium_config=cm("cilium-config"), cilium=ds("cilium"), kube_proxy=ds("kube-proxy"),
-            kube_proxy_config=cm("kube-proxy-config") or cm("kube-proxy"), aws_node=ds("aws-node"),
+            cilium_config=cm("cilium-config", ns), cilium=cilium, kube_proxy=ds("kube-proxy"),
+            kube_proxy_config=kp_config, aws_node=ds("aws-node"), cilium_namespace=ns,
+            kube_proxy_config_name=kp_name, auto_mode_nodes=len((auto or {}).get("items", [])),
         )
 
-    def fingerprint(self) -> Fingerprint:
-        return derive(self.objects())
+    def cilium_daemonset(self) -> tuple[dict[str, Any] | None, str]:
+        """Cilium's DaemonSet by its chart's label, in whatever namespace it was installed, and that
+        namespace (kube-system when there is none)."""
+        listed = kubeapi.call(self.apps.list_daemon_set_for_all_namespaces, label_selector=CILIUM_SELECTOR,
+                              what=f"list daemonsets -l {CILIUM_SELECTOR} in all namespaces")
+        items = sorted((listed or {}).get("items", []),
+                       key=lambda d: (d["metadata"].get("namespace") != KS, d["metadata"].get("namespace", "")))
+        if not items:
+            return None, KS
+        return items[0], items[0]["metadata"].get("namespace", KS)
+
+    def fingerprint(self, paths: HostPaths | None = None) -> Fingerprint:
+        """From the API's objects; with ``paths`` (an agent on its node) overlaid with what the node's
+        processes run (:mod:`cniscope.agent.node_dataplane`)."""
+        objs = self.objects()
+        if paths is None:
+            return derive(objs)
+        from cniscope.agent import node_dataplane
+
+        return with_node(objs, node_dataplane.read(paths))
 
     def _optional(self, fn: Any, *args: Any, what: str, notes: list[str], **kwargs: Any) -> dict[str, Any] | None:
         """One read that discovery can do without: a refusal becomes a note, not a failure."""
@@ -157,50 +186,74 @@ class ClusterView:
             return self._optional(self.core.read_namespaced_config_map, name, KS, what=f"get configmap {KS}/{name}",
                                   notes=notes)
 
+        try:
+            cilium_ns = self.cilium_daemonset()[1]
+        except Unavailable as exc:
+            if "unreachable" in str(exc):
+                raise
+            cilium_ns = KS
+            notes.append(str(exc))
+
         return CidrObjects(
             nodes=nodes, service_cidrs=service_cidrs, service_cidr_api=served,
             kubernetes_service=self._optional(self.core.read_namespaced_service, "kubernetes", "default",
                                               what="get service default/kubernetes", notes=notes),
             kubeadm_config=None if service_cidrs else cm("kubeadm-config"),
             kube_proxy_config=cm("kube-proxy-config") or cm("kube-proxy"),
-            cilium_config=cm("cilium-config"), notes=tuple(notes))
+            cilium_config=self._optional(self.core.read_namespaced_config_map, "cilium-config", cilium_ns,
+                                         what=f"get configmap {cilium_ns}/cilium-config", notes=notes),
+            notes=tuple(notes))
 
     def probe_pod(self, node: str, namespace: str, selector: str, timeout: float = 0.0) -> ProbePod | None:
-        """This node's probe pod once it runs with an IP; list first, then watch up to ``timeout`` seconds."""
+        """This node's probe pod once it runs with an IP: listed, then watched up to ``timeout`` seconds.
+        A watch whose stream ends (an API server restart, a proxy's idle cut) resumes from the last
+        resourceVersion it saw; when that version has expired (410 Gone) the pods are listed again."""
         from kubernetes import watch
         from kubernetes.client.exceptions import ApiException
         from urllib3.exceptions import HTTPError
 
-        what = f"list pods in {namespace}"
         field = f"spec.nodeName={node}"
-        listed = kubeapi.call(self.core.list_namespaced_pod, namespace, label_selector=selector,
-                           field_selector=field, what=what)
-        if listed is None:
-            raise Unavailable(f"namespace {namespace!r} does not exist")
-        for item in listed.get("items", []):
-            pod = _probe_pod(item)
-            if pod.phase == "Running" and pod.ip:
-                return pod
-        if timeout <= 0:
-            return None
-        deadline = time.monotonic() + timeout
-        rv = listed.get("metadata", {}).get("resourceVersion", "")
-        w = watch.Watch()  # type: ignore[no-untyped-call]
-        try:
-            for event in w.stream(self.core.list_namespaced_pod, namespace, label_selector=selector,  # type: ignore[no-untyped-call]
-                                  field_selector=field, resource_version=rv,
-                                  timeout_seconds=max(1, int(timeout)), _request_timeout=timeout + 5):
-                obj = event.get("raw_object") or {}
-                pod = _probe_pod(obj)
-                if event.get("type") in ("ADDED", "MODIFIED") and pod.phase == "Running" and pod.ip:
-                    return pod
-                if time.monotonic() > deadline:
-                    break
-        except (ApiException, HTTPError, OSError) as exc:   # 410 Gone, a dropped stream: say so, do not crash
-            raise Unavailable(f"watching pods in {namespace}: {getattr(exc, 'status', '') or type(exc).__name__}") from None
-        finally:
-            w.stop()  # type: ignore[no-untyped-call]
-        return None
+        deadline = time.monotonic() + max(0.0, timeout)
+        rv = ""
+        while True:
+            if not rv:
+                listed = kubeapi.call(self.core.list_namespaced_pod, namespace, label_selector=selector,
+                                      field_selector=field, what=f"list pods in {namespace}")
+                if listed is None:
+                    raise Unavailable(f"namespace {namespace!r} does not exist")
+                for item in listed.get("items", []):
+                    pod = _probe_pod(item)
+                    if pod.phase == "Running" and pod.ip:
+                        return pod
+                rv = listed.get("metadata", {}).get("resourceVersion", "")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            w = watch.Watch()  # type: ignore[no-untyped-call]
+            try:
+                for event in w.stream(self.core.list_namespaced_pod, namespace, label_selector=selector,  # type: ignore[no-untyped-call]
+                                      field_selector=field, resource_version=rv,
+                                      timeout_seconds=max(1, int(left)), _request_timeout=left + 5):
+                    obj = event.get("raw_object") or {}
+                    rv = obj.get("metadata", {}).get("resourceVersion", "") or rv
+                    pod = _probe_pod(obj)
+                    if event.get("type") in ("ADDED", "MODIFIED") and pod.phase == "Running" and pod.ip:
+                        return pod
+                    if time.monotonic() > deadline:
+                        return None
+            except ApiException as exc:
+                if exc.status != 410:
+                    raise Unavailable(f"watching pods in {namespace}: {exc.status} {exc.reason}") from None
+                log.info("watch of pods in %s expired at resourceVersion %s (410 Gone): listing again", namespace, rv)
+                rv = ""
+            except (HTTPError, OSError) as exc:   # the API server went away: resume while time is left
+                log.info("watch of pods in %s broke (%s): resuming from resourceVersion %s",
+                         namespace, type(exc).__name__, rv)
+                time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            finally:
+                w.stop()  # type: ignore[no-untyped-call]
+            if rv and time.monotonic() >= deadline:
+                return None
 
 
 # ---- the node side ------------------------------------------------------------------------------
@@ -242,6 +295,13 @@ def node_facts(paths: HostPaths) -> NodeFacts:
     except OSError:
         maps = False
     return NodeFacts(processes=frozenset(procs), cilium_maps=maps)
+
+
+def node_fingerprint(paths: HostPaths) -> Fingerprint:
+    """Without the API: the CNI processes and rules seen here, and what those processes run."""
+    from cniscope.agent import node_dataplane
+
+    return from_node(node_facts(paths), node_dataplane.read(paths))
 
 
 def discover_probe_pod(cfg: AgentConfig, paths: HostPaths, view: ClusterView, timeout: float = 30.0) -> ProbePod | None:

@@ -23,13 +23,12 @@ def cmd_probe_pod(ns: argparse.Namespace) -> int:
 def cmd_fingerprint(ns: argparse.Namespace) -> int:
     from cniscope.agent import cluster_api
     from cniscope.core.errors import Unavailable
-    from cniscope.core.fingerprint import from_node
     from cniscope.core.hostpaths import HostPaths
 
     view = cluster_api.ClusterView.connect("on" if not ns.node_only else "off", context=ns.context,
                                            kubeconfig=ns.kubeconfig)
     if view is None:
-        fp = from_node(cluster_api.node_facts(HostPaths.from_env()))
+        fp = cluster_api.node_fingerprint(HostPaths.from_env())
     else:
         try:
             fp = view.fingerprint()
@@ -42,6 +41,8 @@ def cmd_fingerprint(ns: argparse.Namespace) -> int:
         for k in ("scenario", "cni", "cni_version", "kube_proxy", "routing", "ipam", "tuning", "source", "notes"):
             v = d[k]
             print(f"{k:<12} {', '.join(v) if isinstance(v, list) else (v if v not in (None, '') else '-')}")
+        for fact, where in d["sources"].items():
+            print(f"{'from' if fact == next(iter(d['sources'])) else '':<12} {fact}: {where}")
     return 0
 
 

@@ -7,7 +7,6 @@ from cniscope.agent.inspectors.unit import READY, UNKNOWN, UnitResult
 from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.core.config import AgentConfig, load
 from cniscope.core.errors import Unavailable
-from cniscope.core.fingerprint import from_node
 from cniscope.core.hostpaths import HostPaths
 
 
@@ -21,7 +20,9 @@ def summarize(d: cap.ClusterDetail) -> str:
         parts.append("tuning " + " ".join(fp.tuning))
     if fp.scenario:
         parts.append(f"scenario {fp.scenario}")
-    parts.append("from the Kubernetes API" if fp.source == "kubernetes" else "from this node (no Kubernetes API)")
+    parts.append({"kubernetes": "from the Kubernetes API",
+                  "kubernetes+node": "from the Kubernetes API and this node's processes"}.get(
+                      fp.source, "from this node (no Kubernetes API)"))
     out = ", ".join(parts)
     where = " ".join(x for x in (d.node.instance_type, d.node.zone) if x)
     if where:
@@ -45,17 +46,17 @@ def inspect_cluster(paths: HostPaths) -> UnitResult:
         why = "no Kubernetes API here" if view is None else ""
     if view is not None:
         try:
-            fp = view.fingerprint()
+            fp = view.fingerprint(paths)
             res.item("kubernetes_api", READY, "fingerprint from the API server")
         except Unavailable as exc:
-            fp, why = from_node(cluster_api.node_facts(paths)), str(exc)
+            fp, why = cluster_api.node_fingerprint(paths), str(exc)
             res.item("kubernetes_api", UNKNOWN, why)
         try:
             d.node.CopyFrom(cap.NodeMeta(**view.node(cfg.node).to_dict()))
         except Unavailable as exc:
             d.node_error = str(exc)
     else:
-        fp = from_node(cluster_api.node_facts(paths))
+        fp = cluster_api.node_fingerprint(paths)
         res.item("kubernetes_api", UNKNOWN, why)
     d.fingerprint.CopyFrom(fp.to_proto())
     d.allow_list.CopyFrom(cluster_api.current_allow_list(cfg).to_proto())

@@ -1159,6 +1159,7 @@ class DataPlaneFingerprint(_message.Message):
     SOURCE_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
     SCENARIO_FIELD_NUMBER: _builtins.int
+    SOURCES_FIELD_NUMBER: _builtins.int
     cni: _builtins.str
     """aws-vpc-cni | cilium | calico | flannel | none | unknown"""
     cni_version: _builtins.str
@@ -1168,7 +1169,7 @@ class DataPlaneFingerprint(_message.Message):
     """native | tunnel-vxlan | tunnel-geneve | unknown"""
     ipam: _builtins.str
     source: _builtins.str
-    """kubernetes (from the API server) | node (from what runs here)"""
+    """kubernetes (the API server) | kubernetes+node (and this node's processes) | node"""
     scenario: _builtins.str
     """the benchmark scenario it matches (A..E); empty: none"""
     @_builtins.property
@@ -1177,6 +1178,10 @@ class DataPlaneFingerprint(_message.Message):
 
     @_builtins.property
     def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def sources(self) -> _containers.RepeatedCompositeFieldContainer[Global___FactSource]:
+        """where each fact came from"""
+
     def __init__(
         self,
         *,
@@ -1189,14 +1194,42 @@ class DataPlaneFingerprint(_message.Message):
         source: _builtins.str = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
         scenario: _builtins.str = ...,
+        sources: _abc.Iterable[Global___FactSource] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cni", b"cni", "cni_version", b"cni_version", "ipam", b"ipam", "kube_proxy", b"kube_proxy", "notes", b"notes", "routing", b"routing", "scenario", b"scenario", "source", b"source", "tuning", b"tuning"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cni", b"cni", "cni_version", b"cni_version", "ipam", b"ipam", "kube_proxy", b"kube_proxy", "notes", b"notes", "routing", b"routing", "scenario", b"scenario", "source", b"source", "sources", b"sources", "tuning", b"tuning"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DataPlaneFingerprint: _TypeAlias = DataPlaneFingerprint  # noqa: Y015
+
+@_typing.final
+class FactSource(_message.Message):
+    """One fact of the fingerprint and where it was read: "API: ConfigMap cilium/cilium-config",
+    "process cilium-agent (pid 812) …", "kube-proxy /proxyMode on 127.0.0.1:10249", "default: …".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACT_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    fact: _builtins.str
+    """cni | cni_version | kube_proxy | routing | ipam | tuning | tuning.<flag>"""
+    source: _builtins.str
+    def __init__(
+        self,
+        *,
+        fact: _builtins.str = ...,
+        source: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fact", b"fact", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FactSource: _TypeAlias = FactSource  # noqa: Y015
 
 @_typing.final
 class NodeMeta(_message.Message):
