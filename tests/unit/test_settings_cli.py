@@ -95,13 +95,14 @@ def test_config_show_redacts_secrets_and_names_sources() -> None:
     assert "cniscope collector: effective" in text
 
 
-def test_every_cniscope_variable_read_in_the_code_is_declared_in_config() -> None:
+def test_every_cniscope_variable_in_code_and_manifests_is_declared_in_config() -> None:
     declared = {s.env for cls in (C.AgentConfig, C.CollectorConfig) for s in C.settings(cls)}
     declared |= set(C.SECRET_VARIABLES) | set(C.OTHER_VARIABLES)
     found: dict[str, str] = {}
-    for root in ("agent", "collector", "core", "tui", "proto"):
-        for path in (ROOT / root).rglob("*.py"):
-            for var in re.findall(r"CNISCOPE_[A-Z0-9_]*[A-Z0-9]", path.read_text()):
-                found.setdefault(var, str(path.relative_to(ROOT)))
+    sources = [p for root in ("agent", "collector", "core", "tui", "proto") for p in (ROOT / root).rglob("*.py")]
+    sources += list((ROOT / "daemonset").rglob("*.yaml"))  # what the manifests set
+    for path in sources:
+        for var in re.findall(r"CNISCOPE_[A-Z0-9_]*[A-Z0-9]", path.read_text()):
+            found.setdefault(var, str(path.relative_to(ROOT)))
     undeclared = {v: p for v, p in found.items() if v not in declared}
     assert not undeclared, f"CNISCOPE_* variables read but not declared in core/config.py: {undeclared}"
