@@ -9,6 +9,7 @@ unit still running).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +19,18 @@ from cniscope.api.v1 import agent_pb2, common_pb2
 from cniscope.core.hostpaths import HostPaths
 
 log = logging.getLogger("cniscope.agent")
+_libc = ctypes.CDLL(None)
+
+
+def collect(paths: HostPaths, progress: capabilities.Progress) -> common_pb2.CapabilityReport:
+    """One collection (blocking: run it in a worker thread), then the heap it freed is handed back
+    to the system: the units' tool output and parse trees are transient, and an idle agent should
+    not keep their peak resident (malloc keeps freed memory for reuse unless asked)."""
+    report = capabilities.collect(paths, progress=progress)
+    trim = getattr(_libc, "malloc_trim", None)   # glibc's; other C libraries return memory by themselves
+    if trim is not None:
+        trim(0)
+    return report
 
 
 class CapabilityRefresh:
@@ -36,7 +49,7 @@ class CapabilityRefresh:
     async def collect_first(self) -> None:
         """The report the first Hello carries (in a worker thread)."""
         progress = capabilities.Progress()
-        self.report = await asyncio.to_thread(capabilities.collect, self.paths, progress=progress)
+        self.report = await asyncio.to_thread(collect, self.paths, progress)
         self.last_progress = progress
 
     def request(self) -> None:
@@ -58,7 +71,7 @@ class CapabilityRefresh:
             self._again = False
             progress = self._collecting = capabilities.Progress()
             try:
-                report = await asyncio.to_thread(capabilities.collect, self.paths, progress=progress)
+                report = await asyncio.to_thread(collect, self.paths, progress)
             except Exception as exc:  # a refresh that fails leaves the last report standing
                 log.warning("capability refresh failed: %s", exc)
             else:
