@@ -160,6 +160,8 @@ class FakeApiServer:
                         line = json.dumps(ev).encode() + b"\n"
                         self.wfile.write(b"%x\r\n%s\r\n" % (len(line), line))
                         self.wfile.flush()
+                        if ev["type"] == "ERROR":   # the API server ends a watch after its error event
+                            break
                     self.wfile.write(b"0\r\n\r\n")
                 except OSError:
                     pass

@@ -306,14 +306,19 @@ def test_cli_prints_the_fingerprint(api: FakeApiServer, tmp_path: Path) -> None:
     assert "403" in r.stderr
 
 
-def test_an_expired_watch_is_unavailable_not_a_crash(api: FakeApiServer, tmp_path: Path) -> None:
+def test_an_expired_watch_lists_again_and_watches_on(api: FakeApiServer, tmp_path: Path) -> None:
+    """410 Gone: the resourceVersion the watch resumed from has expired; the pods are listed again and a
+    new watch, from the list's version, sees the pod start."""
     from tests.k8s.apiserver import status
 
     api.pods.append(probe_pod("Pending"))
-    for _ in range(2):   # the client re-watches once after a 410 by itself; the second one is ours
-        api.events.put({"type": "ERROR", "object": status(410, "Expired", "too old resource version: 1 (1000)")})
-    with pytest.raises(Unavailable, match="410"):
-        view(api, tmp_path).probe_pod(NODE, "cniscope-probe", "app.kubernetes.io/name=cniscope-probe", timeout=3)
+    api.events.put({"type": "ERROR", "object": status(410, "Expired", "too old resource version: 1 (1000)")})
+    api.events.put({"type": "MODIFIED", "object": probe_pod("Running", "10.0.3.7")})
+    pod = view(api, tmp_path).probe_pod(NODE, "cniscope-probe", "app.kubernetes.io/name=cniscope-probe", timeout=10)
+    assert pod is not None
+    assert (pod.phase, pod.ip) == ("Running", "10.0.3.7")
+    calls = ["watch" if r.query.get("watch") else "list" for r in api.requests if r.path.endswith("/pods")]
+    assert calls == ["list", "watch", "list", "watch"]
 
 
 def test_scaler_without_an_api_server_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -242,10 +242,15 @@ class ClusterView:
                     if time.monotonic() > deadline:
                         return None
             except ApiException as exc:
-                if exc.status != 410:
+                if exc.status == 410:
+                    log.info("watch of pods in %s expired at resourceVersion %s (410 Gone): listing again",
+                             namespace, rv)
+                    rv = ""
+                elif exc.status in (429, 500, 503, 504):   # a restarting API server's caches are not ready
+                    log.info("watch of pods in %s refused for now (%s): retrying", namespace, exc.status)
+                    time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                else:
                     raise Unavailable(f"watching pods in {namespace}: {exc.status} {exc.reason}") from None
-                log.info("watch of pods in %s expired at resourceVersion %s (410 Gone): listing again", namespace, rv)
-                rv = ""
             except (HTTPError, OSError) as exc:   # the API server went away: resume while time is left
                 log.info("watch of pods in %s broke (%s): resuming from resourceVersion %s",
                          namespace, type(exc).__name__, rv)
