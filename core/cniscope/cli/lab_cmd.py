@@ -41,12 +41,18 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
         raise CniscopeError(f"unknown tracer(s) {', '.join(unknown)}; known: {', '.join(TRACERS.names())}")
     lab = Lab(LabSpec(name=ns.name, nodes=ns.nodes, pods_per_node=ns.pods_per_node))
     lab.up()
+    cluster_env: dict[str, Any] = {}
     if ns.kubernetes:
         from cniscope.lab.kube.control_plane import KubeLab
+        from cniscope.lab.kube.install import LabInstall
 
-        KubeLab(lab).up(proxy_mode=ns.proxy_mode)
+        kube = KubeLab(lab)
+        kube.up(proxy_mode=ns.proxy_mode)
+        install = LabInstall(kube)
+        install.apply()
+        cluster_env = {"agent_env": install.agent_env, "collector_env": install.collector_env()}
     if not ns.bare:
-        lab.start_cluster(sample_interval=ns.sample_interval, tracers=tracers)
+        lab.start_cluster(sample_interval=ns.sample_interval, tracers=tracers, **cluster_env)
         wait_nodes(lab.local_collector, ns.nodes, timeout=ns.wait)
     st = _with_kubernetes(lab)
     if ns.output == "json":
@@ -59,8 +65,8 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
         if st["kubernetes"]:
             k = st["kubernetes"]
             print(f"  kubernetes {k['kubernetes_version']}: API {k['server']} (inside the lab), "
-                  f"kube-proxy {k['proxy_mode']}, admin kubeconfig {k['kubeconfig']}; "
-                  "try: cniscope lab kubectl get nodes,pods -A")
+                  f"kube-proxy {k['proxy_mode']}, admin kubeconfig {k['kubeconfig']}; install from daemonset/ "
+                  f"applied ({k.get('install', '')}); try: cniscope lab kubectl get nodes,pods -A")
         if not ns.bare:
             print("next: cniscope tui   |   cniscope probe rtt --from node1 --to node2   |   cniscope lab down")
     return 0
@@ -139,14 +145,18 @@ def register(sub: Any) -> None:
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for agents to connect")
     p.add_argument("-o", "--output", choices=["text", "json"], default="text")
     p.add_argument("--kubernetes", action="store_true",
-                   help="also run a real control plane (etcd, kube-apiserver, kube-controller-manager) in "
-                        "the fabric and kube-proxy in every node (builds core/kube-harness on first use)")
+                   help="also run a real control plane (etcd, kube-apiserver, kube-controller-manager, "
+                        "kube-scheduler) in the fabric and kube-proxy in every node, apply the install from "
+                        "daemonset/ with kubectl apply -k, and have the agents use the API with their "
+                        "ServiceAccount tokens (builds core/kube-harness on first use)")
     p.add_argument("--proxy-mode", choices=["iptables", "nftables"], default="iptables",
                    help="kube-proxy mode with --kubernetes (default iptables)")
     p.set_defaults(func=cmd_lab_up)
     p = lsub.add_parser("down", help="stop the lab's processes and remove every namespace it made")
     p.set_defaults(func=cmd_lab_down)
-    p = lsub.add_parser("status", help="print the lab as JSON")
+    p = lsub.add_parser("status", help="print the lab as JSON (its Kubernetes API address and admin kubeconfig "
+                                       "under 'kubernetes')")
+    p.add_argument("-o", "--output", choices=["json"], default="json")
     p.set_defaults(func=cmd_lab_status)
     p = lsub.add_parser("kubectl", help="kubectl against the lab's API server (admin), run inside the lab")
     p.add_argument("argv", nargs=argparse.REMAINDER)

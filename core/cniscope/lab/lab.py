@@ -15,7 +15,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -135,6 +135,9 @@ class Lab:
             if name.startswith(self.prefix + "-"):
                 netns.delete(name)
                 removed.append(f"netns {name}")
+        from cniscope.lab.kube import runtime  # what a Kubernetes lab's pods left, if its kubelet died
+
+        removed.extend(runtime.sweep(self.spec.name))
         removed.extend(f"file {d}/resolv.conf" for d in labdns.remove_files(self.namespaces()))
         if self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -197,14 +200,20 @@ class Lab:
 
     def start_cluster(self, *, db: Path | None = None, extra_agent_args: Sequence[str] = (),
                       extra_collector_args: Sequence[str] = (), sample_interval: float = 2.0,
-                      tracers: Sequence[str] = (), tracer_nodes: Collection[str] | None = None) -> None:
+                      tracers: Sequence[str] = (), tracer_nodes: Collection[str] | None = None,
+                      agent_env: Callable[[LabNode], dict[str, str]] | None = None,
+                      collector_env: dict[str, str] | None = None) -> None:
         """Start the collector in the fabric and one agent per node namespace. The collector serves
         this lab (``--lab``): its service-scaling runs load kube-proxy-style rules in the node namespaces.
 
         ``tracers`` (bcc tracer names; default CNISCOPE_TRACERS of this environment) run in the agents
         of ``tracer_nodes`` (default every node). A tracer sees the whole machine, so each lab agent's
         tracers watch its probe pod's namespace only, where that node's probes start: other nodes,
-        other labs and the host stay out of its counts."""
+        other labs and the host stay out of its counts.
+
+        ``agent_env`` (a Kubernetes lab, ``cniscope.lab.kube.install``): each agent's API environment; the
+        agent then finds its probe pod's address and namespace through the API instead of being told.
+        ``collector_env``: the collector's."""
         exe = [sys.executable, "-m", "cniscope.cli"]
         names = ",".join(tracers) if tracers else os.environ.get("CNISCOPE_TRACERS", "")
         dbp = db or (self.dir / "collector.db")
@@ -214,18 +223,18 @@ class Lab:
             self.spawn("collector", self.fabric, [
                 *exe, "collector", "--listen", self.collector_address,
                 "--listen", self.local_collector, "--db", str(dbp), "--lab", self.spec.name, *extra_collector_args,
-            ])
+            ], env=collector_env)
         self.start_dns()
         for node in self.nodes():
             role = f"agent:{node.name}"
             if self._alive(role):
                 continue
+            pod = [] if agent_env else ["--pod-ip", node.pod_ip, "--pod-netns", str(netns.NETNS_DIR / node.pod_netns)]
             self.spawn(role, node.netns, [
                 *exe, "agent", "--collector", self.collector_address, "--node", node.name,
-                "--host-ip", node.host_ip, "--pod-ip", node.pod_ip,
-                "--pod-netns", str(netns.NETNS_DIR / node.pod_netns),
-                "--sample-interval", str(sample_interval), *extra_agent_args,
-            ], env={"CNISCOPE_LAB": self.spec.name, **self._tracer_env(node, names, tracer_nodes)})
+                "--host-ip", node.host_ip, *pod, "--sample-interval", str(sample_interval), *extra_agent_args,
+            ], env={"CNISCOPE_LAB": self.spec.name, **self._tracer_env(node, names, tracer_nodes),
+                    **(agent_env(node) if agent_env else {})})
 
     @staticmethod
     def _tracer_env(node: LabNode, names: str, only: Collection[str] | None) -> dict[str, str]:

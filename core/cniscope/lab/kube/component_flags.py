@@ -2,7 +2,8 @@
 
 Addresses: the API server on ``API_IP`` (a fabric-bridge address beside the collector, 198.18.0.2,
 and the lab DNS, 198.18.0.3); etcd on the fabric namespace's own loopback; kube-proxy's /metrics and
-/healthz on each node's lab address. Nothing binds in the host namespace.
+/healthz on the addresses of each node's namespace (its lab address and loopback). Nothing binds in
+the host namespace.
 """
 
 from __future__ import annotations
@@ -25,10 +26,10 @@ ROLE_PREFIX = "kube:"
 ADMIN_USER = "cniscope-lab-admin"
 
 KERNEL_NOTES = {
-    "kube-proxy --conntrack-max-per-core=0": (
+    "kube-proxy conntrack.maxPerCore: 0": (
         "nf_conntrack_max can be written only from the host's network namespace: without the flag "
         "kube-proxy exits in a node namespace with 'open /proc/sys/net/netfilter/nf_conntrack_max: "
-        "permission denied'; 0 leaves it alone. (The conntrack TCP timeouts are per namespace: "
+        "permission denied'; 0 (--conntrack-max-per-core=0) leaves it alone. (The conntrack TCP timeouts are per namespace: "
         "kube-proxy sets them in each node namespace as on a real node.)"),
     "kube-proxy --proxy-mode=iptables|nftables": (
         "ipvs mode cannot run: this kernel has no IPVS (and no loadable modules) and there is no "
@@ -108,14 +109,12 @@ class Flags:
             "--leader-elect=false", "--profiling=false",
         ]
 
-    def kube_proxy_argv(self, binary: Path, node_name: str, node_ip: str, mode: str) -> list[str]:
-        return [
-            str(binary), "kube-proxy",
-            f"--kubeconfig={self.kubeconfig('kube-proxy')}", f"--hostname-override={node_name}",
-            f"--proxy-mode={mode}", f"--bind-address={node_ip}",
-            f"--metrics-bind-address={node_ip}:{PROXY_METRICS_PORT}",
-            f"--healthz-bind-address={node_ip}:{PROXY_HEALTHZ_PORT}",
-            "--conntrack-max-per-core=0",     # see KERNEL_NOTES
-            "--nodeport-addresses=primary",   # NodePorts on the node's lab address only
-            "--profiling=false",
-        ]
+    def kube_proxy_config(self) -> Path:
+        """kube-proxy's KubeProxyConfiguration (``cniscope.lab.kube.addons.kube_proxy_config``)."""
+        return self.dir / "kube-proxy" / "config.conf"
+
+    def kube_proxy_argv(self, binary: Path, node_name: str) -> list[str]:
+        # as kubeadm runs it: the shared configuration (also the ConfigMap kube-system/kube-proxy)
+        # and the node's name; the configuration holds the mode, the addresses and conntrack (KERNEL_NOTES)
+        return [str(binary), "kube-proxy", f"--config={self.kube_proxy_config()}",
+                f"--hostname-override={node_name}"]

@@ -4,8 +4,13 @@
                        kube-apiserver on API_IP:6443 (a bridge address beside the collector)
                        kube-controller-manager (serving on the fabric's 127.0.0.1:10257)
                        kube-scheduler (127.0.0.1:10259): binds pods, DaemonSet pods included
-                       the kubelet stand-in (cniscope.lab.kube.kubelet_standin): Nodes, Leases, pod status
-    node namespaces    kube-proxy per node (iptables or nftables mode), /metrics on <node IP>:10249
+                       the kubelet stand-in (cniscope.lab.kube.kubelet_standin): Nodes, Leases, pods
+                       (run in lab pod namespaces), pod status, projected ServiceAccount tokens
+    node namespaces    kube-proxy per node (iptables or nftables mode, kubeadm-style --config that is
+                       also the ConfigMap kube-system/kube-proxy), /metrics on <node IP>:10249
+    kube-system        kube-proxy's ConfigMap and DaemonSet, kube-dns (cniscope.lab.kube.addons)
+
+The product's install from daemonset/ is applied on top by :mod:`cniscope.lab.kube.install`.
 
 Every binary is the harness ``cniscope-kube`` (see :mod:`cniscope.lab.kube.harness`); every process
 is started through ``Lab.spawn`` under a ``kube:`` role, so ``lab down`` stops it by its PID and
@@ -34,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from cniscope.core.errors import LabError
 from cniscope.lab import addressing as addr
 from cniscope.lab import netns, procs
-from cniscope.lab.kube import harness, pki
+from cniscope.lab.kube import addons, harness, pki, runtime
 from cniscope.lab.kube.apiclient import ApiError, Client
 from cniscope.lab.kube.component_flags import (
     ADMIN_USER,
@@ -77,6 +82,11 @@ class KubeLab:
 
     def kubeconfig(self, who: str) -> Path:
         return self.dir / f"{who}.kubeconfig"
+
+    @property
+    def token_root(self) -> Path:
+        """Where the stand-in projects ServiceAccount tokens (:mod:`cniscope.lab.kube.tokens`)."""
+        return self.dir / "serviceaccounts"
 
     @property
     def fabric_netns(self) -> Path:
@@ -122,8 +132,12 @@ class KubeLab:
                 "name": n.name, "host_ip": n.host_ip, "pod_cidr": addr.pod_subnet(n.index),
                 "cert": str(self.paths.crt(f"node-{n.name}")), "key": str(self.paths.key(f"node-{n.name}")),
                 "pod_ips": [p["ip"] for p in n.pods],
+                "pod_netns": {p["ip"]: str(netns.NETNS_DIR / p["netns"]) for p in n.pods},
                 "labels": {"cniscope.dev/lab": self.lab.spec.name},
             } for n in self.lab.nodes()],
+            "lab": self.lab.spec.name,
+            "log_dir": str(self.lab.dir / "logs" / "pods"),
+            "token_dir": str(self.token_root),
         }
         path = self.dir / "kubelet.json"
         path.write_text(json.dumps(cfg, indent=2))
@@ -148,15 +162,17 @@ class KubeLab:
             self._start("scheduler", self.lab.fabric, self.flags.scheduler_argv(binary))
             self._start("kubelet", self.lab.fabric,
                         [sys.executable, "-m", "cniscope.lab.kube.kubelet_standin", str(self.kubelet_config())])
+            self._write_kube_proxy_config(proxy_mode)
             for node in self.lab.nodes():
-                self._start(f"proxy:{node.name}", node.netns,
-                            self.flags.kube_proxy_argv(binary, node.name, node.host_ip, proxy_mode))
+                self._start(f"proxy:{node.name}", node.netns, self.flags.kube_proxy_argv(binary, node.name))
             # usable when this returns: pods can be created (the serviceaccount controller made
             # default/default) and every lab node is a Ready Node
             self._wait(lambda: admin.get("/api/v1/namespaces/default/serviceaccounts/default"),
                        "controller-manager", timeout)
             self._wait(lambda: self._nodes_ready(admin), "kubelet", timeout)
-            self._kube_dns_service(admin)
+            addons.ensure(admin, addons.kube_proxy_objects(self.flags.kube_proxy_config().read_text(),
+                                                           _kube_version(), self.lab.spec.name)
+                          + addons.kube_dns_objects(self.lab.spec.name))
         finally:
             admin.close()
         state = {"server": self.server, "api_address": f"{API_IP}:{API_PORT}",
@@ -165,6 +181,11 @@ class KubeLab:
                  "service_cidr": SERVICE_CIDR, "netns": self.lab.fabric}
         self.state_file.write_text(json.dumps(state, indent=2))
         return self.status() or state
+
+    def _write_kube_proxy_config(self, mode: str) -> None:
+        path = self.flags.kube_proxy_config()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(addons.kube_proxy_config(mode, self.kubeconfig("kube-proxy")))
 
     def _nodes_ready(self, api: Client) -> None:
         items = api.get("/api/v1/nodes")["items"]
@@ -175,33 +196,6 @@ class KubeLab:
         if missing:
             raise TimeoutError(f"nodes not Ready yet: {', '.join(missing)}")
 
-    def _kube_dns_service(self, api: Client) -> None:
-        """kube-system/kube-dns at the lab DNS ClusterIP (198.18.64.2), its endpoint the lab's dnsmasq:
-        reserves the address the lab's resolv.conf names, and kube-proxy forwards it as in a cluster."""
-        from cniscope.lab.labdns import DNS_IP, KUBE_DNS_IP
-
-        ports = [{"name": f"dns-{p.lower()}", "port": 53, "protocol": p} for p in ("UDP", "TCP")]
-        objs: list[tuple[str, dict[str, Any]]] = [
-            ("/api/v1/namespaces/kube-system/services", {
-                "apiVersion": "v1", "kind": "Service",
-                "metadata": {"name": "kube-dns", "namespace": "kube-system",
-                             "labels": {"k8s-app": "kube-dns", "cniscope.dev/lab": self.lab.spec.name}},
-                "spec": {"clusterIP": KUBE_DNS_IP, "ports": [{**p, "targetPort": 53} for p in ports]}}),
-            ("/apis/discovery.k8s.io/v1/namespaces/kube-system/endpointslices", {
-                "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
-                "metadata": {"name": "kube-dns-lab", "namespace": "kube-system",
-                             "labels": {"kubernetes.io/service-name": "kube-dns",
-                                        "endpointslice.kubernetes.io/managed-by": "lab.cniscope.dev"}},
-                "addressType": "IPv4", "ports": ports,
-                "endpoints": [{"addresses": [DNS_IP], "conditions": {"ready": True}}]}),
-        ]
-        for path, obj in objs:
-            try:
-                api.create(path, obj)
-            except ApiError as exc:
-                if exc.status != 409:
-                    raise
-
     def _configure_fabric(self) -> None:
         fab = self.lab.fabric
         if f" {API_IP}/" not in netns.exec_in(fab, ["ip", "-o", "-4", "addr", "show", "dev", "br0"]):
@@ -209,6 +203,10 @@ class KubeLab:
         # pods reach the API server (directly or through the kubernetes Service): routes back to them
         netns.batch(fab, [f"route replace {addr.pod_subnet(n.index)} via {n.host_ip} dev br0"
                           for n in self.lab.nodes()])
+        # nodes send the Service range towards the fabric, as a node's default route would: a ClusterIP
+        # needs a route before kube-proxy's OUTPUT rules can rewrite it (lab nodes have no default route)
+        for n in self.lab.nodes():
+            netns.batch(n.netns, [f"route replace {addr.SERVICE_NET} via {addr.COLLECTOR_IP} dev eth0"])
 
     def _start(self, name: str, ns: str, argv: Sequence[str]) -> procs.ProcRecord:
         role = ROLE_PREFIX + name
@@ -249,13 +247,30 @@ class KubeLab:
         return [ROLE_PREFIX + n for n in names]
 
     def stop(self) -> list[str]:
-        """Stop only the Kubernetes processes, by their recorded PIDs (``lab down`` stops all)."""
+        """Stop only the Kubernetes processes, by their recorded PIDs, and what the pods ran (``lab down``
+        stops all)."""
         stopped = []
         for role in reversed(self.roles()):
             if self.lab.record(role) is not None:
                 self.lab.stop_role(role)
                 stopped.append(role)
-        return stopped
+        return stopped + runtime.sweep(self.lab.spec.name)
+
+    def restart(self, name: str = "apiserver", timeout: float = 120.0) -> tuple[int, int]:
+        """Stop one Kubernetes process by its recorded PID and start it again with the same command line
+        (the API server: until it is ready again); its old and new PIDs."""
+        old = self.lab.record(ROLE_PREFIX + name)
+        if old is None:
+            raise LabError(f"lab {self.lab.spec.name!r} has no {name}")
+        self.lab.stop_role(old.role)
+        new = self.lab.spawn(old.role, None, old.argv)   # argv already enters its namespace
+        if name == "apiserver":
+            admin = self.client()
+            try:
+                self._wait(lambda: admin.wait_ready(timeout=2.0), name, timeout)
+            finally:
+                admin.close()
+        return old.pid, new.pid
 
     # ---- use -------------------------------------------------------------------------------
     def client(self, who: str = "admin", timeout: float = 10.0) -> Client:
@@ -283,6 +298,8 @@ class KubeLab:
             rec = self.lab.record(role)
             alive[role.removeprefix(ROLE_PREFIX)] = rec is not None and procs.alive(rec)
         state["processes"] = alive
+        marker = self.dir / "install" / "applied"
+        state["install"] = (f"kubectl apply -k {marker.parent}" if marker.exists() else "not applied")
         return state
 
 

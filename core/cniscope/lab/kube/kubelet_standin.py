@@ -8,11 +8,13 @@ authorizer and NodeRestriction admission judge it as they would judge a kubelet 
   from this host: kernel from uname, OS image from /etc/os-release, runtime ``lab://<version>``);
 * renews the node's Lease in ``kube-node-lease`` every ``LEASE_RENEW`` seconds and posts its
   Ready/MemoryPressure/DiskPressure/PIDPressure conditions every ``STATUS_EVERY`` seconds;
-* marks the pods bound to the node Running and Ready: host-network pods get the node's address,
-  others one of the node's lab pod addresses (a lab pod namespace), kept for the pod's lifetime.
-  A pod beyond the node's pod addresses stays Pending with a condition saying so.
+* runs the pods bound to the node and reports them (:mod:`cniscope.lab.kube.pod_sync`): host-network
+  pods get the node's address, others one of the node's lab pod addresses with a sandbox process in
+  that pod namespace and the containers of the lab's image (:mod:`cniscope.lab.kube.runtime`);
+  Ready follows their readiness probes;
+* projects the pods' ServiceAccount tokens through the TokenRequest API (:mod:`cniscope.lab.kube.tokens`).
 
-No container ever runs: the lab's pod namespaces are the pods' network presence.
+On SIGTERM the pods' processes are stopped with it.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from cniscope.lab.kube.apiclient import ApiError, Client, microtime, name_path, rfc3339
+from cniscope.lab.kube.pod_sync import PodSync
+from cniscope.lab.kube.runtime import Runtime
+from cniscope.lab.kube.tokens import TokenProjector
 
 LEASE_SECONDS = 40
 LEASE_RENEW = 10.0
@@ -47,6 +52,7 @@ class NodeConf:
     key: str
     pod_ips: list[str]
     labels: dict[str, str] = field(default_factory=dict)
+    pod_netns: dict[str, str] = field(default_factory=dict)   # lab pod IP -> its /run/netns path
 
 
 def host_info(runtime_version: str, kubelet_version: str) -> dict[str, str]:
@@ -93,12 +99,16 @@ def capacity() -> dict[str, str]:
 
 
 class NodeAgent:
-    def __init__(self, conf: NodeConf, server: str, ca: Path, info: dict[str, str]) -> None:
+    def __init__(self, conf: NodeConf, config: dict[str, Any], info: dict[str, str]) -> None:
         self.conf = conf
-        self.api = Client(server, ca=ca, cert=Path(conf.cert), key=Path(conf.key))
+        ca = Path(config["ca"])
+        self.api = Client(config["server"], ca=ca, cert=Path(conf.cert), key=Path(conf.key))
         self.info = {**info, "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{conf.name}.lab"))}
         self.started = rfc3339()
-        self.assigned: dict[str, str] = {}     # pod uid -> lab pod IP
+        self.runtime = Runtime(config.get("lab", "lab"), conf.name, Path(config.get("log_dir", "/tmp")))
+        tokens = TokenProjector(self.api, conf.name, Path(config.get("token_dir", "/nonexistent")), ca)
+        pod_netns = conf.pod_netns or {ip: "" for ip in conf.pod_ips}
+        self.pods = PodSync(self.api, conf.name, conf.host_ip, pod_netns, self.runtime, tokens)
         self.next_status = 0.0
         self.next_lease = 0.0
 
@@ -171,72 +181,6 @@ class NodeAgent:
             })
         self.next_lease = time.monotonic() + LEASE_RENEW
 
-    # ---- pods ------------------------------------------------------------------------------
-    def sync_pods(self) -> None:
-        pods = self.api.get("/api/v1/pods", query={
-            "fieldSelector": f"spec.nodeName={self.conf.name}"})["items"]
-        live = {p["metadata"]["uid"] for p in pods}
-        for uid in [u for u in self.assigned if u not in live]:
-            del self.assigned[uid]
-        for p in pods:   # addresses already given out survive a restart of this process
-            ip = p.get("status", {}).get("podIP")
-            if ip and ip in self.conf.pod_ips:
-                self.assigned.setdefault(p["metadata"]["uid"], ip)
-        for p in pods:
-            if p["metadata"].get("deletionTimestamp"):
-                self._finish_deleted(p)
-                continue
-            st = p.get("status", {})
-            if st.get("phase") in ("Running", "Succeeded", "Failed") and st.get("podIP"):
-                continue
-            self._start(p)
-
-    def _finish_deleted(self, pod: dict[str, Any]) -> None:
-        # a kubelet confirms deletion once containers are gone: here at once
-        ns, name = pod["metadata"]["namespace"], pod["metadata"]["name"]
-        try:
-            self.api.request("DELETE", f"/api/v1/namespaces/{name_path(ns)}/pods/{name_path(name)}",
-                             {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0,
-                              "preconditions": {"uid": pod["metadata"]["uid"]}})
-        except ApiError as exc:
-            if exc.status not in (404, 409):
-                raise
-
-    def _start(self, pod: dict[str, Any]) -> None:
-        meta, spec = pod["metadata"], pod["spec"]
-        uid = meta["uid"]
-        if spec.get("hostNetwork"):
-            ip = self.conf.host_ip
-        else:
-            ip = self.assigned.get(uid) or next(
-                (a for a in self.conf.pod_ips if a not in self.assigned.values()), "")
-        path = f"/api/v1/namespaces/{name_path(meta['namespace'])}/pods/{name_path(meta['name'])}/status"
-        now = rfc3339()
-        if not ip:
-            if any(c.get("reason") == "NoLabPodAddress" for c in pod.get("status", {}).get("conditions", [])):
-                return   # already said so
-            self.api.merge_patch(path, {"status": {"phase": "Pending", "conditions": [
-                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-                {"type": "Ready", "status": "False", "reason": "NoLabPodAddress",
-                 "message": f"all {len(self.conf.pod_ips)} lab pod addresses of {self.conf.name} are in use",
-                 "lastTransitionTime": now}]}})
-            return
-        if not spec.get("hostNetwork"):
-            self.assigned[uid] = ip
-        containers = [{
-            "name": c["name"], "image": c.get("image", ""), "imageID": "",
-            "containerID": f"lab://{uid}/{c['name']}", "ready": True, "restartCount": 0,
-            "started": True, "state": {"running": {"startedAt": now}},
-        } for c in spec.get("containers", [])]
-        conds = [{"type": t, "status": "True", "lastTransitionTime": now}
-                 for t in ("PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady",
-                           "PodScheduled")]
-        self.api.merge_patch(path, {"status": {
-            "phase": "Running", "conditions": conds, "hostIP": self.conf.host_ip,
-            "hostIPs": [{"ip": self.conf.host_ip}], "podIP": ip, "podIPs": [{"ip": ip}],
-            "startTime": now, "containerStatuses": containers, "qosClass": "BestEffort",
-        }})
-
     # ---- loop ------------------------------------------------------------------------------
     def tick(self) -> None:
         now = time.monotonic()
@@ -244,13 +188,12 @@ class NodeAgent:
             self.renew_lease()
         if now >= self.next_status:
             self.post_status()
-        self.sync_pods()
+        self.pods.sync()
 
 
 def run(config: dict[str, Any], stop: threading.Event) -> None:
     info = host_info(config.get("runtime_version", "0"), config["kubelet_version"])
-    ca = Path(config["ca"])
-    agents = [NodeAgent(NodeConf(**n), config["server"], ca, info) for n in config["nodes"]]
+    agents = [NodeAgent(NodeConf(**n), config, info) for n in config["nodes"]]
     pending = list(agents)
     while pending and not stop.is_set():      # the API server may still be starting
         for a in list(pending):
@@ -271,6 +214,8 @@ def run(config: dict[str, Any], stop: threading.Event) -> None:
             except (ApiError, OSError) as exc:
                 print(f"node {a.conf.name}: {exc}", flush=True)
         stop.wait(POD_POLL)
+    for a in agents:         # the pods' processes end with their kubelet
+        a.runtime.stop_all()
 
 
 def main(argv: list[str] | None = None) -> int:
