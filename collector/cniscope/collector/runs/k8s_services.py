@@ -27,6 +27,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from cniscope.api.v1 import cluster_pb2
 from cniscope.collector.runs import capwait
 from cniscope.collector.runs.manager import Stopped
 from cniscope.collector.runs.run_fingerprint import data_plane_counts, kube_proxy_sync
@@ -45,6 +46,15 @@ SETTLE_STABLE = 2
 ENDPOINT_TIMEOUT = 120.0
 SIGNALS = (("nat_rules", "NAT rules"), ("nft_rules", "kube-proxy nft rules"),
            ("bpf_service_entries", "BPF service map entries"))
+
+
+def uses_api(st: cluster_pb2.NodeState) -> bool:
+    """An agent whose fingerprint comes from a Kubernetes API server: its node's data plane follows the
+    API's Services (a Kubernetes lab's agents too, although their addresses are a lab's)."""
+    for u in st.capabilities.units:
+        if u.name == "cluster" and u.WhichOneof("detail") == "cluster":
+            return u.cluster.fingerprint.source.startswith("kubernetes")
+    return False
 
 
 def figure(counts: dict[str, int]) -> tuple[int, str]:

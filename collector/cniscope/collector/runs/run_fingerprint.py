@@ -130,7 +130,9 @@ def derive(nodes: Mapping[str, cluster_pb2.NodeState]) -> dict[str, str]:
         if is_lab(st):
             backend = f.get("kube_proxy_backend") or "iptables-nft"
             f["node_type"] = "lab"
-            f["environment"] = f"lab: netns, {backend}"
+            # a Kubernetes lab (lab up --kubernetes): its agents read the fingerprint from an API server
+            api = ", Kubernetes API" if fp.source.startswith("kubernetes") else ""
+            f["environment"] = f"lab: netns, {backend}{api}"
         else:
             f["node_type"] = meta.instance_type or "unknown"
             f["environment"] = "kubernetes" if fp.source == "kubernetes" else "node (no Kubernetes API)"

@@ -28,7 +28,7 @@ from cniscope.api.v1 import common_pb2, runs_pb2
 from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.runs import footprint_figures, kernel_setup
 from cniscope.collector.runs import run_store as rstore
-from cniscope.collector.runs.k8s_services import DataPlaneWatch, KubeServices
+from cniscope.collector.runs.k8s_services import DataPlaneWatch, KubeServices, uses_api
 from cniscope.collector.runs.kernel_setup import KernelWatch
 from cniscope.collector.runs.manager import ActiveRun, RunManager, run_probe
 from cniscope.collector.runs.run_fingerprint import derive, is_lab
@@ -69,7 +69,7 @@ class ScalingRun:
         sources = sorted(self.state.sessions)
         if not sources:
             raise ValidationError("no agent is connected")
-        in_lab = all(is_lab(st) for n, st in self.state.nodes.items() if n in self.state.sessions)
+        in_lab = all(is_lab(st) and not uses_api(st) for n, st in self.state.nodes.items() if n in self.state.sessions)
         backends = resolve_backends(req, in_lab, list(self.lab_backends))
         scaler = None
         if KUBERNETES in backends:
