@@ -44,8 +44,9 @@ test: setup lint
 test-fast: venv
 	@$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS)
 
+# KUBERNETES=1: the lab runs a real control plane and kube-proxy, and daemonset/ is applied to it
 demo: setup
-	@$(CNISCOPE) demo
+	@$(CNISCOPE) demo $(if $(KUBERNETES),--kubernetes)
 
 demo-down: venv
 	@$(CNISCOPE) lab down

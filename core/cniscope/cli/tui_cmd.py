@@ -29,9 +29,9 @@ def cmd_demo(ns: argparse.Namespace) -> int:
     lab = Lab(LabSpec(name="cniscope", nodes=ns.nodes))
     print(f"cniscope demo: building a {ns.nodes}-node lab (network namespaces, 198.18.0.0/15)…", flush=True)
     lab.up()
-    lab.start_cluster(sample_interval=1.0)
     try:
-        wait_nodes(lab.local_collector, ns.nodes, timeout=30)
+        lab.start_cluster(sample_interval=1.0, **(_kubernetes(lab) if ns.kubernetes else {}))
+        wait_nodes(lab.local_collector, ns.nodes, timeout=90 if ns.kubernetes else 30)
         print(f"collector + {ns.nodes} agents up; collector at {lab.local_collector}", flush=True)
         if sys.stdout.isatty() and not ns.no_tui:
             cmd_tui(argparse.Namespace(collector=lab.local_collector, replay=None, record=None))
@@ -46,6 +46,22 @@ def cmd_demo(ns: argparse.Namespace) -> int:
         else:
             print("lab left running: cniscope tui | cniscope lab down")
     return 0
+
+
+def _kubernetes(lab: Any) -> dict[str, Any]:
+    """The Kubernetes lab under the demo: control plane, kube-proxy, the install from daemonset/; the
+    agents' API environment for ``start_cluster``."""
+    from cniscope.lab.kube.control_plane import KubeLab
+    from cniscope.lab.kube.install import LabInstall
+
+    print("Kubernetes: etcd, kube-apiserver, controller manager, scheduler, kube-proxy per node; "
+          "applying daemonset/ (builds core/kube-harness on first use)…", flush=True)
+    kube = KubeLab(lab)
+    kube.up()
+    install = LabInstall(kube)
+    install.apply()
+    print(kube.kubectl("get", "nodes,pods", "-A", "-o", "wide"), flush=True)
+    return {"agent_env": install.agent_env, "collector_env": install.collector_env()}
 
 
 async def _demo_report(address: str, nodes: list[str]) -> None:
@@ -96,4 +112,7 @@ def register(sub: Any) -> None:
     p.add_argument("--nodes", type=int, default=3)
     p.add_argument("--keep", action="store_true", help="leave the lab running afterwards")
     p.add_argument("--no-tui", action="store_true", help="print the report even on a terminal")
+    p.add_argument("--kubernetes", action="store_true",
+                   help="the lab with a real control plane and kube-proxy, the install from daemonset/ applied "
+                        "(as lab up --kubernetes; make demo KUBERNETES=1)")
     p.set_defaults(func=cmd_demo)
