@@ -230,6 +230,7 @@ class ClusterView:
             if left <= 0:
                 return None
             w = watch.Watch()  # type: ignore[no-untyped-call]
+            log.debug("watching pods in %s from resourceVersion %s", namespace, rv)
             try:
                 for event in w.stream(self.core.list_namespaced_pod, namespace, label_selector=selector,  # type: ignore[no-untyped-call]
                                       field_selector=field, resource_version=rv,

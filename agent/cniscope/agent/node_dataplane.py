@@ -26,7 +26,9 @@ MODES = {"iptables", "ipvs", "nftables", "kernelspace", "userspace"}
 
 
 def pids(paths: HostPaths, comm: str) -> list[int]:
-    """Every PID whose comm is ``comm``, lowest first."""
+    """Every PID whose comm is ``comm``, lowest first; those in this process's network namespace only,
+    when some are (kube-proxy and the CNI agents run in the host network, as the agent does; nodes
+    sharing one PID namespace, as a lab's do, each see their own)."""
     out = []
     for entry in os.scandir(paths.proc):
         if entry.name.isdigit():
@@ -35,7 +37,19 @@ def pids(paths: HostPaths, comm: str) -> list[int]:
                     out.append(int(entry.name))
             except OSError:
                 continue
-    return sorted(out)
+    try:
+        here = os.readlink("/proc/self/ns/net")
+    except OSError:
+        return sorted(out)
+    local = [p for p in out if _netns(paths, p) == here]
+    return sorted(local or out)
+
+
+def _netns(paths: HostPaths, pid: int) -> str:
+    try:
+        return os.readlink(paths.proc_path(pid, "ns", "net"))
+    except OSError:
+        return ""
 
 
 def find_pid(paths: HostPaths, comm: str) -> int | None:

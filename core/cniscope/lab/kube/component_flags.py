@@ -8,6 +8,7 @@ the host namespace.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cniscope.lab import addressing as addr
@@ -47,9 +48,22 @@ class Flags:
     def kubeconfig(self, who: str) -> Path:
         return self.dir / f"{who}.kubeconfig"
 
+    def exe(self, binary: Path, component: str) -> str:
+        """The harness under the component's own name (``<kube dir>/bin/kube-proxy`` → the binary, which
+        dispatches on argv[0]), so the process is ``kube-proxy`` by name in ps and /proc/PID/comm, as
+        on a node, where the agent finds it."""
+        link, target = self.dir / "bin" / component, binary.resolve()
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if not link.is_symlink() or Path(os.readlink(link)) != target:
+            tmp = link.with_name(f".{component}.tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(target)
+            os.replace(tmp, link)
+        return str(link)
+
     def etcd_argv(self, binary: Path) -> list[str]:
         p = self.paths
-        return [str(binary), "etcd", "--name=lab", f"--data-dir={self.dir / 'etcd'}",
+        return [self.exe(binary, "etcd"), "--name=lab", f"--data-dir={self.dir / 'etcd'}",
                 f"--listen-client-urls={ETCD_CLIENT_URL}", f"--listen-peer-urls={ETCD_PEER_URL}",
                 f"--cert-file={p.crt('etcd-server')}", f"--key-file={p.key('etcd-server')}",
                 f"--trusted-ca-file={p.ca_crt}", "--client-cert-auth",
@@ -58,7 +72,7 @@ class Flags:
     def apiserver_argv(self, binary: Path) -> list[str]:
         p = self.paths
         return [
-            str(binary), "kube-apiserver",
+            self.exe(binary, "kube-apiserver"),
             # the kubernetes Service's endpoint: must not be loopback (the Endpoints object refuses
             # 127.0.0.0/8), so the API server binds and advertises its fabric address
             f"--advertise-address={API_IP}", f"--bind-address={API_IP}", f"--secure-port={API_PORT}",
@@ -89,7 +103,7 @@ class Flags:
         p = self.paths
         kc = self.kubeconfig("controller-manager")
         return [
-            str(binary), "kube-controller-manager",
+            self.exe(binary, "kube-controller-manager"),
             f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
             "--bind-address=127.0.0.1", f"--cert-dir={self.dir / 'controller-manager-certs'}",
             f"--service-account-private-key-file={p.sa_key}", f"--root-ca-file={p.ca_crt}",
@@ -103,7 +117,7 @@ class Flags:
         # DaemonSet pods carry node affinity and are bound by the scheduler, not their controller
         kc = self.kubeconfig("scheduler")
         return [
-            str(binary), "kube-scheduler",
+            self.exe(binary, "kube-scheduler"),
             f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}", f"--authorization-kubeconfig={kc}",
             "--bind-address=127.0.0.1", f"--cert-dir={self.dir / 'scheduler-certs'}",
             "--leader-elect=false", "--profiling=false",
@@ -116,5 +130,5 @@ class Flags:
     def kube_proxy_argv(self, binary: Path, node_name: str) -> list[str]:
         # as kubeadm runs it: the shared configuration (also the ConfigMap kube-system/kube-proxy)
         # and the node's name; the configuration holds the mode, the addresses and conntrack (KERNEL_NOTES)
-        return [str(binary), "kube-proxy", f"--config={self.kube_proxy_config()}",
+        return [self.exe(binary, "kube-proxy"), f"--config={self.kube_proxy_config()}",
                 f"--hostname-override={node_name}"]
