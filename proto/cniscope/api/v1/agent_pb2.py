@@ -26,7 +26,7 @@ from cniscope.api.v1 import common_pb2 as cniscope_dot_api_dot_v1_dot_common__pb
 from cniscope.api.v1 import targets_pb2 as cniscope_dot_api_dot_v1_dot_targets__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63niscope/api/v1/agent.proto\x12\x0f\x63niscope.api.v1\x1a\x1c\x63niscope/api/v1/common.proto\x1a\x1d\x63niscope/api/v1/targets.proto\"\xc2\x02\n\x05Hello\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x0f\n\x07host_ip\x18\x04 \x01(\t\x12\x0e\n\x06pod_ip\x18\x05 \x01(\t\x12\x37\n\x0c\x63\x61pabilities\x18\x06 \x01(\x0b\x32!.cniscope.api.v1.CapabilityReport\x12\x16\n\x0etime_unix_nano\x18\x07 \x01(\x03\x12\x15\n\rspool_dropped\x18\x08 \x01(\x04\x12\x32\n\x06labels\x18\t \x03(\x0b\x32\".cniscope.api.v1.Hello.LabelsEntry\x12\x17\n\x0freplay_boot_ids\x18\n \x03(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf3\x01\n\x05\x42\x61tch\x12\x0f\n\x07\x62oot_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x16\n\x0etime_unix_nano\x18\x03 \x01(\x03\x12(\n\x07samples\x18\x04 \x03(\x0b\x32\x17.cniscope.api.v1.Sample\x12\x33\n\rprobe_results\x18\x05 \x03(\x0b\x32\x1c.cniscope.api.v1.ProbeResult\x12)\n\x06\x65vents\x18\x06 \x03(\x0b\x32\x19.cniscope.api.v1.LogEvent\x12\x15\n\rspool_dropped\x18\x07 \x01(\x04\x12\x13\n\x0bspool_depth\x18\x08 \x01(\x04\"o\n\nCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12,\n\x06target\x18\x04 \x01(\x0b\x32\x1c.cniscope.api.v1.TargetReady\"\x91\x02\n\x0c\x41gentMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.cniscope.api.v1.HelloH\x00\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x16.cniscope.api.v1.BatchH\x00\x12\x32\n\x0b\x63ommand_ack\x18\x03 \x01(\x0b\x32\x1b.cniscope.api.v1.CommandAckH\x00\x12\x38\n\x0eprobe_progress\x18\x04 \x01(\x0b\x32\x1e.cniscope.api.v1.ProbeProgressH\x00\x12\x39\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32!.cniscope.api.v1.CapabilityReportH\x00\x42\x06\n\x04\x62ody\"#\n\x03\x41\x63k\x12\x0f\n\x07\x62oot_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"\x15\n\x13RefreshCapabilities\"\x1f\n\x0b\x43\x61ncelProbe\x12\x10\n\x08probe_id\x18\x01 \x01(\t\"\xbf\x02\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x32\n\trun_probe\x18\x02 \x01(\x0b\x32\x1d.cniscope.api.v1.ProbeRequestH\x00\x12\x44\n\x14refresh_capabilities\x18\x03 \x01(\x0b\x32$.cniscope.api.v1.RefreshCapabilitiesH\x00\x12\x34\n\x0cserve_target\x18\x04 \x01(\x0b\x32\x1c.cniscope.api.v1.ServeTargetH\x00\x12\x32\n\x0bstop_target\x18\x05 \x01(\x0b\x32\x1b.cniscope.api.v1.StopTargetH\x00\x12\x34\n\x0c\x63\x61ncel_probe\x18\x06 \x01(\x0b\x32\x1c.cniscope.api.v1.CancelProbeH\x00\x42\x06\n\x04\x62ody\"\xc4\x01\n\x07Welcome\x12\x16\n\x0etime_unix_nano\x18\x01 \x01(\x03\x12\x19\n\x11\x63ollector_version\x18\x02 \x01(\t\x12\x11\n\tacked_seq\x18\x03 \x01(\x04\x12?\n\x0creplay_acked\x18\x04 \x03(\x0b\x32).cniscope.api.v1.Welcome.ReplayAckedEntry\x1a\x32\n\x10ReplayAckedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"\xc6\x01\n\x10\x43ollectorMessage\x12+\n\x07welcome\x18\x01 \x01(\x0b\x32\x18.cniscope.api.v1.WelcomeH\x00\x12#\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x14.cniscope.api.v1.AckH\x00\x12+\n\x05peers\x18\x03 \x01(\x0b\x32\x1a.cniscope.api.v1.PeerTableH\x00\x12+\n\x07\x63ommand\x18\x04 \x01(\x0b\x32\x18.cniscope.api.v1.CommandH\x00\x42\x06\n\x04\x62ody2[\n\x08\x41gentHub\x12O\n\x07\x43onnect\x12\x1d.cniscope.api.v1.AgentMessage\x1a!.cniscope.api.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x63niscope/api/v1/agent.proto\x12\x0f\x63niscope.api.v1\x1a\x1c\x63niscope/api/v1/common.proto\x1a\x1d\x63niscope/api/v1/targets.proto\"\xd1\x03\n\x05Hello\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0f\n\x07\x62oot_id\x18\x02 \x01(\t\x12\x15\n\ragent_version\x18\x03 \x01(\t\x12\x0f\n\x07host_ip\x18\x04 \x01(\t\x12\x0e\n\x06pod_ip\x18\x05 \x01(\t\x12\x37\n\x0c\x63\x61pabilities\x18\x06 \x01(\x0b\x32!.cniscope.api.v1.CapabilityReport\x12\x16\n\x0etime_unix_nano\x18\x07 \x01(\x03\x12\x15\n\rspool_dropped\x18\x08 \x01(\x04\x12\x32\n\x06labels\x18\t \x03(\x0b\x32\".cniscope.api.v1.Hello.LabelsEntry\x12\x17\n\x0freplay_boot_ids\x18\n \x03(\t\x12\x10\n\x08\x62oot_key\x18\x0b \x01(\t\x12\x44\n\x10replay_boot_keys\x18\x0c \x03(\x0b\x32*.cniscope.api.v1.Hello.ReplayBootKeysEntry\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x35\n\x13ReplayBootKeysEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xf3\x01\n\x05\x42\x61tch\x12\x0f\n\x07\x62oot_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x16\n\x0etime_unix_nano\x18\x03 \x01(\x03\x12(\n\x07samples\x18\x04 \x03(\x0b\x32\x17.cniscope.api.v1.Sample\x12\x33\n\rprobe_results\x18\x05 \x03(\x0b\x32\x1c.cniscope.api.v1.ProbeResult\x12)\n\x06\x65vents\x18\x06 \x03(\x0b\x32\x19.cniscope.api.v1.LogEvent\x12\x15\n\rspool_dropped\x18\x07 \x01(\x04\x12\x13\n\x0bspool_depth\x18\x08 \x01(\x04\"o\n\nCommandAck\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12,\n\x06target\x18\x04 \x01(\x0b\x32\x1c.cniscope.api.v1.TargetReady\"\x91\x02\n\x0c\x41gentMessage\x12\'\n\x05hello\x18\x01 \x01(\x0b\x32\x16.cniscope.api.v1.HelloH\x00\x12\'\n\x05\x62\x61tch\x18\x02 \x01(\x0b\x32\x16.cniscope.api.v1.BatchH\x00\x12\x32\n\x0b\x63ommand_ack\x18\x03 \x01(\x0b\x32\x1b.cniscope.api.v1.CommandAckH\x00\x12\x38\n\x0eprobe_progress\x18\x04 \x01(\x0b\x32\x1e.cniscope.api.v1.ProbeProgressH\x00\x12\x39\n\x0c\x63\x61pabilities\x18\x05 \x01(\x0b\x32!.cniscope.api.v1.CapabilityReportH\x00\x42\x06\n\x04\x62ody\"#\n\x03\x41\x63k\x12\x0f\n\x07\x62oot_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"\x15\n\x13RefreshCapabilities\"\x1f\n\x0b\x43\x61ncelProbe\x12\x10\n\x08probe_id\x18\x01 \x01(\t\"\xbf\x02\n\x07\x43ommand\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x32\n\trun_probe\x18\x02 \x01(\x0b\x32\x1d.cniscope.api.v1.ProbeRequestH\x00\x12\x44\n\x14refresh_capabilities\x18\x03 \x01(\x0b\x32$.cniscope.api.v1.RefreshCapabilitiesH\x00\x12\x34\n\x0cserve_target\x18\x04 \x01(\x0b\x32\x1c.cniscope.api.v1.ServeTargetH\x00\x12\x32\n\x0bstop_target\x18\x05 \x01(\x0b\x32\x1b.cniscope.api.v1.StopTargetH\x00\x12\x34\n\x0c\x63\x61ncel_probe\x18\x06 \x01(\x0b\x32\x1c.cniscope.api.v1.CancelProbeH\x00\x42\x06\n\x04\x62ody\"\xc4\x01\n\x07Welcome\x12\x16\n\x0etime_unix_nano\x18\x01 \x01(\x03\x12\x19\n\x11\x63ollector_version\x18\x02 \x01(\t\x12\x11\n\tacked_seq\x18\x03 \x01(\x04\x12?\n\x0creplay_acked\x18\x04 \x03(\x0b\x32).cniscope.api.v1.Welcome.ReplayAckedEntry\x1a\x32\n\x10ReplayAckedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\"E\n\x07Refusal\x12\x0f\n\x07\x62oot_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\xf3\x01\n\x10\x43ollectorMessage\x12+\n\x07welcome\x18\x01 \x01(\x0b\x32\x18.cniscope.api.v1.WelcomeH\x00\x12#\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x14.cniscope.api.v1.AckH\x00\x12+\n\x05peers\x18\x03 \x01(\x0b\x32\x1a.cniscope.api.v1.PeerTableH\x00\x12+\n\x07\x63ommand\x18\x04 \x01(\x0b\x32\x18.cniscope.api.v1.CommandH\x00\x12+\n\x07refused\x18\x05 \x01(\x0b\x32\x18.cniscope.api.v1.RefusalH\x00\x42\x06\n\x04\x62ody2[\n\x08\x41gentHub\x12O\n\x07\x43onnect\x12\x1d.cniscope.api.v1.AgentMessage\x1a!.cniscope.api.v1.CollectorMessage(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,32 +35,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_HELLO_LABELSENTRY']._loaded_options = None
   _globals['_HELLO_LABELSENTRY']._serialized_options = b'8\001'
+  _globals['_HELLO_REPLAYBOOTKEYSENTRY']._loaded_options = None
+  _globals['_HELLO_REPLAYBOOTKEYSENTRY']._serialized_options = b'8\001'
   _globals['_WELCOME_REPLAYACKEDENTRY']._loaded_options = None
   _globals['_WELCOME_REPLAYACKEDENTRY']._serialized_options = b'8\001'
   _globals['_HELLO']._serialized_start=110
-  _globals['_HELLO']._serialized_end=432
-  _globals['_HELLO_LABELSENTRY']._serialized_start=387
-  _globals['_HELLO_LABELSENTRY']._serialized_end=432
-  _globals['_BATCH']._serialized_start=435
-  _globals['_BATCH']._serialized_end=678
-  _globals['_COMMANDACK']._serialized_start=680
-  _globals['_COMMANDACK']._serialized_end=791
-  _globals['_AGENTMESSAGE']._serialized_start=794
-  _globals['_AGENTMESSAGE']._serialized_end=1067
-  _globals['_ACK']._serialized_start=1069
-  _globals['_ACK']._serialized_end=1104
-  _globals['_REFRESHCAPABILITIES']._serialized_start=1106
-  _globals['_REFRESHCAPABILITIES']._serialized_end=1127
-  _globals['_CANCELPROBE']._serialized_start=1129
-  _globals['_CANCELPROBE']._serialized_end=1160
-  _globals['_COMMAND']._serialized_start=1163
-  _globals['_COMMAND']._serialized_end=1482
-  _globals['_WELCOME']._serialized_start=1485
-  _globals['_WELCOME']._serialized_end=1681
-  _globals['_WELCOME_REPLAYACKEDENTRY']._serialized_start=1631
-  _globals['_WELCOME_REPLAYACKEDENTRY']._serialized_end=1681
-  _globals['_COLLECTORMESSAGE']._serialized_start=1684
-  _globals['_COLLECTORMESSAGE']._serialized_end=1882
-  _globals['_AGENTHUB']._serialized_start=1884
-  _globals['_AGENTHUB']._serialized_end=1975
+  _globals['_HELLO']._serialized_end=575
+  _globals['_HELLO_LABELSENTRY']._serialized_start=475
+  _globals['_HELLO_LABELSENTRY']._serialized_end=520
+  _globals['_HELLO_REPLAYBOOTKEYSENTRY']._serialized_start=522
+  _globals['_HELLO_REPLAYBOOTKEYSENTRY']._serialized_end=575
+  _globals['_BATCH']._serialized_start=578
+  _globals['_BATCH']._serialized_end=821
+  _globals['_COMMANDACK']._serialized_start=823
+  _globals['_COMMANDACK']._serialized_end=934
+  _globals['_AGENTMESSAGE']._serialized_start=937
+  _globals['_AGENTMESSAGE']._serialized_end=1210
+  _globals['_ACK']._serialized_start=1212
+  _globals['_ACK']._serialized_end=1247
+  _globals['_REFRESHCAPABILITIES']._serialized_start=1249
+  _globals['_REFRESHCAPABILITIES']._serialized_end=1270
+  _globals['_CANCELPROBE']._serialized_start=1272
+  _globals['_CANCELPROBE']._serialized_end=1303
+  _globals['_COMMAND']._serialized_start=1306
+  _globals['_COMMAND']._serialized_end=1625
+  _globals['_WELCOME']._serialized_start=1628
+  _globals['_WELCOME']._serialized_end=1824
+  _globals['_WELCOME_REPLAYACKEDENTRY']._serialized_start=1774
+  _globals['_WELCOME_REPLAYACKEDENTRY']._serialized_end=1824
+  _globals['_REFUSAL']._serialized_start=1826
+  _globals['_REFUSAL']._serialized_end=1895
+  _globals['_COLLECTORMESSAGE']._serialized_start=1898
+  _globals['_COLLECTORMESSAGE']._serialized_end=2141
+  _globals['_AGENTHUB']._serialized_start=2143
+  _globals['_AGENTHUB']._serialized_end=2234
 # @@protoc_insertion_point(module_scope)

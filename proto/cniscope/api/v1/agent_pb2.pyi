@@ -44,6 +44,26 @@ class Hello(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class ReplayBootKeysEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NODE_FIELD_NUMBER: _builtins.int
     BOOT_ID_FIELD_NUMBER: _builtins.int
     AGENT_VERSION_FIELD_NUMBER: _builtins.int
@@ -54,6 +74,8 @@ class Hello(_message.Message):
     SPOOL_DROPPED_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
     REPLAY_BOOT_IDS_FIELD_NUMBER: _builtins.int
+    BOOT_KEY_FIELD_NUMBER: _builtins.int
+    REPLAY_BOOT_KEYS_FIELD_NUMBER: _builtins.int
     node: _builtins.str
     boot_id: _builtins.str
     """new on every agent start; (node, boot_id, seq) is unique"""
@@ -64,6 +86,12 @@ class Hello(_message.Message):
     """agent clock at send, for skew detection"""
     spool_dropped: _builtins.int
     """batches the spool bound forced out since boot"""
+    boot_key: _builtins.str
+    """Proof that this agent is the one that started boot_id: a secret only the agent holds (derived
+    from a key kept beside its disk spool). The collector remembers a hash of it per (node, boot):
+    a Hello for a boot it has seen must present the same proof, so a boot id read through GetNode
+    is not enough to take over a node's stream (or its seqs). Empty from agents that predate it.
+    """
     @_builtins.property
     def capabilities(self) -> _common_pb2.CapabilityReport: ...
     @_builtins.property
@@ -78,6 +106,10 @@ class Hello(_message.Message):
         acks it with that boot_id, and drops duplicates by (node, boot_id, seq) as always.
         """
 
+    @_builtins.property
+    def replay_boot_keys(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The same proof for each of replay_boot_ids, by boot id."""
+
     def __init__(
         self,
         *,
@@ -91,10 +123,12 @@ class Hello(_message.Message):
         spool_dropped: _builtins.int = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         replay_boot_ids: _abc.Iterable[_builtins.str] | None = ...,
+        boot_key: _builtins.str = ...,
+        replay_boot_keys: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "boot_id", b"boot_id", "capabilities", b"capabilities", "host_ip", b"host_ip", "labels", b"labels", "node", b"node", "pod_ip", b"pod_ip", "replay_boot_ids", b"replay_boot_ids", "spool_dropped", b"spool_dropped", "time_unix_nano", b"time_unix_nano"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_version", b"agent_version", "boot_id", b"boot_id", "boot_key", b"boot_key", "capabilities", b"capabilities", "host_ip", b"host_ip", "labels", b"labels", "node", b"node", "pod_ip", b"pod_ip", "replay_boot_ids", b"replay_boot_ids", "replay_boot_keys", b"replay_boot_keys", "spool_dropped", b"spool_dropped", "time_unix_nano", b"time_unix_nano"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -372,6 +406,40 @@ class Welcome(_message.Message):
 Global___Welcome: _TypeAlias = Welcome  # noqa: Y015
 
 @_typing.final
+class Refusal(_message.Message):
+    """The collector will never store this batch (it failed validation): the agent drops it from its
+    spool, counts it and does not send it again. The stream stays up; later batches are acked as usual.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BOOT_ID_FIELD_NUMBER: _builtins.int
+    SEQ_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    boot_id: _builtins.str
+    seq: _builtins.int
+    code: _builtins.str
+    """gRPC status name, e.g. INVALID_ARGUMENT"""
+    reason: _builtins.str
+    """at most a few hundred bytes, inputs quoted shortened"""
+    def __init__(
+        self,
+        *,
+        boot_id: _builtins.str = ...,
+        seq: _builtins.int = ...,
+        code: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["boot_id", b"boot_id", "code", b"code", "reason", b"reason", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refusal: _TypeAlias = Refusal  # noqa: Y015
+
+@_typing.final
 class CollectorMessage(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -379,6 +447,7 @@ class CollectorMessage(_message.Message):
     ACK_FIELD_NUMBER: _builtins.int
     PEERS_FIELD_NUMBER: _builtins.int
     COMMAND_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def welcome(self) -> Global___Welcome: ...
     @_builtins.property
@@ -387,6 +456,8 @@ class CollectorMessage(_message.Message):
     def peers(self) -> _common_pb2.PeerTable: ...
     @_builtins.property
     def command(self) -> Global___Command: ...
+    @_builtins.property
+    def refused(self) -> Global___Refusal: ...
     def __init__(
         self,
         *,
@@ -394,12 +465,13 @@ class CollectorMessage(_message.Message):
         ack: Global___Ack | None = ...,
         peers: _common_pb2.PeerTable | None = ...,
         command: Global___Command | None = ...,
+        refused: Global___Refusal | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "command", b"command", "peers", b"peers", "welcome", b"welcome"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "command", b"command", "peers", b"peers", "refused", b"refused", "welcome", b"welcome"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "command", b"command", "peers", b"peers", "welcome", b"welcome"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack", b"ack", "body", b"body", "command", b"command", "peers", b"peers", "refused", b"refused", "welcome", b"welcome"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "ack", "peers", "command"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["welcome", "ack", "peers", "command", "refused"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 

@@ -66,7 +66,8 @@ class ClusterServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Watch(self, request, context):
-        """A snapshot of every node first, then live events.
+        """A snapshot of every node first (one event each), then live events. A watcher that falls more
+        than the collector's byte budget behind is ended with RESOURCE_EXHAUSTED: watch again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

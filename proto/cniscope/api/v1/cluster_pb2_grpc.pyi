@@ -33,7 +33,9 @@ class ClusterStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ClusterAsyncStub: ...
     Watch: _grpc.UnaryStreamMultiCallable[_cluster_pb2.WatchRequest, _cluster_pb2.ClusterEvent]
-    """A snapshot of every node first, then live events."""
+    """A snapshot of every node first (one event each), then live events. A watcher that falls more
+    than the collector's byte budget behind is ended with RESOURCE_EXHAUSTED: watch again.
+    """
     ListNodes: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.ListNodesRequest, _cluster_pb2.ListNodesResponse]
     GetNode: _grpc.UnaryUnaryMultiCallable[_cluster_pb2.GetNodeRequest, _cluster_pb2.NodeState]
     RunProbe: _grpc.UnaryStreamMultiCallable[_common_pb2.ProbeRequest, _cluster_pb2.ProbeUpdate]
@@ -44,7 +46,9 @@ class ClusterStub:
 class ClusterAsyncStub(ClusterStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Watch: _aio.UnaryStreamMultiCallable[_cluster_pb2.WatchRequest, _cluster_pb2.ClusterEvent]  # type: ignore[assignment]
-    """A snapshot of every node first, then live events."""
+    """A snapshot of every node first (one event each), then live events. A watcher that falls more
+    than the collector's byte budget behind is ended with RESOURCE_EXHAUSTED: watch again.
+    """
     ListNodes: _aio.UnaryUnaryMultiCallable[_cluster_pb2.ListNodesRequest, _cluster_pb2.ListNodesResponse]  # type: ignore[assignment]
     GetNode: _aio.UnaryUnaryMultiCallable[_cluster_pb2.GetNodeRequest, _cluster_pb2.NodeState]  # type: ignore[assignment]
     RunProbe: _aio.UnaryStreamMultiCallable[_common_pb2.ProbeRequest, _cluster_pb2.ProbeUpdate]  # type: ignore[assignment]
@@ -58,7 +62,9 @@ class ClusterServicer(metaclass=_abc_1.ABCMeta):
         request: _cluster_pb2.WatchRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_cluster_pb2.ClusterEvent], _abc.AsyncIterator[_cluster_pb2.ClusterEvent]]:
-        """A snapshot of every node first, then live events."""
+        """A snapshot of every node first (one event each), then live events. A watcher that falls more
+        than the collector's byte budget behind is ended with RESOURCE_EXHAUSTED: watch again.
+        """
 
     @_abc_1.abstractmethod
     def ListNodes(

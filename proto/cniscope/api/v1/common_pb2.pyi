@@ -309,9 +309,11 @@ class ProbeRequest(_message.Message):
     PARAMS_FIELD_NUMBER: _builtins.int
     TARGET_PORT_FIELD_NUMBER: _builtins.int
     probe_id: _builtins.str
-    """assigned by the collector when empty"""
+    """assigned by the collector (a client's value is ignored); the first"""
     kind: _builtins.str
-    """rtt | tcp | udp | connect | http | dns"""
+    """ProbeUpdate of RunProbe carries it
+    rtt | tcp | udp | connect | http | dns
+    """
     source_node: _builtins.str
     target_node: _builtins.str
     """a known peer; or empty with target_address set"""
