@@ -227,12 +227,14 @@ async def test_forbidden_targets_never_reach_an_agent(tmp_path: Path, target: st
 
 
 # ---- hostile messages -----------------------------------------------------------------------------
-async def _raw_session(address: str, msgs: list[agent_pb2.AgentMessage]) -> grpc.aio.AioRpcError | None:
+async def _raw_session(address: str, msgs: list[agent_pb2.AgentMessage],
+                       replies: list[agent_pb2.CollectorMessage] | None = None) -> grpc.aio.AioRpcError | None:
     async with grpcutil.insecure_channel(address) as ch:
         call = agent_pb2_grpc.AgentHubStub(ch).Connect(iter(msgs), timeout=5)
         try:
-            async for _ in call:
-                pass
+            async for m in call:
+                if replies is not None:
+                    replies.append(m)
         except grpc.aio.AioRpcError as exc:
             return exc
     return None
@@ -264,10 +266,6 @@ async def test_hostile_messages_are_refused_and_others_keep_being_served(tmp_pat
             "unknown enum value": ([bad_caps], grpc.StatusCode.INVALID_ARGUMENT),
             "empty node name": ([_hello("")], grpc.StatusCode.INVALID_ARGUMENT),
             "huge node name": ([_hello("n" * 10_000)], grpc.StatusCode.INVALID_ARGUMENT),
-            "NaN sample": ([_hello("x3"), _batch(samples=[common_pb2.Sample(name="cpu", value=math.nan)])],
-                           grpc.StatusCode.INVALID_ARGUMENT),
-            "negative figure": ([_hello("x4"), _batch(probe_results=[common_pb2.ProbeResult(
-                probe_id="p1", kind="rtt", figures={"p50_us": -1.0})])], grpc.StatusCode.INVALID_ARGUMENT),
             "batch before hello": ([_batch()], grpc.StatusCode.FAILED_PRECONDITION),
             "metadata address as host_ip": ([agent_pb2.AgentMessage(hello=agent_pb2.Hello(
                 node="x5", boot_id="b", host_ip="169.254.169.254"))], grpc.StatusCode.PERMISSION_DENIED),
@@ -280,6 +278,21 @@ async def test_hostile_messages_are_refused_and_others_keep_being_served(tmp_pat
             # the honest agent is still connected and its batches still land
             await kit.until(lambda s=seq_before: c.state.nodes["n1"].last_seq > s, what=f"n1 after {why}")
             assert "n1" in c.state.sessions
+        # a batch that fails validation gets a typed refusal naming it; the stream carries on
+        bad_batches = {
+            "NaN sample": (_hello("x3"), _batch(seq=1, samples=[common_pb2.Sample(name="cpu", value=math.nan)])),
+            "negative figure": (_hello("x4"), _batch(seq=1, probe_results=[common_pb2.ProbeResult(
+                probe_id="p1", kind="rtt", figures={"p50_us": -1.0})])),
+        }
+        for why, (hello, bad) in bad_batches.items():
+            replies: list[agent_pb2.CollectorMessage] = []
+            good_batch = _batch(seq=2, samples=[common_pb2.Sample(name="cpu", value=1.0)])
+            err = await _raw_session(addr, [hello, bad, good_batch], replies)
+            assert err is None, f"{why}: {err}"
+            refusals = [m.refused for m in replies if m.WhichOneof("body") == "refused"]
+            assert [(r.boot_id, r.seq, r.code) for r in refusals] == [("raw-boot", 1, "INVALID_ARGUMENT")], why
+            acks = [m.ack.seq for m in replies if m.WhichOneof("body") == "ack"]
+            assert acks[-1:] == [2], f"{why}: the next batch is still stored and acked ({acks})"
         assert c.state.nodes["n1"].boot_id == good.boot_id
         logged = " ".join(e.message for e in c.state.recent_logs)
         for phrase in ("refused hello", "refused a second agent claiming node n1", "refused batch"):

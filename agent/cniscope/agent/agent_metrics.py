@@ -52,7 +52,8 @@ class AgentMetrics:
         a = self.status
         node = a.node
         values = {"cniscope_agent_spool_batches": a.spool.depth, "cniscope_agent_spool_bytes": a.spool.bytes,
-                  "cniscope_agent_spool_dropped": a.spool.dropped, "cniscope_agent_reconnects": a.reconnects,
+                  "cniscope_agent_spool_dropped": a.spool.dropped,
+                  "cniscope_agent_spool_refused": a.spool.refused, "cniscope_agent_reconnects": a.reconnects,
                   "cniscope_agent_connected": 1 if a.connected else 0, "cniscope_agent_last_seq": a.last_seq}
         for f in AGENT_FAMILIES:
             cls = CounterMetricFamily if f.type == "counter" else GaugeMetricFamily

@@ -4,7 +4,11 @@ A session says ``Hello``, takes the ``Welcome`` (acks of what the collector alre
 clock offset measured over that round trip), then sends every spooled batch in order and whatever
 else is posted, while it reads acks, the peer table and commands. It ends on a stream error, a
 rotated TLS file or a new probe-pod address; the next one starts after an exponential backoff with
-jitter (at once for a rotation or a new address). Nothing here depends on the collector being up.
+jitter (at once for a rotation or a new address). Nothing here depends on the collector being up,
+and no way a stream can end (a status, a write to a finished call, a bug) ends the loop.
+
+A batch the collector refuses for good comes back as a typed ``Refusal``: it is logged, counted
+(``Spool.refused``) and dropped from the spool, never resent.
 """
 
 from __future__ import annotations
@@ -39,6 +43,10 @@ class CertificateRotated(Exception):
 
 class AddressesChanged(Exception):
     """This node's probe pod was replaced: reconnect, so the Hello carries the new pod address."""
+
+
+class StreamEnded(Exception):
+    """The call finished (the collector's status says why) while this side still had something to send."""
 
 
 class CollectorSession:
@@ -112,8 +120,11 @@ class CollectorSession:
                 continue
             except grpc.aio.AioRpcError as exc:
                 reason = f"{exc.code().name}: {exc.details()}"
-            except (OSError, CniscopeError) as exc:
+            except (OSError, CniscopeError, StreamEnded) as exc:
                 reason = str(exc)
+            except Exception as exc:  # whatever ends a stream, the agent reconnects and keeps its spool
+                log.exception("collector stream failed unexpectedly")
+                reason = f"{type(exc).__name__}: {exc}"
             self.connected.clear()
             delay = self.backoff.next_delay()
             self.retry_delays.append(delay)
@@ -165,9 +176,17 @@ class CollectorSession:
                 if not t.cancelled() and t.exception() is not None:
                     raise t.exception()  # type: ignore[misc]
 
+    @staticmethod
+    async def _write(call: Call, msg: agent_pb2.AgentMessage) -> None:
+        try:
+            await call.write(msg)
+        except asyncio.InvalidStateError:  # the call already finished: say with which status
+            code, details = await call.code(), await call.details()
+            raise StreamEnded(f"stream ended by the collector ({code.name}: {details})") from None
+
     async def _welcome(self, call: Call) -> None:
         t_send = time.time_ns()
-        await call.write(self.hello())
+        await self._write(call, self.hello())
         first = await call.read()
         t_recv = time.time_ns()
         if not isinstance(first, agent_pb2.CollectorMessage) or not first.HasField("welcome"):
@@ -189,6 +208,11 @@ class CollectorSession:
             which = msg.WhichOneof("body")
             if which == "ack":
                 self.spool.ack(msg.ack.seq, msg.ack.boot_id)
+            elif which == "refused":
+                r = msg.refused
+                if self.spool.refuse(r.boot_id, r.seq):
+                    log.warning("collector refused batch %s/%d (%s: %s); dropped from the spool, not resent "
+                                "(%d refused so far)", r.boot_id[:8], r.seq, r.code, r.reason, self.spool.refused)
             elif which == "peers":
                 self.peers.clear()
                 self.peers.update((p.node, p) for p in msg.peers.peers)
@@ -210,9 +234,9 @@ class CollectorSession:
             self.wake.clear()
             batches, cursor = self.spool.after(cursor)
             for b in batches:
-                await call.write(agent_pb2.AgentMessage(batch=b))
+                await self._write(call, agent_pb2.AgentMessage(batch=b))
             while not self.outbox.empty():
-                await call.write(self.outbox.get_nowait())
+                await self._write(call, self.outbox.get_nowait())
             if self.wake.is_set():
                 continue
             wake = asyncio.create_task(self.wake.wait())
@@ -224,4 +248,4 @@ class CollectorSession:
                     t.cancel()
                 await asyncio.gather(wake, out, return_exceptions=True)
             if out in done:
-                await call.write(out.result())
+                await self._write(call, out.result())

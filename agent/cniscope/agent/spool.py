@@ -2,6 +2,8 @@
 
 Batches stay here until the collector acknowledges their seq (cumulative per boot_id). When the
 bound (count or bytes) forces the oldest out, they are counted in ``dropped`` — never silently lost.
+A batch the collector refuses (a typed ``Refusal``: it will never store it) leaves at once and is
+counted in ``refused``; it is not sent again in this process.
 
 With a ``path`` every change is appended to a segment file as a length-prefixed record::
 
@@ -47,6 +49,7 @@ class Spool:
         self._bytes = 0
         self._counter = 0            # insertion order, for the sender's cursor
         self.dropped = 0
+        self.refused = 0             # batches the collector refused, dropped instead of resent
         self.acked: dict[str, int] = {}
         self.boot_id = boot_id       # the live boot; acked_seq refers to it
         self.path = Path(path) if path else None
@@ -90,6 +93,15 @@ class Spool:
             self._append(_ACK, agent_pb2.Ack(boot_id=boot, seq=seq).SerializeToString())
             self._maybe_compact()
         return released
+
+    def refuse(self, boot_id: str, seq: int) -> bool:
+        """The collector refused this batch for good: forget it (True when it was still held)."""
+        item = self._items.pop((boot_id, seq), None)
+        if item is None:
+            return False
+        self._bytes -= item[1]
+        self.refused += 1
+        return True
 
     def _release(self, boot: str, seq: int) -> int:
         gone: list[Key] = []

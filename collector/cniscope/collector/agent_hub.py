@@ -3,7 +3,8 @@
 The first message must be a valid Hello; then batches are committed in groups (:mod:`.groupcommit`)
 and acknowledged cumulatively once durable, at most one ack per ``ACK_INTERVAL`` on a busy stream; a
 stream reads at most ``MAX_INFLIGHT`` batches ahead of their commit. Probe progress, command acks and
-capability reports go to the dispatcher, the store and the cluster state. A refused message ends
+capability reports go to the dispatcher, the store and the cluster state. A refused batch is answered
+with a typed ``Refusal`` (the agent drops it, the stream carries on); any other refused message ends
 only its own stream.
 """
 
@@ -24,12 +25,13 @@ from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.groupcommit import GroupCommitter
 from cniscope.collector.state import ClusterState, Outgoing, Session
 from cniscope.collector.store import Store
-from cniscope.collector.validate import Refused, check_batch, check_capabilities, check_hello
+from cniscope.collector.validate import MAX_ID, Refused, check_batch, check_capabilities, check_hello
 from cniscope.core import grpcutil
 from cniscope.core.version import VERSION
 
 ACK_INTERVAL = 0.02  # seconds: a stream with acks due more often gets one cumulative ack per interval
 MAX_INFLIGHT = 256  # batches one stream may have read ahead of their commit
+MAX_REASON = 512    # characters of a refusal's reason sent back to the agent
 
 
 def _serialize(m: agent_pb2.CollectorMessage | bytes) -> bytes:
@@ -183,8 +185,12 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 check_batch(b, session.boot_id, session.replay_boots)
             except Refused as exc:
                 self.counters.refused += 1
-                self.state.log_event("warning", f"refused batch: {exc}", session.node)
-                raise
+                self.state.log_event("warning", f"refused batch {b.boot_id[:16]}/{b.seq}: {exc}", session.node)
+                # a typed refusal: the agent drops this one batch and the stream carries on
+                refusal = agent_pb2.Refusal(boot_id=b.boot_id, seq=b.seq, code=exc.code, reason=str(exc)[:MAX_REASON])
+                if len(b.boot_id) > MAX_ID or not session.send(agent_pb2.CollectorMessage(refused=refusal)):
+                    raise  # not a batch the agent could recognise, or the agent does not read: end the stream
+                return
             now = time.time_ns()
             session.inflight += 1
             self.committer.submit(session.node, b, now, functools.partial(self._committed, session, b, now))

@@ -157,6 +157,11 @@ class Store:
         row = self.conn.execute("SELECT MAX(seq) FROM batches WHERE node=? AND boot_id=?", (node, boot_id)).fetchone()
         return max(int(row[0] or 0), self.watermarks.get((node, boot_id), 0))
 
+    def stored_seqs(self, node: str, boot_id: str) -> list[int]:
+        """The seqs of (node, boot_id) whose batches are stored, ascending."""
+        return [r[0] for r in self.conn.execute("SELECT seq FROM batches WHERE node=? AND boot_id=? ORDER BY seq",
+                                                (node, boot_id))]
+
     def replay_acked(self, node: str, boot_ids: list[str]) -> dict[str, int]:
         """For earlier boots an agent will replay from its on-disk spool: what is already durable."""
         return {b: self.acked_seq(node, b) for b in boot_ids}

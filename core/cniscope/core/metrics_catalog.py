@@ -33,6 +33,8 @@ AGENT_FAMILIES = (
     Family("cniscope_agent_spool_batches", "gauge", ("node",), "un-acknowledged batches held", "1"),
     Family("cniscope_agent_spool_bytes", "gauge", ("node",), "bytes of un-acknowledged batches held", "1"),
     Family("cniscope_agent_spool_dropped", "counter", ("node",), "batches the spool bound forced out", "1"),
+    Family("cniscope_agent_spool_refused", "counter", ("node",),
+           "batches the collector refused for good (dropped from the spool, not resent)", "1"),
     Family("cniscope_agent_reconnects", "counter", ("node",), "reconnects to the collector", "1"),
     Family("cniscope_agent_connected", "gauge", ("node",), "1 while the collector stream is up", "1"),
     Family("cniscope_agent_last_seq", "gauge", ("node",), "seq of the last sealed batch", "1"),
