@@ -39,7 +39,7 @@ def test_bpftool_net_malformed_is_parse_error(text: str) -> None:
 
 
 @pytest.mark.parametrize(("name", "cls"), [
-    ("cilium_lb4_serv", "service"), ("cilium_lb6_reve", "service"), ("cilium_lb4_back", "backend"),
+    ("cilium_lb4_serv", "service"), ("cilium_lb6_reve", "revnat"), ("cilium_lb4_back", "backend"),
     ("cilium_ct4_glob", "conntrack"), ("cilium_ct_any4_", "conntrack"), ("cilium_snat_v4_", "nat"),
     ("cilium_ipcache", "ipcache"), ("cilium_policy_0", "policy"), ("cilium_metrics", None), ("lb4_serv", None),
 ])

@@ -14,13 +14,25 @@ from cniscope.collector.runs.service_backend import resolve_backends
 from cniscope.core.errors import ValidationError
 from cniscope.lab import lab as lab_module
 from cniscope.lab.lab_services import SERVICE_PORT, LabServices, lab_backends
+from cniscope.lab.socklb.ebpf_services import EbpfServices
+from cniscope.lab.socklb.sock_lb import SockLB
 
 
 def test_one_factory_per_rule_flavour_with_auto_first() -> None:
-    backends = lab_backends()
-    assert list(backends) == ["iptables-nft", "iptables-legacy", "nft"]
+    backends = lab_backends(default_lab="notup")     # a lab whose socket-LB datapath is not installed
+    assert list(backends) == ["iptables-nft", "iptables-legacy", "nft", "ebpf"]
     req = runs_pb2.ServiceScalingRequest(backend="auto")
     assert resolve_backends(req, in_lab=True, lab=list(backends)) == ["iptables-nft"]
+
+
+def test_ebpf_comes_first_for_a_lab_that_runs_on_the_socket_lb(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(SockLB, "installed", lambda self: self.lab == "onebpf")
+    assert list(lab_backends(default_lab="onebpf"))[0] == "ebpf"
+    assert list(lab_backends(default_lab="other"))[0] == "iptables-nft"
+    made = lab_backends(default_lab="onebpf")["ebpf"]("")
+    assert isinstance(made, EbpfServices)
+    assert made.name == "ebpf"
+    assert (made.datapath.lab, made.port, len(made.endpoints)) == ("onebpf", SERVICE_PORT, 3)
 
 
 def test_a_factory_reads_the_named_lab_as_it_was_built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -22,8 +22,9 @@ from typing import Any
 
 from cniscope.core.errors import LabError
 from cniscope.lab import addressing as addr
-from cniscope.lab import lab_network, labdns, netns, procs
+from cniscope.lab import lab_cgroup, lab_network, labdns, netns, procs
 from cniscope.lab.lab_node import LabNode
+from cniscope.lab.socklb import sock_lb
 
 STATE_ROOT = Path(os.environ.get("CNISCOPE_LAB_DIR", "/run/cniscope/lab"))
 DEFAULT_LAB = "cniscope"
@@ -135,9 +136,11 @@ class Lab:
             if name.startswith(self.prefix + "-"):
                 netns.delete(name)
                 removed.append(f"netns {name}")
+        removed.extend(sock_lb.teardown(self.spec.name))  # detached before its cgroup goes
         from cniscope.lab.kube import runtime  # what a Kubernetes lab's pods left, if its kubelet died
 
         removed.extend(runtime.sweep(self.spec.name))
+        removed.extend(lab_cgroup.remove(self.spec.name))
         removed.extend(f"file {d}/resolv.conf" for d in labdns.remove_files(self.namespaces()))
         if self.dir.exists():
             shutil.rmtree(self.dir, ignore_errors=True)
@@ -173,6 +176,7 @@ class Lab:
         full = netns.nsenter_argv(ns, argv) if ns else list(argv)
         safe = role.replace(":", "-").replace("/", "-")
         rec = procs.spawn(role, full, self.dir / "logs" / f"{safe}.log", env)
+        lab_cgroup.join(self.spec.name, rec.pid)  # what it starts from now on inherits the lab's cgroup
         state["procs"] = [p for p in state["procs"] if p["role"] != role] + [rec.to_json()]
         self._save_state(state)
         return rec

@@ -6,7 +6,8 @@ iptables-mode ruleset (iptables-nft or iptables-legacy, a full restore per step,
 syncs) or its nftables verdict-map table (loaded incrementally) into **every** node namespace, so
 traffic from a pod to a ClusterIP really walks the rules. :func:`lab_backends` is the registry the
 ``cniscope collector --lab NAME`` command gives the collector: one factory per rule flavour, in
-:data:`kubeproxy.BACKENDS` order (the first is what ``auto`` picks in a lab).
+:data:`kubeproxy.BACKENDS` order, and the socket-LB datapath ``ebpf`` (the first is what ``auto``
+picks in a lab).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from cniscope.collector.runs.service_backend import Applied, LabBackends, Servic
 from cniscope.core.errors import ValidationError
 from cniscope.lab import kubeproxy, netns
 from cniscope.lab.lab import Lab
+from cniscope.lab.socklb.ebpf_services import EBPF, EbpfServices
+from cniscope.lab.socklb.sock_lb import SockLB
 
 LAB_PROXY_NOTE = "does not apply: no kube-proxy in the lab (cniscope loads its ruleset; see the load time)"
 SERVICE_PORT = 7411  # the agents' accept-and-close port: the endpoints really answer
@@ -88,10 +91,18 @@ def count_rules(ns: str, backend: str) -> int:
 
 
 def lab_backends(default_lab: str = "") -> LabBackends:
-    """One factory per rule flavour; a factory takes the lab a request names ("" = ``default_lab``)
-    and reads that lab's nodes and pods as it was built."""
+    """One factory per rule flavour and ``ebpf`` (the socket-LB datapath, :mod:`.socklb`); a factory
+    takes the lab a request names ("" = ``default_lab``) and reads that lab's nodes and pods as it
+    was built. ``ebpf`` comes first (what ``auto`` picks) when the lab runs on it (``lab up --datapath
+    ebpf``), last otherwise."""
 
     def factory(backend: str) -> Callable[[str], ServiceBackend]:
         return lambda lab_name: LabServices.of_lab(Lab.existing(lab_name or default_lab), backend)
 
-    return {b: factory(b) for b in kubeproxy.BACKENDS}
+    def ebpf(lab_name: str) -> ServiceBackend:
+        return EbpfServices.of_lab(Lab.existing(lab_name or default_lab), SERVICE_PORT)
+
+    rules: dict[str, Callable[[str], ServiceBackend]] = {b: factory(b) for b in kubeproxy.BACKENDS}
+    if SockLB(Lab.existing(default_lab).spec.name).installed():
+        return {EBPF: ebpf, **rules}
+    return {**rules, EBPF: ebpf}

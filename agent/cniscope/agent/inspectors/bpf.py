@@ -23,9 +23,13 @@ from cniscope.api.v1 import capabilities_pb2 as cap
 from cniscope.core.errors import ParseError, Unavailable
 from cniscope.core.hostpaths import HostPaths
 
-# Cilium map names as the kernel keeps them (15 characters), by class.
+# Cilium map names as the kernel keeps them (15 characters), by class. The service class is the
+# service maps alone (frontends and backend slots: what programming N Services adds); the reverse-NAT
+# maps (per Service, and per socket for the socket LB: both truncate to ``cilium_lb4_reve``) are their
+# own class, whose per-socket entries follow connections rather than Services.
 CILIUM_CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("service", ("cilium_lb4_serv", "cilium_lb6_serv", "cilium_lb4_reve", "cilium_lb6_reve")),
+    ("service", ("cilium_lb4_serv", "cilium_lb6_serv")),
+    ("revnat", ("cilium_lb4_reve", "cilium_lb6_reve")),
     ("backend", ("cilium_lb4_back", "cilium_lb6_back")),
     ("conntrack", ("cilium_ct4_glob", "cilium_ct6_glob", "cilium_ct_any4_", "cilium_ct_any6_")),
     ("nat", ("cilium_snat_v4_", "cilium_snat_v6_")),
