@@ -83,8 +83,9 @@ def register(sub: Any) -> None:
     common(p)
     p.add_argument("--counts", default="4,104,1000", help="Service counts, e.g. 4,104,1000")
     p.add_argument("--backend", default="auto",
-                   help="auto (the lab's iptables-nft for lab agents, else kubernetes) | kubernetes | "
-                        "iptables-nft | iptables-legacy | nft, or a comma-separated list")
+                   help="auto (the lab's iptables-nft for lab agents — ebpf on a lab up with --datapath ebpf — "
+                        "else kubernetes) | kubernetes | iptables-nft | iptables-legacy | nft | ebpf (Cilium-style "
+                        "socket LB), or a comma-separated list, e.g. iptables-nft,ebpf")
     p.add_argument("--lab", default=None, help="lab name (default: the lab of the collector address)")
     p.add_argument("--connects", type=int, default=200, help="connect attempts per repetition")
     p.add_argument("--repeat", type=int, default=3)

@@ -39,8 +39,14 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
     unknown = [t for t in tracers if t not in TRACERS]
     if unknown:
         raise CniscopeError(f"unknown tracer(s) {', '.join(unknown)}; known: {', '.join(TRACERS.names())}")
+    if ns.datapath == "ebpf" and ns.kubernetes:
+        raise CniscopeError("--datapath ebpf replaces kube-proxy; a --kubernetes lab runs the real kube-proxy")
     lab = Lab(LabSpec(name=ns.name, nodes=ns.nodes, pods_per_node=ns.pods_per_node))
     lab.up()
+    if ns.datapath == "ebpf":
+        from cniscope.lab.socklb.ebpf_services import use_ebpf
+
+        use_ebpf(lab)
     cluster_env: dict[str, Any] = {}
     if ns.kubernetes:
         from cniscope.lab.kube.control_plane import KubeLab
@@ -151,6 +157,10 @@ def register(sub: Any) -> None:
                         "ServiceAccount tokens (builds core/kube-harness on first use)")
     p.add_argument("--proxy-mode", choices=["iptables", "nftables"], default="iptables",
                    help="kube-proxy mode with --kubernetes (default iptables)")
+    p.add_argument("--datapath", choices=["kube-proxy", "ebpf"], default="kube-proxy",
+                   help="how pods reach ClusterIPs: kube-proxy-style NAT rules in the node namespaces (default), "
+                        "or ebpf: Cilium-style socket load balancing (cgroup connect4/sendmsg4/recvmsg4 programs "
+                        "over cilium_lb4_* maps; bench services --backend auto then uses it)")
     p.set_defaults(func=cmd_lab_up)
     p = lsub.add_parser("down", help="stop the lab's processes and remove every namespace it made")
     p.set_defaults(func=cmd_lab_down)

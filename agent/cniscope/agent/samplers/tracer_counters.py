@@ -3,7 +3,8 @@
 Settings (env, like every cniscope setting): ``CNISCOPE_TRACERS`` — comma-separated tracer names
 (default none: tracers cost a compile and are opt-in); ``CNISCOPE_TRACER_NETNS`` — a network
 namespace file to filter on (a lab node's /run/netns/NAME), default all namespaces. A tracer that
-cannot run here is logged once with its reason and left out; the agent runs on.
+cannot run here is logged once with its reason and left out; the agent runs on. Each tracer's state
+is also kept in :mod:`cniscope.agent.tracers.live`, where probes find it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from cniscope.agent.tracers import TRACERS
+from cniscope.agent.tracers import TRACERS, live
 from cniscope.agent.tracers.bcc_tracer import BccTracer
 from cniscope.api.v1 import common_pb2
 from cniscope.core.config import AgentConfig, env_value
@@ -55,10 +56,12 @@ class TracerSampler:
     def _start_all(self) -> None:
         for n in self.settings.names:
             tracer = TRACERS.get(n)(self.settings.netns)
+            live.starting(n)
             try:
                 tracer.start()
             except Unavailable as exc:
                 self.unavailable[n] = f"unavailable: {exc}"
+                live.failed(n, str(exc))
                 log.warning("tracer %s %s", n, self.unavailable[n])
                 continue
             with self._lock:
@@ -66,9 +69,12 @@ class TracerSampler:
                     tracer.stop()
                     return
                 self.running.append(tracer)
+            live.started(tracer)
 
     def start(self) -> threading.Thread | None:
         if self._starter is None and self.settings.names:
+            for n in self.settings.names:
+                live.configured(n)
             self._starter = threading.Thread(target=self._start_all, name="tracer-start", daemon=True)
             self._starter.start()
         return self._starter
@@ -89,4 +95,5 @@ class TracerSampler:
             self._closed = True
             tracers, self.running = self.running, []
         for t in tracers:
+            live.stopped(t)
             t.stop()

@@ -16,6 +16,11 @@ class TcpConnLat(BccTracer):
     name = "tcpconnlat"
     events = ["sock/inet_sock_set_state"]
 
+    def totals(self) -> tuple[int, int, int]:
+        """(established, failed, latency sum µs): the counters a probe reads around its connects."""
+        est, failed, total_us = self.array("counts")
+        return est, failed, total_us
+
     def read(self) -> tuple[list[int], int, int, int]:
         """(histogram slots, established, failed, latency sum µs)."""
         est, failed, total_us = self.array("counts")

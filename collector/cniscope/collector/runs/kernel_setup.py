@@ -1,5 +1,12 @@
 """Connect setup as the kernel saw it: the source node's ``tcpconnlat`` tracer around one connect probe.
 
+An agent that runs the tracer on the probe's namespace reads its counters itself, just before and just
+after the probe's connects, and sends the difference with the result (``kernel_connects``,
+``kernel_setup_sum_us``; :func:`direct`), or says in the detail's ``kernel_note`` why it has none
+(not configured, still compiling, failed to start, watching another namespace). Every repetition then
+has its own reading, and nothing waits for a sample batch. What follows is the fallback for an agent
+whose results carry neither.
+
 The agent's tracer (``CNISCOPE_TRACERS=tcpconnlat``) sends cumulative counters every sample interval:
 ``tcp_connect_latency_us_count`` (SYN_SENT → ESTABLISHED transitions) and ``…_sum`` (their µs, each
 truncated to a whole µs). Read before and after a probe, Δsum/Δcount is the mean in-kernel setup time
@@ -17,6 +24,7 @@ the probe's connects is reported as such.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from dataclasses import dataclass
 
@@ -73,11 +81,29 @@ def not_running(state: ClusterState, node: str) -> str | None:
     return None
 
 
+def direct(res: common_pb2.ProbeResult) -> KernelSetup | None:
+    """The agent's own reading around the probe, or its reason for having none; None when the result
+    carries neither (an agent that does not read its tracer around probes)."""
+    probe = int(res.figures.get("connected", 0))
+    if "kernel_connects" in res.figures:
+        return counted(res.figures["kernel_connects"], res.figures.get("kernel_setup_sum_us", 0.0), probe)
+    try:
+        note = json.loads(res.detail_json or "{}").get("kernel_note")
+    except (ValueError, AttributeError):
+        note = None
+    return KernelSetup(0, probe, None, f"{res.source_node}: {note}") if isinstance(note, str) and note else None
+
+
 def delta(before: Reading, after: Reading, probe_connects: int) -> KernelSetup:
     """The kernel's view of what happened between two readings of the same tracer."""
     dc, ds = after.count - before.count, after.sum_us - before.sum_us
     if after.boot != before.boot or dc < 0 or ds < 0:
         return KernelSetup(0, probe_connects, None, "the tracer's counters restarted between the readings")
+    return counted(dc, ds, probe_connects)
+
+
+def counted(dc: float, ds: float, probe_connects: int) -> KernelSetup:
+    """Δcount connects in Δsum µs, against the probe's own successful connects."""
     if dc == 0:
         return KernelSetup(0, probe_connects, None,
                            f"the tracer counted no connect for the probe's {probe_connects}")
@@ -121,8 +147,9 @@ class KernelWatch:
             raise Stopped
 
     async def mark(self, res: common_pb2.ProbeResult) -> Reading | None:
-        """Wait for the first reading taken after ``res`` finished; it opens the next window."""
-        if self.why_not:
+        """Wait for the first reading taken after ``res`` finished; it opens the next window. A result
+        that carries the agent's own reading (or its reason for none) needs no window."""
+        if self.why_not or direct(res) is not None:
             return None
         self.last = await self._after(res.finished_unix_nano or time.time_ns())
         if self.last is None:
@@ -130,7 +157,12 @@ class KernelWatch:
         return self.last
 
     async def measure(self, res: common_pb2.ProbeResult) -> KernelSetup:
-        """The window from the previous mark to the first reading after ``res``."""
+        """The agent's own reading around ``res``; else the window from the previous mark to the first
+        reading after ``res``."""
+        got = direct(res)
+        if got is not None:
+            return got if res.ok or got.mean_us is None else KernelSetup(got.connects, got.probe_connects, None,
+                                                                         "the probe failed")
         probe = int(res.figures.get("connected", 0))
         before = self.last
         if self.why_not or before is None:
