@@ -45,9 +45,10 @@ def test_a_failed_call_reads_as_its_status() -> None:
 
 
 async def test_token_protected_collector_answers_only_with_the_token(tmp_path: Path) -> None:
-    tok = tmp_path / "token"
+    tok, atok = tmp_path / "token", tmp_path / "agent-token"
     tok.write_text("s3cret")
-    c = await kit.start_collector(tmp_path, token_file=str(tok))
+    atok.write_text("agents-s3cret")
+    c = await kit.start_collector(tmp_path, token_file=str(tok), agent_token_file=str(atok))
     try:
         async with CollectorClient(kit.address(c), env={"CNISCOPE_TOKEN_FILE": str(tok)}) as client:
             assert await client.list_nodes() == []

@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).parents[1]))
 import pipeline_kit as kit  # type: ignore[import-not-found]  # noqa: E402
 
 TOKEN = "s3cret-token-for-tests"
+AGENT_TOKEN = "another-s3cret-for-agents"
 
 
 def _agent(c: Any, node: str = "n1", **kw: Any) -> NodeAgent:
@@ -42,10 +43,11 @@ async def _list(address: str, md: tuple[tuple[str, str], ...] = (),
 
 # ---- token ----------------------------------------------------------------------------------------
 async def test_token_refuses_missing_and_wrong_and_admits_right(tmp_path: Path) -> None:
-    tok = tmp_path / "token"
+    tok, atok = tmp_path / "token", tmp_path / "agent-token"
     tok.write_text(TOKEN + "\n")
-    c = await kit.start_collector(tmp_path, token_file=str(tok))
-    agent = _agent(c, token_file=str(tok))
+    atok.write_text(AGENT_TOKEN + "\n")
+    c = await kit.start_collector(tmp_path, token_file=str(tok), agent_token_file=str(atok))
+    agent = _agent(c, token_file=str(atok))
     task = asyncio.create_task(agent.run())
     try:
         await kit.until(lambda: "n1" in c.state.sessions, what="agent with the token to connect")
@@ -80,7 +82,8 @@ def _write_pki(tmp: Path) -> tuple[dict[str, Path], Any]:
     ca, other = kit.make_ca("cniscope test CA"), kit.make_ca("some other CA")
     files: dict[str, bytes] = {"ca.pem": kit.pem(ca[1]), "other-ca.pem": kit.pem(other[1])}
     files["server.pem"], files["server.key"] = kit.issue(ca, "collector", server=True)
-    files["client.pem"], files["client.key"] = kit.issue(ca, "node1", server=False)
+    files["client.pem"], files["client.key"] = kit.issue(ca, "alice", server=False)
+    files["agent.pem"], files["agent.key"] = kit.issue(ca, "cniscope-agent:n1", server=False)
     files["rogue.pem"], files["rogue.key"] = kit.issue(other, "node1", server=False)
     out = {}
     for name, data in files.items():
@@ -114,13 +117,13 @@ async def test_mutual_tls_refuses_no_cert_and_wrong_ca_and_admits_the_right_one(
 
         # the agent rebuilds its channel when its certificate file changes
         monkeypatch.setattr(collector_session, "CERT_POLL_SECONDS", 0.1)
-        agent = _agent(c, tls_ca=str(pki["ca.pem"]), tls_cert=str(pki["client.pem"]), tls_key=str(pki["client.key"]))
+        agent = _agent(c, tls_ca=str(pki["ca.pem"]), tls_cert=str(pki["agent.pem"]), tls_key=str(pki["agent.key"]))
         task = asyncio.create_task(agent.run())
         await kit.until(lambda: "n1" in c.state.sessions, what="agent over mutual TLS")
         before = agent.reconnects
-        cert, key = kit.issue(ca, "node1-rotated", server=False)
-        pki["client.key"].write_bytes(key)
-        pki["client.pem"].write_bytes(cert)
+        cert, key = kit.issue(ca, "cniscope-agent:n1", server=False)
+        pki["agent.key"].write_bytes(key)
+        pki["agent.pem"].write_bytes(cert)
         await kit.until(lambda: agent.reconnects > before and agent.connected, what="channel rebuilt")
         await kit.until(lambda: "n1" in c.state.sessions, what="reconnected with the new certificate")
         task.cancel()
@@ -153,7 +156,7 @@ async def test_collector_serves_a_rotated_certificate_to_new_connections(tmp_pat
     c = await kit.start_collector(tmp_path, tls_cert=str(pki["server.pem"]), tls_key=str(pki["server.key"]),
                                   tls_ca=str(pki["ca.pem"]))
     port = int(kit.address(c).rsplit(":", 1)[1])
-    agent = _agent(c, tls_ca=str(pki["ca.pem"]), tls_cert=str(pki["client.pem"]), tls_key=str(pki["client.key"]))
+    agent = _agent(c, tls_ca=str(pki["ca.pem"]), tls_cert=str(pki["agent.pem"]), tls_key=str(pki["agent.key"]))
     task = asyncio.create_task(agent.run())
     try:
         await kit.until(lambda: "n1" in c.state.sessions, what="agent over mutual TLS")

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from cniscope.agent.node_agent import NodeAgent
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
-from cniscope.collector.auth import TokenAuthInterceptor
+from cniscope.collector.auth import Authenticator, AuthInterceptor
 from cniscope.collector.cluster_service import ClusterService
 from cniscope.collector.server import Collector
 from cniscope.core import grpcutil
@@ -45,11 +45,11 @@ def _produce(agent: NodeAgent, n: int) -> None:
         agent.sealer.seal()
 
 
-class _Recording(TokenAuthInterceptor):
-    """Refuses every call (nobody has the token) and records when each node knocked."""
+class _Recording(AuthInterceptor):
+    """Refuses every call (nobody has a token) and records when each node knocked."""
 
     def __init__(self) -> None:
-        super().__init__("nobody-has-this")
+        super().__init__(Authenticator("nobody-has-this", "nor-this"))
         self.knocks: dict[str, list[float]] = {}
 
     async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:

@@ -60,12 +60,13 @@ def test_a_skewed_clock_is_flagged_when_applied() -> None:
 def test_a_watcher_gets_every_batch_as_it_comes() -> None:
     async def main() -> None:
         st = _state()
-        q = st.subscribe()
+        w = st.subscribe(include_samples=True)
         for seq in (1, 2, 3):
             st.on_batch("n1", _batch(seq, cni_cpu_millicores=float(seq)), T0 + seq)
         got = []
-        while not q.empty():
-            ev = q.get_nowait()
+        while len(w):
+            ev = await w.next()
+            assert ev is not None
             if ev.WhichOneof("body") == "samples":
                 got.append(ev.samples.samples[0].value)
         assert got == [1.0, 2.0, 3.0]

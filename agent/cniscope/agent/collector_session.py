@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import grpc
 
 from cniscope.agent.backoff import Backoff
+from cniscope.agent.boot_proof import BootProof
 from cniscope.agent.spool import Spool
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, common_pb2
 from cniscope.core import grpcutil, security
@@ -72,6 +73,7 @@ class CollectorSession:
         self.clock_rtt_ms: float | None = None
         self.outbox: asyncio.Queue[agent_pb2.AgentMessage] = asyncio.Queue(maxsize=OUTBOX_MESSAGES)
         self._token = read_token(cfg.token_file)
+        self._proof = BootProof(cfg.node, cfg.spool_path)
         self._readdress = asyncio.Event()
 
     def post(self, msg: agent_pb2.AgentMessage) -> None:
@@ -102,7 +104,10 @@ class CollectorSession:
             node=self.cfg.node, boot_id=self.boot_id, agent_version=VERSION,
             host_ip=self.cfg.host_ip, pod_ip=self.cfg.pod_ip, time_unix_nano=time.time_ns(),
             spool_dropped=self.spool.dropped, replay_boot_ids=self.spool.other_boots(),
+            boot_key=self._proof.key(self.boot_id),
         )
+        for b in h.replay_boot_ids:
+            h.replay_boot_keys[b] = self._proof.key(b)
         report = self.capabilities()
         if report is not None:
             h.capabilities.CopyFrom(report)

@@ -1,8 +1,10 @@
 """AgentHub: the bidirectional stream every agent keeps open to the collector.
 
-The first message must be a valid Hello; then batches are committed in groups (:mod:`.groupcommit`)
-and acknowledged cumulatively once durable, at most one ack per ``ACK_INTERVAL`` on a busy stream; a
-stream reads at most ``MAX_INFLIGHT`` batches ahead of their commit. Probe progress, command acks and
+The first message must be a valid Hello, within ``HELLO_SECONDS``, from a caller that may speak for
+its node and can prove its boot (:mod:`.hello_admission`); then batches are committed in groups
+(:mod:`.groupcommit`) and acknowledged cumulatively once durable, at most one ack per
+``ACK_INTERVAL`` on a busy stream; a stream reads at most ``READ_AHEAD_BYTES`` of batches (and
+``MAX_INFLIGHT`` of them) ahead of their commit. Probe progress, command acks and
 capability reports go to the dispatcher, the store and the cluster state. A refused batch is answered
 with a typed ``Refusal`` (the agent drops it, the stream carries on); any other refused message ends
 only its own stream.
@@ -20,9 +22,12 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2
+from cniscope.collector import auth
+from cniscope.collector.boot_keys import BootKeys
 from cniscope.collector.collector_metrics import IngestCounters
 from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.groupcommit import GroupCommitter
+from cniscope.collector.hello_admission import HelloAdmission, boots_of, check_capability_size, stored_hello
 from cniscope.collector.state import ClusterState, Outgoing, Session
 from cniscope.collector.store import Store
 from cniscope.collector.validate import MAX_ID, Refused, check_batch, check_capabilities, check_hello
@@ -31,6 +36,8 @@ from cniscope.core.version import VERSION
 
 ACK_INTERVAL = 0.02  # seconds: a stream with acks due more often gets one cumulative ack per interval
 MAX_INFLIGHT = 256  # batches one stream may have read ahead of their commit
+READ_AHEAD_BYTES = 4 * 1024 * 1024  # encoded batches one stream may have read ahead of their commit
+HELLO_SECONDS = 5.0  # a stream that has not said Hello by then is ended
 MAX_REASON = 512    # characters of a refusal's reason sent back to the agent
 
 
@@ -38,32 +45,47 @@ def _serialize(m: agent_pb2.CollectorMessage | bytes) -> bytes:
     return m if isinstance(m, bytes) else m.SerializeToString()
 
 
+def _deserialize(raw: bytes) -> tuple[agent_pb2.AgentMessage, int]:
+    """A message and its encoded size, which bounds a stream's read-ahead without re-measuring it."""
+    return agent_pb2.AgentMessage.FromString(raw), len(raw)
+
+
+Incoming = tuple[agent_pb2.AgentMessage, int]
+
+
 def add_agent_hub(servicer: AgentHubService, server: grpc.aio.Server) -> None:
     """AgentHub as generated, except that a stream may also yield pre-encoded bytes: a peer table
     broadcast to a thousand agents is encoded once, not once per stream."""
     handlers = {"Connect": grpc.stream_stream_rpc_method_handler(
-        servicer.Connect, request_deserializer=agent_pb2.AgentMessage.FromString, response_serializer=_serialize)}
+        servicer.Connect, request_deserializer=_deserialize, response_serializer=_serialize)}
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("cniscope.api.v1.AgentHub", handlers),))
     server.add_registered_method_handlers("cniscope.api.v1.AgentHub", handlers)
 
 
 class AgentHubService(agent_pb2_grpc.AgentHubServicer):
     def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher,
-                 counters: IngestCounters | None = None) -> None:
+                 counters: IngestCounters | None = None, boot_keys: BootKeys | None = None,
+                 max_capability_bytes: int = 1024 * 1024) -> None:
         self.state = state
         self.store = store
         self.dispatcher = dispatcher
         self.counters = counters or IngestCounters()
         self.committer = GroupCommitter(store, counters=self.counters)
+        self.boot_keys = boot_keys or BootKeys(store)
+        self.admission = HelloAdmission(self.boot_keys, dispatcher, max_capability_bytes)
 
-    async def Connect(self, request_iterator: AsyncIterator[agent_pb2.AgentMessage],  # type: ignore[override]  # noqa: N802
+    async def Connect(self, request_iterator: AsyncIterator[Incoming],  # type: ignore[override]  # noqa: N802
                       context: grpc.aio.ServicerContext) -> AsyncIterator[Outgoing]:  # type: ignore[type-arg]
         peer = context.peer()
         it = request_iterator.__aiter__()
         try:
-            first = await asyncio.wait_for(it.__anext__(), timeout=30)
-        except (StopAsyncIteration, TimeoutError):
-            return
+            first, _ = await asyncio.wait_for(it.__anext__(), timeout=HELLO_SECONDS)
+        except StopAsyncIteration:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the stream ended before its Hello")
+        except TimeoutError:
+            self.counters.refused += 1
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                f"no Hello within {HELLO_SECONDS:g}s of opening the stream")
         except DecodeError:
             self.counters.refused += 1
             self.state.log_event("warning", f"refused an undecodable first message from {peer}")
@@ -73,6 +95,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         hello = first.hello
         try:
             check_hello(hello)
+            self.admission.check(hello, auth.current())
         except Refused as exc:
             self.counters.refused += 1
             self.state.log_event("warning", f"refused hello from {peer}: {exc}")
@@ -87,7 +110,8 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         if current is not None:  # the same agent reconnecting over a half-dead stream
             current.close()
         now = time.time_ns()
-        acked = await self.store.call(self.store.record_hello, hello, now)
+        acked = await self.store.call(self.store.record_hello, stored_hello(hello), now)
+        await self.boot_keys.bind(hello.node, boots_of(hello), now)
         replay = [b for b in dict.fromkeys(hello.replay_boot_ids) if b != hello.boot_id]
         replay_acked = await self.store.call(self.store.replay_acked, hello.node, replay) if replay else {}
         session = Session(hello.node, hello.boot_id, replay_boots=frozenset(replay))
@@ -111,7 +135,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 await session.wake.wait()
                 session.wake.clear()
                 while not session.outbox.empty():
-                    yield session.outbox.get_nowait()
+                    yield session.take()
                 if session.acks:  # after the messages queued before them, as they were committed
                     done = session.closed.is_set() or reader.done()
                     hold = last_ack + ACK_INTERVAL - loop.time()
@@ -120,7 +144,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                         # (an ack costs the collector about as much as reading a batch)
                         await asyncio.sleep(hold)
                         while not session.outbox.empty():
-                            yield session.outbox.get_nowait()
+                            yield session.take()
                     for out in session.take_acks():
                         self.counters.acks += 1
                         yield out
@@ -139,11 +163,11 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
             if isinstance(failure, Refused):
                 await context.abort(grpcutil.status_code(failure.code), str(failure))
 
-    async def _read(self, it: AsyncIterator[agent_pb2.AgentMessage], session: Session,
+    async def _read(self, it: AsyncIterator[Incoming], session: Session,
                     context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
         try:
-            async for msg in it:
-                await self._on_message(msg, session)
+            async for msg, size in it:
+                await self._on_message(msg, size, session)
             while session.inflight:  # the agent finished sending: ack what it sent first
                 session.drained.clear()
                 await session.drained.wait()
@@ -152,10 +176,12 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
             self.state.log_event("warning", "refused an undecodable message", session.node)
             raise Refused("INVALID_ARGUMENT", "message is not a valid AgentMessage") from None
 
-    def _committed(self, session: Session, b: agent_pb2.Batch, now: int, outcome: bool | BaseException) -> None:
+    def _committed(self, session: Session, b: agent_pb2.Batch, size: int, now: int,
+                   outcome: bool | BaseException) -> None:
         """A batch's commit finished (calls come in submission order): ack it, then apply it."""
         session.inflight -= 1
-        if session.inflight < MAX_INFLIGHT:
+        session.inflight_bytes -= size
+        if session.inflight < MAX_INFLIGHT and session.inflight_bytes < READ_AHEAD_BYTES:
             session.drained.set()
         exc = outcome if isinstance(outcome, BaseException) else None
         if exc is not None or session.failure is not None:
@@ -174,10 +200,15 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         self.counters.samples += len(b.samples)
         self.state.on_batch(session.node, b, now)
         for r in b.probe_results:
-            self.dispatcher.on_result(r)
+            self.dispatcher.on_result(r, session.node)
             self.state.on_probe_result(r)
 
-    async def _on_message(self, msg: agent_pb2.AgentMessage, session: Session) -> None:
+    def _foreign(self, session: Session, why: str) -> Refused:
+        self.counters.refused += 1
+        self.state.log_event("warning", f"refused: {why}", session.node)
+        return Refused("PERMISSION_DENIED", why)
+
+    async def _on_message(self, msg: agent_pb2.AgentMessage, size: int, session: Session) -> None:
         which = msg.WhichOneof("body")
         if which == "batch":
             b = msg.batch
@@ -191,22 +222,33 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                 if len(b.boot_id) > MAX_ID or not session.send(agent_pb2.CollectorMessage(refused=refusal)):
                     raise  # not a batch the agent could recognise, or the agent does not read: end the stream
                 return
+            foreign = self.admission.foreign_results(session.node, b)
+            if foreign is not None:  # another node's results: a forgery, not a broken batch
+                raise self._foreign(session, foreign)
             now = time.time_ns()
             session.inflight += 1
-            self.committer.submit(session.node, b, now, functools.partial(self._committed, session, b, now))
-            if session.inflight >= MAX_INFLIGHT:  # read ahead of commits, but only so far
+            session.inflight_bytes += size
+            self.committer.submit(session.node, b, now, functools.partial(self._committed, session, b, size, now))
+            if session.inflight >= MAX_INFLIGHT or session.inflight_bytes >= READ_AHEAD_BYTES:
+                # read ahead of commits, but only so far
                 session.drained.clear()
                 await session.drained.wait()
             if session.failure is not None:
                 raise session.failure
         elif which == "probe_progress":
-            self.dispatcher.on_progress(msg.probe_progress)
-            self.state.publish(cluster_pb2.ClusterEvent(probe_progress=msg.probe_progress))
+            p = msg.probe_progress
+            if not self.dispatcher.on_progress(p, session.node):
+                raise self._foreign(session, f"progress for probe {p.probe_id[:64]!r}, which was sent to "
+                                             f"node {self.dispatcher.sent_to(p.probe_id)}")
+            self.state.publish(cluster_pb2.ClusterEvent(probe_progress=p))
         elif which == "command_ack":
-            self.dispatcher.on_ack(msg.command_ack, session.node)
+            if not self.dispatcher.on_ack(msg.command_ack, session.node):
+                raise self._foreign(session, f"an answer to command {msg.command_ack.command_id[:64]!r}, "
+                                             "which was sent to another node")
         elif which == "capabilities":
             try:
                 check_capabilities(msg.capabilities)
+                check_capability_size(session.node, msg.capabilities, self.admission.max_capability_bytes)
             except Refused:
                 self.counters.refused += 1
                 raise

@@ -1,86 +1,124 @@
 """The Cluster service people-facing clients (CLI, TUI) call: watch the cluster, list and get nodes,
-run probes (rate limited; explicit targets checked against the agents and the allow-list before
-anything reaches an agent) and read stored probe results."""
+run probes and read stored probe results.
+
+RunProbe is rate limited per client (identity and address); its probe id is the collector's; an
+explicit target — the target address, or a kind's target parameter such as dns's resolver — is
+checked against what the collector itself knows (:mod:`.target_trust`) before anything reaches an
+agent. ListNodes answers in pages bounded by count and bytes; Watch sends its snapshot one node per
+event and ends a watcher that falls too far behind. Inputs quoted in errors are shortened.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 from collections.abc import AsyncIterator
 
 import grpc
 
 from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc, common_pb2
+from cniscope.collector import auth
 from cniscope.collector.dispatcher import Dispatcher
-from cniscope.collector.ratelimit import TokenBucket
+from cniscope.collector.principals import shorten
+from cniscope.collector.ratelimit import ClientBuckets, client_key
 from cniscope.collector.state import ClusterState
 from cniscope.collector.store import Store
-from cniscope.core import cluster_cidrs, grpcutil, netpolicy
+from cniscope.core import grpcutil, netpolicy
 from cniscope.core.errors import CniscopeError, ValidationError
+from cniscope.core.probekinds import spec_for
 from cniscope.core.version import VERSION
+
+PAGE_NODES = 1000                 # nodes in one ListNodes page at most
+PAGE_BYTES = 2 * 1024 * 1024      # encoded nodes in one ListNodes page at most (one node always fits)
+TOKEN_PREFIX = "after:"
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServicer):
     def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher, address: str,
-                 limiter: TokenBucket | None = None, allow_cidrs: str = "198.18.0.0/15") -> None:
+                 limiter: ClientBuckets | None = None) -> None:
         self.state = state
         self.store = store
         self.dispatcher = dispatcher
         self.address = address
         self.limiter = limiter
-        self.allow_cidrs = allow_cidrs
 
     async def admit(self, request: common_pb2.ProbeRequest, context: grpc.aio.ServicerContext) -> None:  # type: ignore[type-arg]
         """Rate limit, then refuse a forbidden explicit target before anything reaches an agent."""
         if self.limiter is not None:
-            wait = self.limiter.take()
+            wait = self.limiter.take(client_key(auth.current().name, context.peer()))
             if wait > 0:
                 await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                     f"probe rate limit: at most {self.limiter.rate:g}/s with bursts of "
-                                    f"{self.limiter.burst}; retry in {wait:.2f}s")
-        if request.target_address:
-            peers = [a for st in self.state.nodes.values() for a in (st.host_ip, st.pod_ip) if a]
+                                    f"{self.limiter.burst} per client; retry in {wait:.2f}s")
+        targets = [request.target_address] if request.target_address else []
+        try:
+            param = spec_for(request.kind).target_param if request.kind else ""
+        except CniscopeError:
+            param = ""  # an unknown kind is refused by the dispatcher, with the list of kinds
+        if param and request.params.get(param):
+            targets.append(request.params[param])
+        trust = self.state.trust
+        for target in targets:
             try:
-                allow = cluster_cidrs.with_reported(self.allow_cidrs, (st.capabilities for st in self.state.nodes.values()))
-                await asyncio.to_thread(netpolicy.check_target, request.target_address, peers, allow)
+                await asyncio.to_thread(netpolicy.check_target, target, trust.addresses(), trust.allow_spec())
             except ValidationError as exc:
                 self.state.log_event("warning", f"refused probe target from {context.peer()}: {exc}")
                 await context.abort(grpcutil.status_code(exc.grpc_status), f"{exc.title}: {exc}")
 
     async def Watch(self, request: cluster_pb2.WatchRequest,  # noqa: N802
                     context: grpc.aio.ServicerContext) -> AsyncIterator[cluster_pb2.ClusterEvent]:  # type: ignore[type-arg]
-        q = self.state.subscribe()
+        w = self.state.subscribe(request.include_samples)
         try:
-            for st in sorted(self.state.nodes.values(), key=lambda s: s.node):
-                yield cluster_pb2.ClusterEvent(node=st)
+            for name in sorted(self.state.nodes):
+                st = self.state.nodes.get(name)
+                if st is not None:
+                    yield cluster_pb2.ClusterEvent(node=st)
             for ev in self.state.recent_logs[-50:]:
                 yield cluster_pb2.ClusterEvent(log=ev)
             yield cluster_pb2.ClusterEvent(snapshot_done=cluster_pb2.SnapshotDone(
                 collector_version=VERSION, collector_address=self.address))
-            while True:
-                event = await q.get()
-                if event.WhichOneof("body") == "samples" and not request.include_samples:
-                    continue
+            while (event := await w.next()) is not None:
                 yield event
         finally:
-            self.state.unsubscribe(q)
+            self.state.unsubscribe(w)
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, w.cut)
 
     async def ListNodes(self, request: cluster_pb2.ListNodesRequest,  # noqa: N802
                         context: grpc.aio.ServicerContext) -> cluster_pb2.ListNodesResponse:  # type: ignore[type-arg]
+        token = request.page_token
+        if token and not token.startswith(TOKEN_PREFIX):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"page token {shorten(token)} is not one ListNodes gave")
         self.state.settle()
-        return cluster_pb2.ListNodesResponse(nodes=[self.state.nodes[n] for n in sorted(self.state.nodes)])
+        names = sorted(self.state.nodes)
+        start = bisect.bisect_right(names, token[len(TOKEN_PREFIX):]) if token else 0
+        limit = min(request.page_size or PAGE_NODES, PAGE_NODES)
+        resp = cluster_pb2.ListNodesResponse()
+        used = 0
+        for name in names[start:start + limit]:
+            st = self.state.nodes[name]
+            size = st.ByteSize() + 8
+            if resp.nodes and used + size > PAGE_BYTES:
+                break
+            resp.nodes.append(st)
+            used += size
+        if resp.nodes and start + len(resp.nodes) < len(names):
+            resp.next_page_token = TOKEN_PREFIX + resp.nodes[-1].node
+        return resp
 
     async def GetNode(self, request: cluster_pb2.GetNodeRequest,  # noqa: N802
                       context: grpc.aio.ServicerContext) -> cluster_pb2.NodeState:  # type: ignore[type-arg]
         self.state.settle(request.node)
         st = self.state.nodes.get(request.node)
         if st is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"node {request.node!r} is unknown")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"node {shorten(request.node)} is unknown")
         assert st is not None
         return st
 
     async def RunProbe(self, request: common_pb2.ProbeRequest,  # noqa: N802
                        context: grpc.aio.ServicerContext) -> AsyncIterator[cluster_pb2.ProbeUpdate]:  # type: ignore[type-arg]
         await self.admit(request, context)
+        request.probe_id = ""  # the collector's own: the first update says which
         try:
             async for upd in self.dispatcher.run(request):
                 yield upd
@@ -90,5 +128,12 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
     async def ListProbeResults(self, request: cluster_pb2.ListProbeResultsRequest,  # noqa: N802
                                context: grpc.aio.ServicerContext) -> cluster_pb2.ListProbeResultsResponse:  # type: ignore[type-arg]
         rows = await self.store.call(self.store.probe_results, request.kind, request.source_node,
-                                     request.target_node, request.limit or 100)
-        return cluster_pb2.ListProbeResultsResponse(results=rows)
+                                     request.target_node, min(request.limit or 100, PAGE_NODES))
+        resp = cluster_pb2.ListProbeResultsResponse()
+        used = 0
+        for r in rows:  # newest first: as many as fit in one answer
+            used += r.ByteSize() + 8
+            if resp.results and used > PAGE_BYTES:
+                break
+            resp.results.append(r)
+        return resp

@@ -4,6 +4,10 @@ What a kind needs comes from its row in the probe table (``probekinds``): its pa
 whether it needs a target, whether the target serves a one-off server first, and whether it is a
 bandwidth probe. Bandwidth probes (tcp, udp, http max-QPS) hold both nodes for their duration, so no
 two of them share a node at once; light probes run with bounded concurrency.
+
+Probe ids are the collector's: RunProbe ignores a client's, and the first update of every probe
+announces the one it got. What agents answer — progress, results, command acks — counts only from
+the node the command went to; anything else is reported to the caller of ``on_*`` and dropped.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2, targets_pb2
+from cniscope.collector.principals import shorten
 from cniscope.collector.state import ClusterState
 from cniscope.collector.store import Store
 from cniscope.core.errors import NotFound, ValidationError
@@ -28,7 +33,10 @@ from cniscope.core.probespec import ProbeSpec, validate_path
 log = logging.getLogger("cniscope.collector.dispatch")
 
 LIGHT_CONCURRENCY = 32
+MAX_PROBE_ID = 128
+NAMED_NODES = 10   # connected nodes named in a "not connected" error at most
 GRACE_SECONDS = 30.0
+PROGRESS_QUEUE = 64   # progress updates of one probe waiting for its caller; beyond, dropped
 SERVE_TIMEOUT = 10.0
 
 
@@ -63,7 +71,7 @@ class Dispatcher:
         self.pending: dict[str, Pending] = {}
         self._node_locks: dict[str, asyncio.Lock] = {}
         self._light = asyncio.Semaphore(LIGHT_CONCURRENCY)
-        self._acks: dict[str, asyncio.Future[agent_pb2.CommandAck]] = {}
+        self._acks: dict[str, tuple[str, asyncio.Future[agent_pb2.CommandAck]]] = {}  # id → (node, answer)
         self._tasks: set[asyncio.Task[None]] = set()
 
     def validate(self, req: common_pb2.ProbeRequest) -> Admitted:
@@ -73,18 +81,30 @@ class Dispatcher:
         if not req.source_node:
             raise ValidationError("source node is required")
         if req.source_node not in self.state.sessions:
-            known = ", ".join(sorted(self.state.sessions)) or "none connected"
-            raise NotFound(f"source node {req.source_node!r} is not connected ({known})")
+            names = sorted(self.state.sessions)
+            known = ", ".join(names[:NAMED_NODES]) or "none connected"
+            if len(names) > NAMED_NODES:
+                known += f" and {len(names) - NAMED_NODES} more"
+            raise NotFound(f"source node {shorten(req.source_node)} is not connected ({known})")
         if req.target_node and req.target_node not in self.state.nodes:
-            raise NotFound(f"target node {req.target_node!r} is unknown")
+            raise NotFound(f"target node {shorten(req.target_node)} is unknown")
+        probe_id = req.probe_id or uuid.uuid4().hex[:16]
+        if len(probe_id) > MAX_PROBE_ID or not probe_id.isprintable():
+            raise ValidationError(f"probe id {shorten(probe_id)} must be 1-{MAX_PROBE_ID} printable characters")
+        if probe_id in self.pending:
+            raise ValidationError(f"probe id {shorten(probe_id)} is already running")
         if not req.target_node and not req.target_address and spec.needs_target:
             raise ValidationError("a target node or a target address is required")
         if path == "service" and not req.target_address:
             raise ValidationError("the service path needs the Service's ClusterIP as the target address")
+        if req.target_node and not req.target_address and spec.needs_target:
+            st = self.state.nodes[req.target_node]
+            what, address = ("probe-pod address", st.pod_ip) if path == "pod" else ("host address", st.host_ip)
+            self.state.trust.check_address(what, req.target_node, address)
         out = common_pb2.ProbeRequest()
         out.CopyFrom(req)
         out.path = path
-        out.probe_id = req.probe_id or uuid.uuid4().hex[:16]
+        out.probe_id = probe_id
         out.params.clear()
         out.params.update(values.to_wire())
         return Admitted(out, spec, values, spec.expected_seconds(values), spec.is_bandwidth(values))
@@ -121,6 +141,8 @@ class Dispatcher:
         loop = asyncio.get_running_loop()
         pend = Pending(req, loop.create_future(), served=served)
         self.pending[req.probe_id] = pend
+        out.put_nowait(cluster_pb2.ProbeUpdate(progress=common_pb2.ProbeProgress(
+            probe_id=req.probe_id, fraction=0.0, message=f"admitted as probe {req.probe_id}")))
         try:
             if bandwidth and any(self._lock(n).locked() for n in (req.source_node, req.target_node) if n):
                 out.put_nowait(cluster_pb2.ProbeUpdate(progress=common_pb2.ProbeProgress(
@@ -183,7 +205,7 @@ class Dispatcher:
             return f"target node {req.target_node!r} is not connected, so it cannot serve the test"
         command_id = f"{req.probe_id}:serve"
         fut: asyncio.Future[agent_pb2.CommandAck] = asyncio.get_running_loop().create_future()
-        self._acks[command_id] = fut
+        self._acks[command_id] = (req.target_node, fut)
         try:
             target.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
                 command_id=command_id, serve_target=targets_pb2.ServeTarget(
@@ -204,7 +226,7 @@ class Dispatcher:
         target = self.state.sessions.get(req.target_node)
         if target is not None:
             command_id = f"{req.probe_id}:stop"
-            self._acks[command_id] = asyncio.get_running_loop().create_future()  # answered quietly
+            self._acks[command_id] = (req.target_node, asyncio.get_running_loop().create_future())  # quietly
             target.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
                 command_id=command_id, stop_target=targets_pb2.StopTarget(probe_id=req.probe_id))))
 
@@ -218,33 +240,54 @@ class Dispatcher:
         session = self.state.sessions.get(req.source_node)
         if session is not None:
             command_id = f"{probe_id}:cancel"
-            self._acks[command_id] = asyncio.get_running_loop().create_future()  # answered quietly
+            self._acks[command_id] = (req.source_node, asyncio.get_running_loop().create_future())  # quietly
             session.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
                 command_id=command_id, cancel_probe=agent_pb2.CancelProbe(probe_id=probe_id))))
         if pend.served:
             self._stop_target(req)
         return True
 
-    def on_ack(self, ack: agent_pb2.CommandAck, node: str) -> None:
-        fut = self._acks.get(ack.command_id)
-        if fut is not None:
+    def on_ack(self, ack: agent_pb2.CommandAck, node: str) -> bool:
+        """An agent's answer to a command; False when it answers a command sent to another node."""
+        waiting = self._acks.get(ack.command_id)
+        if waiting is not None:
+            to, fut = waiting
+            if to != node:
+                return False
             if ack.command_id.endswith((":stop", ":cancel")):
                 self._acks.pop(ack.command_id, None)
             if not fut.done():
                 fut.set_result(ack)
-            return
+            return True
         if not ack.accepted:
             self.on_refused(ack, node)
+        return True
 
-    def on_result(self, result: common_pb2.ProbeResult) -> None:
+    def sent_to(self, probe_id: str) -> str | None:
+        """The node a running probe was sent to (None: no such probe runs)."""
+        pend = self.pending.get(probe_id)
+        return pend.request.source_node if pend is not None else None
+
+    def on_result(self, result: common_pb2.ProbeResult, node: str) -> bool:
+        """A result from ``node``; False when the probe of that id was sent to another node."""
         pend = self.pending.get(result.probe_id)
-        if pend is not None and not pend.result.done():
+        if pend is None:
+            return True
+        if pend.request.source_node != node:
+            return False
+        if not pend.result.done():
             pend.result.set_result(result)
+        return True
 
-    def on_progress(self, progress: common_pb2.ProbeProgress) -> None:
+    def on_progress(self, progress: common_pb2.ProbeProgress, node: str) -> bool:
         pend = self.pending.get(progress.probe_id)
-        if pend is not None:
+        if pend is None:
+            return True
+        if pend.request.source_node != node:
+            return False
+        if pend.progress.qsize() < PROGRESS_QUEUE:
             pend.progress.put_nowait(progress)
+        return True
 
     def on_refused(self, ack: agent_pb2.CommandAck, node: str) -> None:
         self.state.log_event("warning", f"refused command {ack.command_id}: {ack.error}", node)

@@ -17,18 +17,21 @@ from grpc_reflection.v1alpha import reflection
 from cniscope.api.v1 import agent_pb2, cluster_pb2, cluster_pb2_grpc, runs_pb2, runs_pb2_grpc
 from cniscope.collector import retention
 from cniscope.collector.agent_hub import AgentHubService, add_agent_hub
-from cniscope.collector.auth import TokenAuthInterceptor
+from cniscope.collector.auth import AuthInterceptor
+from cniscope.collector.boot_keys import BootKeys
 from cniscope.collector.cluster_service import ClusterService
 from cniscope.collector.collector_metrics import CollectorMetrics, IngestCounters
 from cniscope.collector.dispatcher import Dispatcher
-from cniscope.collector.ratelimit import TokenBucket
+from cniscope.collector.health_service import HealthService
+from cniscope.collector.identity_config import authenticator, server_options, target_trust
+from cniscope.collector.ratelimit import ClientBuckets
 from cniscope.collector.runs import run_store
 from cniscope.collector.runs.runs_service import RunsService
 from cniscope.collector.runs.service_backend import LabBackends
 from cniscope.collector.state import ClusterState
 from cniscope.collector.store import Store
 from cniscope.core import grpcutil, security
-from cniscope.core.config import CollectorConfig, read_token
+from cniscope.core.config import CollectorConfig
 from cniscope.core.errors import ConfigError, StoreError
 from cniscope.core.metricshttp import MetricsServer
 from cniscope.core.version import VERSION
@@ -48,7 +51,10 @@ class Collector:
         self.lab_backends = lab_backends or {}
         self.listen = list(listen or [cfg.listen])
         self.store = Store(cfg.db)
-        self.state = ClusterState(stale_after=cfg.stale_after)
+        self.trust = target_trust(cfg)
+        self.state = ClusterState(stale_after=cfg.stale_after, trust=self.trust)
+        self.state.series_cap.max_series = cfg.max_node_series
+        self.trust.on_change = self.state.schedule_peers
         self.dispatcher = Dispatcher(self.state, self.store)
         self.server: grpc.aio.Server | None = None
         self.runs: RunsService | None = None
@@ -56,26 +62,28 @@ class Collector:
         self.ports: list[int] = []
         self._sweeper: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
+        self._trust_loop: asyncio.Task[None] | None = None
         self.counters = IngestCounters()
         self.metrics = CollectorMetrics(self.state, self.counters)
         self.metrics_server: MetricsServer | None = None
-        self.limiter = TokenBucket(cfg.probe_rate, cfg.probe_burst)
-        token = read_token(cfg.token_file)
-        self.auth = TokenAuthInterceptor(token) if token else None
+        self.limiter = ClientBuckets(cfg.probe_rate, cfg.probe_burst)
+        self.authenticator = authenticator(cfg)
+        self.auth = AuthInterceptor(self.authenticator)  # also bounds every status message, auth or not
         self.credentials = security.server_credentials(cfg.tls_cert, cfg.tls_key, cfg.tls_ca)
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=grpcutil.server_options(max_message=self.cfg.max_message_bytes),
-                                 interceptors=[self.auth] if self.auth else None)
-        self.hub = AgentHubService(self.state, self.store, self.dispatcher, self.counters)
+        server = grpc.aio.server(options=server_options(self.cfg), interceptors=[self.auth])
+        boot_keys = BootKeys(self.store)
+        await boot_keys.load()
+        self.hub = AgentHubService(self.state, self.store, self.dispatcher, self.counters, boot_keys,
+                                   self.cfg.max_capability_bytes)
         add_agent_hub(self.hub, server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(
-            ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter,
-                           self.cfg.allow_cidrs), server)
+            ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter), server)
         await self.store.call(run_store.mark_interrupted, self.store.conn, time.time_ns())
         self.runs = RunsService(self.state, self.store, self.dispatcher, lab_backends=self.lab_backends)
         runs_pb2_grpc.add_RunsServicer_to_server(self.runs, server)
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = [
             agent_pb2.DESCRIPTOR.services_by_name["AgentHub"].full_name,
@@ -105,6 +113,8 @@ class Collector:
         self.server = server
         self._sweeper = asyncio.create_task(self._sweep())
         self._pruner = asyncio.create_task(self._prune_loop())
+        if self.trust.fetch is not None:
+            self._trust_loop = asyncio.create_task(self.trust.loop())
         self.metrics.start()
         if self.cfg.metrics_listen:
             self.metrics_server = MetricsServer(self.metrics.registry, self.cfg.metrics_listen)
@@ -150,7 +160,7 @@ class Collector:
     async def stop(self, grace: float = 1.0) -> None:
         if self.runs is not None:  # a run stops its probes and removes its rules before the store closes
             await self.runs.manager.stop_all()
-        for t in (self._sweeper, self._pruner):
+        for t in (self._sweeper, self._pruner, self._trust_loop):
             if t is not None:
                 t.cancel()
         await self.metrics.stop()

@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2
 from cniscope.collector.clockskew import SkewTracker
+from cniscope.collector.series_cap import SeriesCap
+from cniscope.collector.target_trust import TargetTrust
+from cniscope.collector.watchers import EVENT_OVERHEAD, Watcher
 
 log = logging.getLogger("cniscope.collector")
 
-WATCH_QUEUE = 10_000
 PENDING_MAX = 64             # batches of one node held back from the latest-value state at most
+OUTBOX_BYTES = 8 * 1024 * 1024   # encoded messages waiting for one agent to read them; beyond, it is cut off
 PEERS_COALESCE_SMALL = 0.05   # seconds; small clusters see a newcomer almost at once
 PEERS_COALESCE_LARGE = 1.0    # 64+ agents: at most one peer-table broadcast a second
 CONNECTED = cluster_pb2.NODE_STATUS_CONNECTED
@@ -34,18 +38,33 @@ class Session:
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # the stream's writer has work: send or close
     inflight: int = 0                              # batches read but not yet committed
+    inflight_bytes: int = 0                        # their encoded size
     drained: asyncio.Event = field(default_factory=asyncio.Event)
     failure: BaseException | None = None           # a commit failed: nothing after it is acked
     acks: dict[str, int] = field(default_factory=dict)  # boot id → highest durable seq not yet acked
 
+    outbox_bytes: int = 0                          # encoded size of what waits in the outbox
+
     def send(self, msg: Outgoing) -> bool:
-        """Queue a message (or its encoding, when one encoding goes to many streams) for the agent."""
+        """Queue a message (or its encoding, when one encoding goes to many streams) for the agent.
+        An agent that leaves ``OUTBOX_BYTES`` unread is cut off (False)."""
+        size = len(msg) if isinstance(msg, bytes) else msg.ByteSize()
+        if self.outbox_bytes + size > OUTBOX_BYTES:
+            self.close()
+            return False
         try:
             self.outbox.put_nowait(msg)
         except asyncio.QueueFull:
             return False
+        self.outbox_bytes += size
         self.wake.set()
         return True
+
+    def take(self) -> Outgoing:
+        """The next message for the agent (the outbox must not be empty)."""
+        msg = self.outbox.get_nowait()
+        self.outbox_bytes -= len(msg) if isinstance(msg, bytes) else msg.ByteSize()
+        return msg
 
     def ack(self, boot_id: str, seq: int) -> None:
         """Acks are cumulative per boot: only the highest waiting one is sent."""
@@ -80,10 +99,11 @@ def series_key(s: common_pb2.Sample) -> str:
 
 
 class ClusterState:
-    def __init__(self, stale_after: float = 15.0) -> None:
+    def __init__(self, stale_after: float = 15.0, trust: TargetTrust | None = None) -> None:
+        self.trust = trust or TargetTrust("198.18.0.0/15")   # which announced addresses are probe targets
         self.nodes: dict[str, cluster_pb2.NodeState] = {}
         self.sessions: dict[str, Session] = {}
-        self.watchers: set[asyncio.Queue[cluster_pb2.ClusterEvent]] = set()
+        self.watchers: set[Watcher] = set()
         self.stale_after = stale_after
         self.peer_version = 0
         self.recent_logs: list[common_pb2.LogEvent] = []
@@ -92,25 +112,28 @@ class ClusterState:
         self.latest_results: dict[tuple[str, str, str, str], common_pb2.ProbeResult] = {}
         self.latest: dict[str, dict[str, common_pb2.Sample]] = {}  # node → series key → latest sample
         self._pending: dict[str, list[tuple[agent_pb2.Batch, int]]] = {}  # batches not yet in figures/latest
+        self.series_cap = SeriesCap()                     # bounds each node's live figures
 
     # ---- watchers ----------------------------------------------------------------------------
-    def subscribe(self) -> asyncio.Queue[cluster_pb2.ClusterEvent]:
+    def subscribe(self, include_samples: bool = False) -> Watcher:
         self.settle()  # the snapshot a new watcher is sent is current
-        q: asyncio.Queue[cluster_pb2.ClusterEvent] = asyncio.Queue(maxsize=WATCH_QUEUE)
-        self.watchers.add(q)
-        return q
+        w = Watcher(include_samples)
+        self.watchers.add(w)
+        return w
 
-    def unsubscribe(self, q: asyncio.Queue[cluster_pb2.ClusterEvent]) -> None:
-        self.watchers.discard(q)
+    def unsubscribe(self, w: Watcher) -> None:
+        self.watchers.discard(w)
 
     def publish(self, ev: cluster_pb2.ClusterEvent) -> None:
-        for q in list(self.watchers):
-            try:
-                q.put_nowait(ev)
-            except asyncio.QueueFull:
-                # a watcher that cannot keep up is cut off (it reconnects and gets a fresh snapshot)
-                self.watchers.discard(q)
-                log.warning("a watcher fell %d events behind and was disconnected", WATCH_QUEUE)
+        if not self.watchers:
+            return
+        size = ev.ByteSize() + EVENT_OVERHEAD
+        samples = ev.WhichOneof("body") == "samples"
+        for w in list(self.watchers):
+            if not w.offer(ev, size, samples):
+                # a watcher that cannot keep up is cut off (it watches again and gets a fresh snapshot)
+                self.watchers.discard(w)
+                log.warning("a watcher was cut off: %s", w.cut)
 
     def log_event(self, level: str, message: str, node: str = "") -> common_pb2.LogEvent:
         ev = common_pb2.LogEvent(time_unix_nano=time.time_ns(), level=level, node=node, message=message)
@@ -172,7 +195,9 @@ class ClusterState:
 
     def peer_table(self) -> common_pb2.PeerTable:
         self.peer_version += 1
-        peers = [common_pb2.Peer(node=n, host_ip=st.host_ip, pod_ip=st.pod_ip)
+        vouched: Callable[[str, str], bool] = self.trust.vouched
+        peers = [common_pb2.Peer(node=n, host_ip=st.host_ip if vouched(n, st.host_ip) else "",
+                                 pod_ip=st.pod_ip if vouched(n, st.pod_ip) else "")
                  for n, st in sorted(self.nodes.items()) if n in self.sessions]
         return common_pb2.PeerTable(peers=peers, version=self.peer_version)
 
@@ -268,6 +293,8 @@ class ClusterState:
                                                f"({skew:+.1f} ms)", node)
         latest = self.latest.setdefault(node, {})
         figures = st.figures
+        dropped = 0
+        room = self.series_cap.room
         if len(pend) > 1:
             names = {s.name for s in newest.samples}
             for b, _ in pend:
@@ -276,12 +303,20 @@ class ClusterState:
                 for s in b.samples:
                     if s.name not in names:
                         key = series_key(s)
-                        figures[key] = s.value
-                        latest[key] = s
+                        if key in latest or room(node, latest, key):
+                            figures[key] = s.value
+                            latest[key] = s
+                        else:
+                            dropped += 1
         for s in newest.samples:
             key = series_key(s)
-            figures[key] = s.value
-            latest[key] = s
+            if key in latest or room(node, latest, key):
+                figures[key] = s.value
+                latest[key] = s
+            else:
+                dropped += 1
+        if dropped and (warning := self.series_cap.over(node, dropped)) is not None:
+            self.log_event("warning", warning, node)
         if self.watchers:  # building events copies the node state: only when someone watches
             self.publish(cluster_pb2.ClusterEvent(node=st))
             for b, _ in pend:

@@ -125,10 +125,16 @@ class CollectorClient:
             delay = min(delay * 1.6, 5.0)
 
     async def list_nodes(self, deadline: float = 10.0) -> list[cluster_pb2.NodeState]:
-        """The nodes the collector sees; ``deadline``: seconds the call may take."""
-        resp = await self._unary(self.cluster.ListNodes(cluster_pb2.ListNodesRequest(), timeout=deadline,
-                                                        metadata=self._md))
-        return list(resp.nodes)
+        """The nodes the collector sees, every page of them; ``deadline``: seconds each page may take."""
+        nodes: list[cluster_pb2.NodeState] = []
+        token = ""
+        while True:
+            resp = await self._unary(self.cluster.ListNodes(cluster_pb2.ListNodesRequest(page_token=token),
+                                                            timeout=deadline, metadata=self._md))
+            nodes += resp.nodes
+            if not resp.next_page_token or not resp.nodes:
+                return nodes
+            token = resp.next_page_token
 
     async def run_probe(self, req: common_pb2.ProbeRequest) -> AsyncIterator[cluster_pb2.ProbeUpdate]:
         async for upd in self._stream(self.cluster.RunProbe(req, metadata=self._md)):

@@ -101,16 +101,25 @@ class CollectorConfig:
                           repeat=True)
     db: str = setting("cniscope.db", "SQLite store (file)")
     stale_after: float = setting(15.0, "silence before a node shows as stale", "s")
-    token_file: str = setting("", "file holding the bearer token agents and clients must present (else "
-                                  "CNISCOPE_TOKEN; neither: no authentication)", metavar="FILE")
+    token_file: str = setting("", "file holding the client token people and scripts present (else "
+                                  "CNISCOPE_TOKEN); agents need agent_token_file, a different secret",
+                              metavar="FILE")
+    agent_token_file: str = setting("", "file holding the agent token agents present (a different secret "
+                                        "from the client token; it admits nothing but the agent stream)",
+                                    metavar="FILE")
     tls_ca: str = setting("", "CA bundle for client certificates: mutual TLS (file)")
     tls_cert: str = setting("", "server certificate (file); empty: plaintext")
     tls_key: str = setting("", "server certificate's key (file)")
     metrics_listen: str = setting("", "serve Prometheus /metrics here, HOST:PORT (empty: off)")
     max_message_bytes: int = setting(4 * 1024 * 1024, "largest gRPC message accepted", "bytes")
     allow_cidrs: str = setting("198.18.0.0/15", "probe targets allowed besides agents (comma-separated CIDRs)")
-    probe_rate: float = setting(5.0, "RunProbe calls admitted (token bucket rate)", "1/s")
-    probe_burst: int = setting(20, "RunProbe burst (token bucket size)", "calls")
+    probe_rate: float = setting(5.0, "RunProbe calls admitted per client (token bucket rate)", "1/s")
+    probe_burst: int = setting(20, "RunProbe burst per client (token bucket size)", "calls")
+    max_node_series: int = setting(10_000, "distinct sample series in one node's live figures; new ones "
+                                           "beyond it are left out (still stored) and the node named in a "
+                                           "warning", "series")
+    max_capability_bytes: int = setting(1024 * 1024, "largest capability report one node may send (larger: "
+                                                     "refused, naming the node and the cap)", "bytes")
     retention_hours: float = setting(24.0, "samples older than this are deleted", "h")
     log_level: str = setting("info", "log level", choices=LOG_LEVELS)
     scaling_namespace: str = setting("cniscope-probe", "where a service-scaling run creates its Services")

@@ -2,9 +2,11 @@
 
 Addresses are normalised first (``0xa9fea9fe``, ``2852039166``, ``[::ffff:a.b.c.d]`` all become the
 IPv4 address they mean) and names are resolved before the check, so no spelling slips through.
-Loopback, link-local (the cloud metadata address lives there), multicast, unspecified and reserved
-addresses are refused always — even when an agent advertises one as its own address; a known peer's
-address is exempt only from the allow-list.
+Loopback, link-local (most clouds' metadata address lives there), every cloud's instance metadata and
+host-agent address outside link-local (``METADATA``: AWS's IPv6 ``fd00:ec2::254``, GCP's
+``fd20:ce::254``, Alibaba's ``100.100.100.200``, Azure's wire server, Oracle's legacy one),
+multicast, unspecified and reserved addresses are refused always — even when an agent advertises one
+as its own address; a known peer's address is exempt only from the allow-list.
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 NAT64 = ipaddress.ip_network("64:ff9b::/96")
 LAB_RANGE = ipaddress.ip_network("198.18.0.0/15")
+
+# Instance metadata, credentials and host-agent endpoints that are not link-local (169.254.0.0/16 and
+# fe80::/10 are refused as a whole: AWS/GCP/Azure/Oracle/DigitalOcean 169.254.169.254, ECS
+# 169.254.170.2, Tencent 169.254.0.23 ...).
+METADATA = {
+    ipaddress.ip_network("fd00:ec2::/32"): "AWS instance metadata, DNS and time over IPv6",
+    ipaddress.ip_network("fd20:ce::254/128"): "GCP instance metadata over IPv6",
+    ipaddress.ip_network("100.100.100.200/32"): "Alibaba Cloud instance metadata",
+    ipaddress.ip_network("168.63.129.16/32"): "Azure wire server, the host agent",
+    ipaddress.ip_network("192.0.0.192/32"): "Oracle Cloud legacy instance metadata",
+}
 
 
 def parse_cidrs(spec: str | Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -92,6 +105,9 @@ def forbidden_reason(ip: IPAddress) -> str | None:
 
 
 def _special(ip: IPAddress) -> str | None:
+    for net, what in METADATA.items():
+        if ip.version == net.version and ip in net:
+            return f"cloud metadata ({what})"
     if ip.is_loopback:
         return "loopback"
     if ip.is_link_local:

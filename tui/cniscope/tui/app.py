@@ -105,6 +105,7 @@ class CniscopeApp(App[None]):
         try:
             async for upd in self.client.run_probe(req):
                 if upd.WhichOneof("body") == "progress":
+                    self.model.adopt_probe_id(entry, upd.progress.probe_id)  # the collector names probes
                     self.model.update_probe(entry, upd.progress.fraction, upd.progress.message)
                 else:
                     self.model.finish_probe(entry, upd.result)

@@ -176,6 +176,14 @@ class ClusterModel:
         self.probe_seq = self.seq
         return entry
 
+    def adopt_probe_id(self, entry: ProbeEntry, probe_id: str) -> None:
+        """File ``entry`` under the id the collector gave its probe, so the Watch stream's events
+        for it update this entry instead of starting another."""
+        if probe_id and probe_id != entry.probe_id and probe_id not in self.probes:
+            self.probes.pop(entry.probe_id, None)
+            entry.probe_id = probe_id
+            self.probes[probe_id] = entry
+
     def update_probe(self, entry: ProbeEntry, fraction: float, message: str) -> None:
         entry.fraction, entry.message = fraction, message
         self.seq += 1

@@ -115,8 +115,15 @@ def resolve(conn: sqlite3.Connection, ref: str) -> str:
     if len(pre) == 1:
         return str(pre[0][0])
     if len(pre) > 1:
-        raise ValidationError(f"run {ref!r} is ambiguous: {', '.join(sorted(r[0] for r in pre))}")
-    raise NotFound(f"no run with id or label {ref!r}")
+        some = sorted(r[0] for r in pre)
+        raise ValidationError(f"run {_quoted(ref)} is ambiguous: {', '.join(some[:10])}"
+                              + (f" and {len(some) - 10} more" if len(some) > 10 else ""))
+    raise NotFound(f"no run with id or label {_quoted(ref)}")
+
+
+def _quoted(ref: str) -> str:
+    """A reference as an error quotes it: at most 200 characters of it."""
+    return repr(ref) if len(ref) <= 200 else f"{ref[:200]!r}… ({len(ref)} characters)"
 
 
 def get_run(conn: sqlite3.Connection, ref: str) -> runs_pb2.Run:

@@ -13,6 +13,7 @@ from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.reports import FORMATS, render
 from cniscope.collector.reports.jsonout import render_json
 from cniscope.collector.reports.report_model import RunView, compare
+from cniscope.collector.request_bounds import check_compare
 from cniscope.collector.runs import run_store as rstore
 from cniscope.collector.runs.manager import RunManager
 from cniscope.collector.runs.service_backend import LabBackends
@@ -99,6 +100,7 @@ class RunsService(runs_pb2_grpc.RunsServicer):
     async def Compare(self, request: runs_pb2.CompareRequest,  # noqa: N802
                       context: grpc.aio.ServicerContext) -> runs_pb2.CompareResponse:  # type: ignore[type-arg]
         try:
+            check_compare(request)
             runs = [rstore.to_view(await self.store.call(rstore.get_run, self.store.conn, r))
                     for r in request.run_ids]
             return build_comparison(runs, request)
