@@ -353,48 +353,101 @@ def bench_agent_idle(quick: bool) -> None:
           f"vs Cilium agent 4-6 m / 81-129 MiB: {mc / 4:.2f}x and {peak / 2**20 / 81:.2f}x of the low end")
 
 
+class SeriesValues:
+    """Values like an agent's (deterministic): CPU millicores with 3 decimals, RSS moving by pages,
+    a constant rule count, map entries and conntrack entries drifting by small integers; or, with
+    ``random_doubles``, uniformly random doubles (the worst case for any encoding)."""
+
+    def __init__(self, series: int, seed: int, random_doubles: bool = False) -> None:
+        self.rng = random.Random(seed)
+        self.random_doubles = random_doubles
+        self.state = [[4.0, 150e6, 1234.0, 5000.0, 20000.0][i % 5] for i in range(series)]
+
+    def next(self) -> list[float]:
+        rng, out = self.rng, []
+        for i, x in enumerate(self.state):
+            kind = i % 5
+            if self.random_doubles:
+                out.append(rng.random() * 1e6)
+                continue
+            if kind == 0:
+                out.append(round(max(0.0, x + rng.gauss(0, 1.5)), 3))
+                continue
+            if kind == 1:
+                x += 4096 * rng.choice((0, 0, 0, 1, -1))
+            elif kind == 3:
+                x += rng.randint(-3, 3)
+            elif kind == 4:
+                x += rng.randint(-50, 50)
+            self.state[i] = x
+            out.append(float(x))
+        return out
+
+
+def _retention_db(path: Path, nodes: int, hours: float, series: int, random_doubles: bool) -> Store:
+    st = Store(path)
+    t0 = time.time_ns() - int(hours * 3600) * 10**9
+    for n in range(nodes):
+        node = f"node{n:03d}"
+        st.record_hello(agent_pb2.Hello(node=node, boot_id="b"), t0)
+        vals = SeriesValues(series, n, random_doubles)
+        items = []
+        for sec in range(int(hours * 3600)):
+            ts = t0 + sec * 10**9
+            b = realistic_batch(node, "b", sec + 1, series)
+            b.time_unix_nano = ts
+            for smp, v in zip(b.samples, vals.next(), strict=True):
+                smp.time_unix_nano = ts
+                smp.value = v
+            items.append((node, b, ts))
+        for i in range(0, len(items), 1000):
+            st.commit_batches(items[i:i + 1000])
+    return st
+
+
+def _db_size(st: Store) -> int:
+    st.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    st.conn.execute("VACUUM")
+    pc = st.conn.execute("PRAGMA page_count").fetchone()[0]
+    ps = st.conn.execute("PRAGMA page_size").fetchone()[0]
+    fl = st.conn.execute("PRAGMA freelist_count").fetchone()[0]
+    return int((pc - fl) * ps)
+
+
 def bench_retention(quick: bool) -> None:
     nodes, hours, series = (10, 1, 20) if quick else (20, 2, 20)
     print(f"== retention: DB size per node-hour at 1 Hz x {series} series, extrapolated to 100 nodes x 1 week")
     with tempfile.TemporaryDirectory() as d:
-        st = Store(Path(d) / "r.db")
-        t0 = time.time_ns() - hours * 3600 * 10**9
-        for n in range(nodes):
-            node = f"node{n:03d}"
-            st.record_hello(agent_pb2.Hello(node=node, boot_id="b"), t0)
-            items = []
-            for sec in range(hours * 3600):
-                ts = t0 + sec * 10**9
-                b = realistic_batch(node, "b", sec + 1, series)
-                b.time_unix_nano = ts
-                for smp in b.samples:
-                    smp.time_unix_nano = ts
-                items.append((node, b, ts))
-            for i in range(0, len(items), 1000):
-                st.commit_batches(items[i:i + 1000])
-        st.conn.execute("VACUUM")
-
-        def size() -> int:
-            pc = st.conn.execute("PRAGMA page_count").fetchone()[0]
-            ps = st.conn.execute("PRAGMA page_size").fetchone()[0]
-            fl = st.conn.execute("PRAGMA freelist_count").fetchone()[0]
-            return int((pc - fl) * ps)
-
-        raw = size()
+        st = _retention_db(Path(d) / "r.db", nodes, hours, series, random_doubles=False)
+        samples = nodes * hours * 3600 * series
+        head = _db_size(st)
+        t = time.perf_counter()
+        rep = st.compact(time.time_ns())
+        compact_s = time.perf_counter() - t
+        raw = _db_size(st)
         node_hours = nodes * hours
         per_raw_node_hour = raw / node_hours
         for n in range(nodes):
             retention.prune_node(st.conn, f"node{n:03d}", time.time_ns() + 120 * 10**9, st.watermarks)
-        st.conn.execute("VACUUM")
-        agg = size()
+        agg = _db_size(st)
         per_agg_node_hour = agg / node_hours
         st.close()
+        worst_nodes = 2 if quick else 4
+        st = _retention_db(Path(d) / "w.db", worst_nodes, hours, series, random_doubles=True)
+        st.compact(time.time_ns())
+        worst = _db_size(st) / (worst_nodes * hours * 3600 * series)
+        st.close()
+    print(f"raw samples: {head / samples:.1f} B/sample as received (one protobuf blob per batch), "
+          f"{raw / samples:.2f} B/sample compacted ({head / raw:.0f}x smaller; Prometheus TSDB: 1-2 B/sample); "
+          f"random doubles, the worst case: {worst:.2f} B/sample")
+    print(f"compaction: {compact_s / samples * 1e6:.2f} us/sample on the store thread "
+          f"({rep.chunks} chunks of {rep.samples / max(1, rep.chunks):,.0f} samples)")
+    print(f"raw: {per_raw_node_hour / 2**20:.3f} MiB per node-hour; per-minute aggregates: "
+          f"{per_agg_node_hour / 2**20:.3f} MiB per node-hour")
     week_raw = per_raw_node_hour * 100 * 24 * 7
     with_ret = per_raw_node_hour * 100 * 24 + per_agg_node_hour * 100 * 24 * 6
-    print(f"raw: {per_raw_node_hour / 2**20:.2f} MiB per node-hour; per-minute aggregates: "
-          f"{per_agg_node_hour / 2**20:.3f} MiB per node-hour ({per_raw_node_hour / per_agg_node_hour:.0f}x smaller)")
-    print(f"100 nodes x 1 week: all raw {week_raw / 2**30:.1f} GiB; 24 h raw + 6 days aggregates "
-          f"{with_ret / 2**30:.2f} GiB ({week_raw / with_ret:.1f}x smaller); steady state with 30-day aggregates "
+    print(f"100 nodes x 1 week: all raw {week_raw / 2**30:.2f} GiB; 24 h raw + 6 days aggregates "
+          f"{with_ret / 2**30:.2f} GiB; steady state with 30-day aggregates "
           f"{(per_raw_node_hour * 100 * 24 + per_agg_node_hour * 100 * 24 * 30) / 2**30:.2f} GiB")
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from cniscope.api.v1 import agent_pb2, common_pb2
 from cniscope.collector import retention
+from cniscope.collector.aggregates import read_aggregates
 from cniscope.collector.clockskew import SkewTracker
 from cniscope.collector.ratelimit import TokenBucket
 from cniscope.collector.store import Store, read_samples
@@ -72,7 +73,7 @@ def test_retention_turns_old_samples_into_minute_aggregates(tmp_path: Path) -> N
     cutoff = 102 * MIN + 30 * 10**9  # mid-minute: only whole minutes before it are pruned
     rep = retention.prune_node(st.conn, "n1", cutoff, st.watermarks)
     assert rep.samples_deleted == 120
-    rows = st.conn.execute("SELECT minute, n, vmin, vmean, vmax FROM samples_1m ORDER BY minute").fetchall()
+    rows = [(r.minute, r.n, r.vmin, r.vmean, r.vmax) for r in read_aggregates(st.conn, 0, 200 * MIN)]
     assert rows == [(100, 60, 1.0, 30.5, 60.0), (101, 60, 61.0, 90.5, 120.0)]
     left = [r.value for r in read_samples(st.conn, 0, 200 * MIN)]
     assert (len(left), min(left)) == (60, 121.0)
@@ -94,7 +95,7 @@ def test_retention_merges_into_an_existing_minute(tmp_path: Path) -> None:
                            samples=[common_pb2.Sample(name="cpu", value=1000.0, time_unix_nano=100 * MIN + 5)])
     st.commit_batch("n1", late, 0)
     retention.prune_node(st.conn, "n1", 101 * MIN, st.watermarks)
-    n, vmin, vmean, vmax = st.conn.execute("SELECT n, vmin, vmean, vmax FROM samples_1m WHERE minute=100").fetchone()
+    (_, _, _, _, n, vmin, vmean, vmax), *_ = read_aggregates(st.conn, 100 * MIN, 100 * MIN)
     assert (n, vmin, vmax) == (61, 1.0, 1000.0)
     assert vmean == pytest.approx((30.5 * 60 + 1000) / 61)
     assert sqlite3.connect(tmp_path / "r.db").execute("PRAGMA integrity_check").fetchone()[0] == "ok"

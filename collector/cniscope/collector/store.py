@@ -1,11 +1,13 @@
 """SQLite store (WAL). One writer thread; a batch is acknowledged only after its commit returns.
 
 Duplicates are dropped by the unique key (node, boot_id, seq): a batch resent after a reconnect
-inserts nothing the second time.
+inserts nothing the second time; once its row is compacted or pruned, by the per-boot watermark.
 
-Raw samples are stored as one blob per batch (:mod:`cniscope.collector.blobs`), not
-one row per sample: a row per sample made SQLite most of the collector's cost per batch. Readers go
-through :func:`read_samples`; retention decodes the blobs it turns into per-minute aggregates.
+Raw samples arrive as one blob per batch (:mod:`cniscope.collector.blobs`) in the head (table
+``batches``), one insert per batch; a few minutes later compaction (:mod:`.compaction`) turns them
+into compressed chunks (:mod:`.chunks`, about 1-2 bytes a sample). Readers go through
+:func:`read_samples` (:mod:`.raw_samples`), which reads both; retention turns old ones into
+per-minute aggregates.
 """
 
 from __future__ import annotations
@@ -15,19 +17,22 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 from cniscope.api.v1 import agent_pb2, common_pb2
-from cniscope.collector import capability_migration, retention
-from cniscope.collector.blobs import decode_samples, encode_samples
+from cniscope.collector import capability_migration, compaction, retention
+from cniscope.collector.blobs import encode_samples
+from cniscope.collector.raw_samples import SAMPLE_SLACK_NS, SampleRow, read_samples, stored_batches
 from cniscope.core.errors import StoreError
+
+__all__ = ["SAMPLE_SLACK_NS", "SCHEMA_VERSION", "SampleRow", "Store", "read_samples", "stored_batches"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3  # 2: one samples blob per batch; 3: typed capability findings
+SCHEMA_VERSION = 4  # 2: one samples blob per batch; 3: typed capability findings; 4: compressed chunks
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (on their own thread and connection)
 
 log = logging.getLogger("cniscope.collector.store")
@@ -86,12 +91,14 @@ class Store:
             if not parent.is_dir():
                 raise sqlite3.OperationalError(f"directory {parent} does not exist")
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect in a new database only: it can shrink
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA busy_timeout=5000")
         conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
         _migrate(conn)
         conn.executescript(SCHEMA)
+        compaction.ensure_schema(conn)
         conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
         self.watermarks = retention.load_watermarks(conn)
         self._conn = conn
@@ -122,6 +129,10 @@ class Store:
     def conn(self) -> sqlite3.Connection:
         assert self._conn is not None
         return self._conn
+
+    def set_wal_limit(self, limit: int) -> None:
+        """The WAL file is cut back to ``limit`` bytes after each checkpoint."""
+        self.conn.execute(f"PRAGMA journal_size_limit={int(limit)}").fetchone()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -158,9 +169,12 @@ class Store:
         return max(int(row[0] or 0), self.watermarks.get((node, boot_id), 0))
 
     def stored_seqs(self, node: str, boot_id: str) -> list[int]:
-        """The seqs of (node, boot_id) whose batches are stored, ascending."""
-        return [r[0] for r in self.conn.execute("SELECT seq FROM batches WHERE node=? AND boot_id=? ORDER BY seq",
-                                                (node, boot_id))]
+        """The seqs of (node, boot_id) whose batches are stored (head and chunks), ascending."""
+        return [seq for _, b, seq, _, _ in stored_batches(self.conn, node) if b == boot_id]
+
+    def compact(self, received_before_ns: int) -> compaction.CompactReport:
+        """Compact every head whose oldest batch was received before ``received_before_ns``, at once."""
+        return compaction.compact_due(self.conn, received_before_ns, self.watermarks)
 
     def replay_acked(self, node: str, boot_ids: list[str]) -> dict[str, int]:
         """For earlier boots an agent will replay from its on-disk spool: what is already durable."""
@@ -265,37 +279,6 @@ class Store:
         return out
 
 
-class SampleRow(NamedTuple):
-    node: str
-    boot_id: str
-    seq: int
-    name: str
-    labels: dict[str, str]
-    value: float
-    t_ns: int
-
-
-# A sample is stamped when it is taken, a batch when it is sent: the batch's time bounds its samples'
-# within this much (the agent's longest batching interval), which lets time-window reads use the index.
-SAMPLE_SLACK_NS = 120 * 10**9
-
-
-def read_samples(conn: sqlite3.Connection, t0_ns: int, t1_ns: int, nodes: Sequence[str] | None = None,
-                 names: Sequence[str] | None = None) -> Iterator[SampleRow]:
-    """Raw samples with t0_ns ≤ time ≤ t1_ns (optionally of some nodes and names), oldest batch first."""
-    q = ("SELECT node, boot_id, seq, samples FROM batches WHERE samples IS NOT NULL "
-         "AND agent_ns BETWEEN ? AND ?")
-    args: list[Any] = [t0_ns, t1_ns + SAMPLE_SLACK_NS]
-    if nodes is not None:
-        q += f" AND node IN ({','.join('?' * len(nodes))})"
-        args.extend(nodes)
-    want = set(names) if names is not None else None
-    for node, boot_id, seq, blob in conn.execute(q + " ORDER BY agent_ns", args):
-        for smp in decode_samples(blob):
-            if (want is None or smp.name in want) and t0_ns <= smp.time_unix_nano <= t1_ns:
-                yield SampleRow(node, boot_id, seq, smp.name, dict(smp.labels), smp.value, smp.time_unix_nano)
-
-
 def _migrate(conn: sqlite3.Connection) -> None:
     """Bring an older database to ``SCHEMA_VERSION``, one step per version, each in one transaction:
     either the whole step happens or nothing changes."""
@@ -303,7 +286,7 @@ def _migrate(conn: sqlite3.Connection) -> None:
     if row is None:
         return
     version = int(row[0])
-    for target, step in ((2, _samples_to_blobs), (3, capability_migration.migrate)):
+    for target, step in ((2, _samples_to_blobs), (3, capability_migration.migrate), (4, compaction.ensure_schema)):
         if version >= target:
             continue
         with _tx(conn):
