@@ -59,7 +59,8 @@ class FakeAgent:
             yield m
 
     async def _run(self) -> None:
-        assert self._channel is not None and self.ended is not None
+        assert self._channel is not None
+        assert self.ended is not None
         call = agent_pb2_grpc.AgentHubStub(self._channel).Connect(self._requests(), metadata=self.metadata)
         try:
             async for msg in call:

@@ -36,7 +36,7 @@ from cniscope.core.version import VERSION
 
 ACK_INTERVAL = 0.02  # seconds: a stream with acks due more often gets one cumulative ack per interval
 MAX_INFLIGHT = 256  # batches one stream may have read ahead of their commit
-READ_AHEAD_BYTES = 4 * 1024 * 1024  # encoded batches one stream may have read ahead of their commit
+READ_AHEAD_BYTES = 1024 * 1024  # encoded batches one stream may have read ahead of their commit (and one more)
 HELLO_SECONDS = 5.0  # a stream that has not said Hello by then is ended
 MAX_REASON = 512    # characters of a refusal's reason sent back to the agent
 

@@ -38,7 +38,7 @@ from cniscope.core.security import AUTH_HEADER
 
 log = logging.getLogger("cniscope.collector.auth")
 
-OPEN_READS = 4               # unauthenticated open-method reads in flight at once, collector-wide
+OPEN_READS = 2               # unauthenticated open-method reads in flight at once, collector-wide
 OPEN_READ_SECONDS = 2.0      # an unauthenticated caller's request must have arrived by then
 MAX_DETAILS = 1024           # bytes of a status message at most (inputs in it are quoted shorter still)
 

@@ -46,7 +46,12 @@ def authenticator(cfg: CollectorConfig) -> Authenticator:
 
 
 def server_options(cfg: CollectorConfig) -> list[tuple[str, int | str]]:
+    """gRPC's defaults, except: HTTP/2 flow-control windows start at 64 KiB and grow only as the
+    collector reads (no bandwidth-delay probing, which announced the 4 MiB message size as every new
+    stream's window: a caller refused before its request is read could still push 4 MiB per stream),
+    a short TLS handshake, and a bound on calls per connection."""
     return [*grpcutil.server_options(max_message=cfg.max_message_bytes),
+            ("grpc.http2.bdp_probe", 0),
             ("grpc.server_handshake_timeout_ms", HANDSHAKE_MS),
             ("grpc.max_concurrent_streams", MAX_STREAMS)]
 

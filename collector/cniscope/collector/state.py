@@ -10,13 +10,17 @@ from dataclasses import dataclass, field
 
 from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2
 from cniscope.collector.clockskew import SkewTracker
-from cniscope.collector.series_cap import SeriesCap
+from cniscope.collector.series_cap import SeriesCap, series_key
+
+__all__ = ["ClusterState", "Outgoing", "Session", "series_key"]
 from cniscope.collector.target_trust import TargetTrust
 from cniscope.collector.watchers import EVENT_OVERHEAD, Watcher
 
 log = logging.getLogger("cniscope.collector")
 
 PENDING_MAX = 64             # batches of one node held back from the latest-value state at most
+COMPACT_FACTOR = 8           # a node's state is copied afresh after this many writes per figure it holds
+PENDING_SAMPLES = 20_000     # and samples (about 2 MB of them): a flood of large batches is applied at once
 OUTBOX_BYTES = 8 * 1024 * 1024   # encoded messages waiting for one agent to read them; beyond, it is cut off
 PEERS_COALESCE_SMALL = 0.05   # seconds; small clusters see a newcomer almost at once
 PEERS_COALESCE_LARGE = 1.0    # 64+ agents: at most one peer-table broadcast a second
@@ -82,22 +86,6 @@ class Session:
         self.wake.set()
 
 
-_KEYS: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
-
-
-def series_key(s: common_pb2.Sample) -> str:
-    """``name{k=v,...}`` with sorted labels; memoised, since agents repeat the same series every batch."""
-    if not s.labels:
-        return s.name
-    ck = (s.name, tuple(s.labels.items()))
-    key = _KEYS.get(ck)
-    if key is None:
-        if len(_KEYS) > 100_000:
-            _KEYS.clear()
-        key = _KEYS[ck] = s.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(ck[1])) + "}"
-    return key
-
-
 class ClusterState:
     def __init__(self, stale_after: float = 15.0, trust: TargetTrust | None = None) -> None:
         self.trust = trust or TargetTrust("198.18.0.0/15")   # which announced addresses are probe targets
@@ -112,6 +100,8 @@ class ClusterState:
         self.latest_results: dict[tuple[str, str, str, str], common_pb2.ProbeResult] = {}
         self.latest: dict[str, dict[str, common_pb2.Sample]] = {}  # node → series key → latest sample
         self._pending: dict[str, list[tuple[agent_pb2.Batch, int]]] = {}  # batches not yet in figures/latest
+        self._pending_samples: dict[str, int] = {}
+        self._writes: dict[str, int] = {}                 # figure writes since the node state was copied
         self.series_cap = SeriesCap()                     # bounds each node's live figures
 
     # ---- watchers ----------------------------------------------------------------------------
@@ -248,7 +238,8 @@ class ClusterState:
         st.spool_dropped = max(st.spool_dropped, batch.spool_dropped)
         pend = self._pending.setdefault(node, [])
         pend.append((batch, now_ns))
-        if self.watchers or len(pend) >= PENDING_MAX:
+        held = self._pending_samples[node] = self._pending_samples.get(node, 0) + len(batch.samples)
+        if self.watchers or len(pend) >= PENDING_MAX or held >= PENDING_SAMPLES:
             self.settle(node)
 
     def settle(self, node: str | None = None) -> None:
@@ -262,6 +253,7 @@ class ClusterState:
     def settle_nodes(self, nodes: list[str]) -> None:
         for n in nodes:
             pend = self._pending.pop(n, None)
+            self._pending_samples.pop(n, None)
             st = self.nodes.get(n)
             if pend and st is not None:
                 self._apply(n, st, pend)
@@ -291,32 +283,15 @@ class ClusterState:
                                f"clock off by {skew:+.1f} ms (limit ±{self.skew.limit_ms:.0f} ms)"
                                if flagged else f"clock back within ±{self.skew.limit_ms:.0f} ms "
                                                f"({skew:+.1f} ms)", node)
-        latest = self.latest.setdefault(node, {})
         figures = st.figures
-        dropped = 0
-        room = self.series_cap.room
-        if len(pend) > 1:
-            names = {s.name for s in newest.samples}
-            for b, _ in pend:
-                if b is newest:
-                    continue
-                for s in b.samples:
-                    if s.name not in names:
-                        key = series_key(s)
-                        if key in latest or room(node, latest, key):
-                            figures[key] = s.value
-                            latest[key] = s
-                        else:
-                            dropped += 1
-        for s in newest.samples:
-            key = series_key(s)
-            if key in latest or room(node, latest, key):
-                figures[key] = s.value
-                latest[key] = s
-            else:
-                dropped += 1
+        dropped = self.series_cap.merge(node, figures, self.latest.setdefault(node, {}), [b for b, _ in pend], newest)
         if dropped and (warning := self.series_cap.over(node, dropped)) is not None:
             self.log_event("warning", warning, node)
+        # protobuf keeps every key ever written to a map until the message goes: copy the state into a
+        # fresh message now and then, or a node's figures grow by a key's size on every batch
+        writes = self._writes[node] = self._writes.get(node, 0) + len(newest.samples)
+        if writes > COMPACT_FACTOR * (len(figures) + 64):
+            st = self._fresh(node, st)
         if self.watchers:  # building events copies the node state: only when someone watches
             self.publish(cluster_pb2.ClusterEvent(node=st))
             for b, _ in pend:
@@ -324,9 +299,19 @@ class ClusterState:
                     self.publish(cluster_pb2.ClusterEvent(
                         samples=cluster_pb2.NodeSamples(node=node, samples=b.samples)))
 
+    def _fresh(self, node: str, st: cluster_pb2.NodeState) -> cluster_pb2.NodeState:
+        """``st`` copied into a message of its own size (what was overwritten stays behind)."""
+        fresh = cluster_pb2.NodeState()
+        fresh.CopyFrom(st)
+        self.nodes[node] = fresh
+        self._writes[node] = 0
+        return fresh
+
     def on_capabilities(self, node: str, rep: common_pb2.CapabilityReport) -> None:
         st = self.nodes.get(node)
         if st is not None:
+            st.ClearField("capabilities")  # the old report is not carried into the fresh copy
+            st = self._fresh(node, st)
             st.capabilities.CopyFrom(rep)
             self.publish(cluster_pb2.ClusterEvent(node=st))
 

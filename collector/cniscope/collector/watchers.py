@@ -13,7 +13,7 @@ from collections import deque
 
 from cniscope.api.v1 import cluster_pb2
 
-WATCH_BYTES = 8 * 1024 * 1024   # encoded events one watcher may have waiting
+WATCH_BYTES = 4 * 1024 * 1024   # encoded events one watcher may have waiting (decoded: about 4x that)
 EVENT_OVERHEAD = 200            # bytes an event costs besides its encoding (objects, queue slot)
 
 
