@@ -275,8 +275,10 @@ def test_container_args_are_commands_the_image_understands() -> None:
     assert agent["readinessProbe"]["grpc"]["service"] == READINESS
 
 
-def test_auth_overlay_gives_agents_and_collector_the_same_token_file() -> None:
-    paths = set()
+def test_auth_overlay_gives_agents_their_token_and_the_collector_both() -> None:
+    """Agents and people hold different secrets: an agent's pod sees only the agent token (the
+    collector's agent token file), the collector reads both."""
+    env_of = {}
     for name in ("cniscope-agent", "cniscope-collector"):
         spec = pod_spec(workloads("overlays/auth")[name])
         vol = next(v for v in spec["volumes"] if v["name"] == "token")
@@ -285,7 +287,10 @@ def test_auth_overlay_gives_agents_and_collector_the_same_token_file() -> None:
         c = spec["containers"][0]
         mount = next(m for m in c["volumeMounts"] if m["name"] == "token")
         assert mount["readOnly"] is True
-        env = {e["name"]: e.get("value") for e in c["env"]}
-        paths.add(env["CNISCOPE_TOKEN_FILE"])
-        assert env["CNISCOPE_TOKEN_FILE"].startswith(mount["mountPath"] + "/")
-    assert len(paths) == 1
+        env = env_of[name] = {e["name"]: e.get("value") for e in c["env"]}
+        for var in ("CNISCOPE_TOKEN_FILE", "CNISCOPE_AGENT_TOKEN_FILE"):
+            assert env.get(var, mount["mountPath"] + "/").startswith(mount["mountPath"] + "/")
+        if name == "cniscope-agent":
+            assert [i["key"] for i in vol["secret"]["items"]] == ["agent-token"]
+    assert env_of["cniscope-agent"]["CNISCOPE_TOKEN_FILE"] == env_of["cniscope-collector"]["CNISCOPE_AGENT_TOKEN_FILE"]
+    assert env_of["cniscope-collector"]["CNISCOPE_TOKEN_FILE"] != env_of["cniscope-collector"]["CNISCOPE_AGENT_TOKEN_FILE"]

@@ -15,6 +15,7 @@ import pytest
 
 from cniscope.agent import cluster_api
 from cniscope.collector.runs.service_scaler import ServiceScaler
+from cniscope.collector.target_trust import kubernetes_fetch
 from cniscope.core import kubeapi
 from tests.k8s.apiserver import FakeApiServer, Request
 from tests.kustomize import Doc, render
@@ -156,12 +157,15 @@ def test_the_collectors_calls_are_exactly_its_grants(api: FakeApiServer, tmp_pat
     scaler.cluster_ip(names[-1])
     scaler.scale_to(1)
     scaler.delete_all()
+    kubernetes_fetch("cniscope-probe", "app.kubernetes.io/name=cniscope-probe",
+                     {"KUBECONFIG": str(api.kubeconfig(tmp_path / "kc"))})()  # probe targets it vouches for
     seen = {attributes(r) for r in api.requests}
+    assert Attrs("list", "", "nodes", "", "") in seen
     used = set()
     for a in seen:
         hits = allowed_by(a, granted)
         assert hits, f"the collector's {a} is refused by the install's RBAC"
-        assert a.namespace == "cniscope-probe"
+        assert a.namespace == "cniscope-probe" or (a.resource, a.namespace) == ("nodes", "")
         used |= {(h[1], a.verb) for h in hits}
     unused = [f"{role}: {verb} {rule['resources']}" for role, _ns, rule in granted for verb in rule["verbs"]
               if (id(rule), verb) not in used]

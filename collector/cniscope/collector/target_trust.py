@@ -138,15 +138,17 @@ class TargetTrust:
                 pass
 
 
-def kubernetes_fetch(probe_namespace: str, probe_selector: str) -> Callable[[], Objects]:
-    """Read Node objects and the probe pods through the collector's own API credentials."""
+def kubernetes_fetch(probe_namespace: str, probe_selector: str,
+                     env: Mapping[str, str] | None = None) -> Callable[[], Objects]:
+    """Read Node objects and the probe pods through the collector's own API credentials (RBAC:
+    daemonset/base/rbac-collector.yaml)."""
     from cniscope.core import kubeapi
 
     api: list[Any] = []
 
     def fetch() -> Objects:
         if not api:
-            conn = kubeapi.api_client()  # Unavailable without the kubernetes package or a configuration
+            conn = kubeapi.api_client(env)  # Unavailable without the kubernetes package or a configuration
             from kubernetes import client
 
             api.append(client.CoreV1Api(conn))
