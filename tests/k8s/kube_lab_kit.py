@@ -69,7 +69,13 @@ def kubernetes_lab(state_root: Path, mode: str = "iptables", *, nodes: int = 2,
         install = LabInstall(kube)
         install.apply()
         lab.start_cluster(sample_interval=1.0, agent_env=install.agent_env, collector_env=install.collector_env())
-        wait_nodes(lab.local_collector, nodes, timeout=90)
+        try:
+            wait_nodes(lab.local_collector, nodes, timeout=90)
+        except Exception as exc:
+            logs = "".join(f"\n--- {p.name}:\n" + p.read_text(errors="replace")[-2500:]
+                           for p in sorted((lab.dir / "logs").glob("*.log"))
+                           if p.name.startswith(("agent", "collector", "kube-kubelet")))
+            raise AssertionError(f"{exc}{logs}") from None
         yield kube, install
     finally:
         recs = [r for r in (lab.record(p["role"]) for p in lab.status()["processes"]) if r is not None]
