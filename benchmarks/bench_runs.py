@@ -3,11 +3,13 @@
 Run (root): .venv/bin/python benchmarks/bench_runs.py [--counts 4,104,1000,5000] [--repeat 5]
 
 Through the collector's Runs API (the same path as ``cniscope bench services``), each backend —
-iptables-nft, iptables-legacy and kube-proxy's nftables verdict map — is programmed with N Services
-on every node, round-robin over N per repetition, and pod → ClusterIP connect setup is measured
+iptables-nft, iptables-legacy, kube-proxy's nftables verdict map and the lab's eBPF socket LB
+(``ebpf``: Cilium-style cgroup connect4 programs over cilium_lb4_* maps) — is programmed with N
+Services, round-robin over N per repetition, and pod → ClusterIP connect setup is measured
 (200 connects per repetition, median per repetition, the best repetition as the floor). The figure
 is the floor at N divided by the floor at the smallest N, beside the same ratio for the verdict map
-in the same run; plus the slope in ns per NAT rule and the time to load the rules. With ``--tracer``
+in the same run; plus the slopes in ns per NAT rule (map entry for ebpf) and per Service, and the
+time to load the rules. With ``--tracer``
 node1's agent (the source) runs tcpconnlat on its probe pod, and the in-kernel mean setup
 (SYN_SENT → ESTABLISHED) is printed beside the userspace one. The lab is torn down at the end,
 whatever happens.
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from cniscope.api.v1 import runs_pb2, runs_pb2_grpc
 from cniscope.collector.runs.kernel_setup import COUNT
+from cniscope.collector.runs.scaling_detail import slope_ns_per_rule
 from cniscope.core import grpcutil
 from cniscope.lab.lab import Lab, LabSpec
 
@@ -70,7 +73,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--counts", default="4,104,1000,5000")
     ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--backends", default="iptables-nft,iptables-legacy,nft")
+    ap.add_argument("--backends", default="iptables-nft,iptables-legacy,nft,ebpf")
     ap.add_argument("--tracer", action="store_true", help="tcpconnlat on node1's probe pod: in-kernel setup too")
     args = ap.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
@@ -110,6 +113,10 @@ def main() -> None:
         kernel = d.get("slope_kernel_ns_per_rule")
         print(f"{b}: slope p50 {d['slope_p50_ns_per_rule']:.2f} ns/rule, mean {d['slope_mean_ns_per_rule']:.2f}"
               + (f", kernel mean {kernel:.2f}" if kernel is not None else ""))
+        per_service = {k: slope_ns_per_rule([(float(r["services"]), float(r[k])) for r in d["rows"] if k in r])
+                       for k in ("setup_p50_min_us", "setup_mean_us", "kernel_setup_mean_us")}
+        print(f"{b}: slope per Service: " + ", ".join(f"{k.removesuffix('_us')} {v:.2f} ns" for k, v in
+                                                      per_service.items() if v is not None))
 
 
 if __name__ == "__main__":

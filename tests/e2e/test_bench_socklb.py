@@ -20,6 +20,7 @@ from probe_helpers import running_cluster  # type: ignore[import-not-found]
 from cniscope.api.v1 import common_pb2
 from cniscope.client.grpc_collector import CollectorClient, list_nodes
 from cniscope.collector.runs.kernel_setup import COUNT
+from cniscope.collector.runs.run_fingerprint import derive
 from cniscope.lab.lab import Lab, LabSpec
 from cniscope.lab.lab_services import count_rules
 from cniscope.lab.socklb.sock_lb import SockLB
@@ -42,6 +43,8 @@ def has_figure(lab: Lab, node: str, key: str) -> bool:
 def test_both_datapaths_every_row_every_kernel_reading(tmp_path: Path) -> None:
     with running_cluster(tmp_path, nodes=3, tracers=("tcpconnlat",), tracer_nodes=("node1",)) as lab:
         wait_for(lambda: has_figure(lab, "node1", COUNT), 90, "node1's tcpconnlat tracer to run")
+        nodes = asyncio.run(list_nodes(lab.local_collector))
+        assert derive({n.node: n for n in nodes})["environment"] == "lab: netns, iptables-nft"
         r = cli("bench", "services", "--collector", lab.local_collector, "--lab", lab.spec.name,
                 "--counts", "4,1000", "--backend", "iptables-nft,ebpf", "--repeat", "3", "--connects", "100",
                 "-o", "json")
@@ -80,6 +83,7 @@ def test_a_lab_on_the_ebpf_datapath(tmp_path: Path) -> None:
         for n in nodes:   # the census at connect: kube-dns UDP and TCP, a frontend and a slot each
             bpf = next(u.bpf for u in n.capabilities.units if u.name == "bpf")
             assert bpf.cilium["service"].entries >= 4
+        assert derive({n.node: n for n in nodes})["environment"] == "lab: netns, ebpf socket-lb"
         r = cli("bench", "services", "--collector", lab.local_collector, "--counts", "104", "--repeat", "1",
                 "--connects", "50", "-o", "json")
         rows = json.loads(r.stdout)["scaling"]

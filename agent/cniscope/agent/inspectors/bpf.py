@@ -270,6 +270,24 @@ def summarize(d: cap.BpfDetail) -> str:
     return out + "; Cilium " + ", ".join(parts or ["maps not counted"])
 
 
+def own_cgroups(proc_self: Path = Path("/proc/self")) -> list[str]:
+    """This process's cgroup v2 and its ancestors, innermost first, under the cgroup2 mount it sees."""
+    try:
+        mounts = (proc_self / "mounts").read_text().splitlines()
+        rel = next((ln[3:] for ln in (proc_self / "cgroup").read_text().splitlines() if ln.startswith("0::")), None)
+    except OSError:
+        return []
+    root = next((f[1] for f in (ln.split() for ln in mounts) if len(f) > 2 and f[2] == "cgroup2"), None)
+    if root is None or rel is None:
+        return []
+    p = Path(root) / rel.strip("/")
+    out = [str(p)]
+    while str(p) != root and p != p.parent:
+        p = p.parent
+        out.append(str(p))
+    return out
+
+
 def inspect_bpf(paths: HostPaths, netns: str | None = None, extra_pin_roots: Iterable[Path] = ()) -> UnitResult:
     roots = [paths.sys_path("fs", "bpf"), *extra_pin_roots]
     try:
@@ -281,5 +299,5 @@ def inspect_bpf(paths: HostPaths, netns: str | None = None, extra_pin_roots: Ite
     maps = map_census(map_ids, roots)
     progs, notes = prog_census(roots, netns, [paths.sys_path("fs", "cgroup"), paths.sys_path("fs", "cgroup", "unified")])
     d = cap.BpfDetail(maps=maps, programs=progs, cilium=cilium_summary(maps), notes=notes,
-                      pin_roots=[str(r) for r in roots if r.is_dir()])
+                      pin_roots=[str(r) for r in roots if r.is_dir()], own_cgroups=own_cgroups())
     return UnitResult(d, summarize(d))

@@ -1,5 +1,6 @@
 """A run's fingerprint from what the agents report: CNI and version, kube-proxy mode and backend,
-routing, IPAM, tuning flags, kernel, node type. A lab says so itself ("lab: netns, iptables-nft")."""
+routing, IPAM, tuning flags, kernel, node type. A lab says so itself, with the datapath its pods reach
+Services through ("lab: netns, iptables-nft"; "lab: netns, ebpf socket-lb" on the socket-LB datapath)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from cniscope.api.v1 import capabilities_pb2, cluster_pb2, common_pb2
 FABRIC = ipaddress.ip_network("198.18.0.0/24")
 LAB_PODS = ipaddress.ip_network("198.19.0.0/16")
 BACKENDS = ("iptables-nft", "iptables-legacy")
+SOCKET_LB = "ebpf socket-lb"
 
 
 def _unit(rep: common_pb2.CapabilityReport, name: str, *, fresh: bool = False) -> common_pb2.UnitReport | None:
@@ -105,6 +107,17 @@ def kube_proxy_sync(rep: common_pb2.CapabilityReport) -> tuple[float, float] | s
     return "kube-proxy metrics without kubeproxy_sync_proxy_rules_duration_seconds"
 
 
+def socket_lb(rep: common_pb2.CapabilityReport) -> bool:
+    """Cilium-style socket load balancing runs for this agent's own sockets: its census sees a
+    ``connect4`` program attached to the agent's cgroup or one of its ancestors."""
+    b = _unit(rep, "bpf")
+    if b is None:
+        return False
+    own = set(b.bpf.own_cgroups)
+    return any(a.hook == "cgroup" and "inet4_connect" in a.mode and a.cgroup in own
+               for p in b.bpf.programs for a in p.attached)
+
+
 def derive(nodes: Mapping[str, cluster_pb2.NodeState]) -> dict[str, str]:
     """One fingerprint for the nodes of a run; differing values across nodes are shown as mixed."""
     per: dict[str, dict[str, str]] = {}
@@ -128,7 +141,7 @@ def derive(nodes: Mapping[str, cluster_pb2.NodeState]) -> dict[str, str]:
         f["tuning"] = ", ".join(fp.tuning) or "none detected"
         f["kernel"] = rep.kernel or "unknown"
         if is_lab(st):
-            backend = f.get("kube_proxy_backend") or "iptables-nft"
+            backend = SOCKET_LB if socket_lb(rep) else f.get("kube_proxy_backend") or "iptables-nft"
             f["node_type"] = "lab"
             # a Kubernetes lab (lab up --kubernetes): its agents read the fingerprint from an API server
             api = ", Kubernetes API" if fp.source.startswith("kubernetes") else ""

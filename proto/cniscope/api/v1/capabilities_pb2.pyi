@@ -315,6 +315,7 @@ class BpfDetail(_message.Message):
     CILIUM_FIELD_NUMBER: _builtins.int
     NOTES_FIELD_NUMBER: _builtins.int
     PIN_ROOTS_FIELD_NUMBER: _builtins.int
+    OWN_CGROUPS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def maps(self) -> _containers.RepeatedCompositeFieldContainer[Global___BpfMap]: ...
     @_builtins.property
@@ -331,6 +332,13 @@ class BpfDetail(_message.Message):
     def pin_roots(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """the bpffs roots searched for pins"""
 
+    @_builtins.property
+    def own_cgroups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The agent's own cgroup v2 and each ancestor up to the hierarchy's root, innermost first, as paths
+        like BpfAttachment.cgroup: a cgroup program attached to one of them runs for the agent's sockets
+        (a socket-LB connect4 program there translates the agent's own connects to Services).
+        """
+
     def __init__(
         self,
         *,
@@ -339,10 +347,11 @@ class BpfDetail(_message.Message):
         cilium: _abc.Mapping[_builtins.str, Global___CiliumMapClass] | None = ...,
         notes: _abc.Iterable[_builtins.str] | None = ...,
         pin_roots: _abc.Iterable[_builtins.str] | None = ...,
+        own_cgroups: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cilium", b"cilium", "maps", b"maps", "notes", b"notes", "pin_roots", b"pin_roots", "programs", b"programs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cilium", b"cilium", "maps", b"maps", "notes", b"notes", "own_cgroups", b"own_cgroups", "pin_roots", b"pin_roots", "programs", b"programs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
