@@ -91,10 +91,7 @@ def kubernetes_lab(state_root: Path, mode: str = "iptables", *, nodes: int = 2,
 
 def pod_processes(lab: str) -> list[int]:
     """The PIDs in a lab's pod cgroups."""
-    cg = runtime.lab_cgroup(lab)
-    if cg is None or not cg.exists():
-        return []
-    return [int(p) for f in cg.rglob("cgroup.procs") for p in f.read_text().split()]
+    return [int(p) for d in runtime.pod_cgroups(lab) for p in (d / "cgroup.procs").read_text().split()]
 
 
 def run_in(ns: str, env: dict[str, str], code: str, timeout: float = 120.0) -> Any:

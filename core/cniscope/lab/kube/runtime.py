@@ -23,26 +23,33 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from cniscope.lab import lab_cgroup as lab_cgroup_mod
+
 LAB_IMAGE = "cniscope-lab.invalid/cniscope:checkout"
-CGROUP_ROOTS = (Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/unified"))
 STOP_GRACE = 5.0
 
 
 def cgroup_root() -> Path | None:
     """The cgroup v2 hierarchy (pure v2, or the ``unified`` one of a hybrid host); None without one."""
-    for root in CGROUP_ROOTS:
-        if (root / "cgroup.procs").exists() and (root / "cgroup.controllers").exists():
-            return root
-    return None
+    return lab_cgroup_mod.cgroup2_mount()
 
 
 def lab_cgroup(lab: str) -> Path | None:
-    root = cgroup_root()
-    return None if root is None else root / "cniscope-lab" / lab
+    """The lab's cgroup (:mod:`cniscope.lab.lab_cgroup`); pods live in ``<node>/pod<uid>`` below it."""
+    return lab_cgroup_mod.lab_cgroup(lab)
+
+
+def pod_cgroups(lab: str) -> list[Path]:
+    """Every pod cgroup of the lab (not ``processes``, which holds the lab's own processes)."""
+    cg = lab_cgroup(lab)
+    if cg is None or not cg.exists():
+        return []
+    return sorted(p for node in cg.iterdir() if node.is_dir() and node.name != lab_cgroup_mod.PROCESSES
+                  for p in node.iterdir() if p.is_dir() and p.name.startswith("pod"))
 
 
 def _pids(cg: Path) -> list[int]:
@@ -88,20 +95,12 @@ def _reap(pid: int) -> None:
         pass
 
 
-def _walk_leaves_first(cg: Path) -> Iterator[Path]:
-    for sub in sorted((p for p in cg.iterdir() if p.is_dir()), reverse=True):
-        yield from _walk_leaves_first(sub)
-    yield cg
-
-
 def sweep(lab: str) -> list[str]:
-    """Stop every process left in the lab's pod cgroups (by the PIDs they list) and remove the
-    cgroups; what was removed, for ``lab down``."""
-    cg = lab_cgroup(lab)
-    if cg is None or not cg.exists():
-        return []
+    """Stop every process left in the lab's pod cgroups (by the PIDs they list) and remove those
+    cgroups and their node directories; what was removed, for ``lab down``. The lab's own cgroup and
+    its ``processes`` leaf are :mod:`cniscope.lab.lab_cgroup`'s."""
     done: list[str] = []
-    for d in list(_walk_leaves_first(cg)):
+    for d in pod_cgroups(lab):
         pids = _pids(d)
         if pids:
             _stop_pids(pids)
@@ -111,11 +110,10 @@ def sweep(lab: str) -> list[str]:
             done.append(f"cgroup {d}")
         except OSError:
             pass
-    parent = cg.parent
-    try:
-        parent.rmdir()            # cniscope-lab/, when no other lab uses it
-    except OSError:
-        pass
+        try:
+            d.parent.rmdir()          # the node's directory, once its last pod is gone
+        except OSError:
+            pass
     return done
 
 
