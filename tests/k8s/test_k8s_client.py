@@ -172,14 +172,22 @@ def test_cluster_unit_falls_back_to_the_node_when_forbidden(api: FakeApiServer, 
     assert "403" in item.reason
 
 
-def test_cluster_unit_without_api_reads_the_node(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cluster_unit_without_api_reads_the_node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv("KUBECONFIG", raising=False)
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
-    res = inspect_cluster(HostPaths())
+    # a node whose processes the test decides (a shell and sshd, no CNI agent, no kube-proxy), so a
+    # kube-proxy running elsewhere on this machine cannot change the answer
+    proc, sys_root = tmp_path / "proc", tmp_path / "sys"
+    for pid, comm in ((1, "systemd"), (412, "sshd"), (977, "bash")):
+        (proc / str(pid)).mkdir(parents=True)
+        (proc / str(pid) / "comm").write_text(comm + "\n")
+        (proc / str(pid) / "cmdline").write_bytes(comm.encode() + b"\0")
+    sys_root.mkdir()
+    res = inspect_cluster(HostPaths(proc=proc, sys=sys_root, run=tmp_path / "run"))
     assert isinstance(res.detail, cap.ClusterDetail)
     fp = res.detail.fingerprint
     assert fp.source == "node"
-    assert fp.cni == "none"           # this machine runs no CNI agent
+    assert fp.cni == "none"           # no CNI agent among the node's processes
     assert fp.kube_proxy == "none"
     assert not res.detail.HasField("node")
     assert res.summary == ("CNI none, kube-proxy none, routing unknown, ipam unknown, "
