@@ -12,11 +12,9 @@ import http.client
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,12 +22,13 @@ import pytest
 
 from cniscope.lab import netns, procs
 from cniscope.lab.kube import harness
-from cniscope.lab.kube.apiclient import ApiError, socket_in_netns
+from cniscope.lab.kube.apiclient import socket_in_netns
 from cniscope.lab.kube.component_flags import PROXY_METRICS_PORT
 from cniscope.lab.kube.control_plane import KubeLab
 from cniscope.lab.lab import Lab, LabSpec
-from tests.caps import missing
 from tests.conftest import new_lab_name
+from tests.k8s import kube_lab_kit as kit
+from tests.k8s.kube_lab_kit import wait_for
 
 pytestmark = [pytest.mark.k8s, pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(1800)]  # a first harness build takes ~11 min
 
@@ -37,28 +36,9 @@ T = TypeVar("T")
 SYNC_COUNT = "kubeproxy_sync_proxy_rules_duration_seconds_count"
 
 
-def wait_for(what: str, fn: Callable[[], T | None], timeout: float = 60.0, every: float = 0.3) -> T:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            got = fn()
-            if got:
-                return got
-            last = got
-        except (ApiError, OSError, subprocess.SubprocessError) as exc:
-            last = exc
-        time.sleep(every)
-    raise AssertionError(f"{what}: not within {timeout:.0f}s (last: {last!r})")
-
-
 @pytest.fixture(scope="module")
 def harness_binary() -> Path:
-    if os.environ.get(harness.ENV):
-        return harness.binary()
-    if shutil.which("go") is None and not Path("/usr/local/go/bin/go").exists():
-        missing("no Go toolchain to build the Kubernetes harness and no $CNISCOPE_KUBE_HARNESS")
-    return harness.binary()
+    return kit.harness_binary()
 
 
 @pytest.fixture(scope="module", params=["iptables", "nftables"])
