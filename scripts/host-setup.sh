@@ -4,7 +4,7 @@
 set -eu
 
 PKGS="iperf3 iputils-ping iptables nftables bpftool ethtool iproute2 python3-bpfcc python3-venv \
-python3-dev linux-headers-amd64 dnsmasq-base tmux libcap2-bin procps util-linux kmod chromium \
+python3-dev linux-headers-amd64 dnsmasq-base tmux libcap2-bin procps util-linux kmod chromium strace \
 prometheus"
 
 missing=""

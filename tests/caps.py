@@ -69,3 +69,38 @@ def require(marker: str) -> None:
     reason = {"netns": netns_reason, "bpf": bpf_reason, "bcc": bcc_reason}.get(marker, lambda: None)()
     if reason:
         missing(reason)
+
+
+def tool(name: str) -> str:
+    """The path of a command-line tool the setup installs; missing (a failure under CI) without it."""
+    path = shutil.which(name)
+    if path is None:
+        missing(f"{name} is not installed (scripts/host-setup.sh installs it)")
+    return path
+
+
+@functools.cache
+def _kubectl() -> str | None:
+    system = shutil.which("kubectl")
+    if system is not None:
+        return system
+    # the lab's Kubernetes harness (built by `make test`) is kubectl when invoked under that name
+    from cniscope.core.errors import CniscopeError
+    from cniscope.lab.kube import harness
+
+    try:
+        binary = harness.binary()
+    except CniscopeError:
+        return None
+    link = Path(binary).parent / "kubectl"
+    if not link.exists():
+        link.symlink_to(Path(binary).name)
+    return str(link)
+
+
+def kubectl() -> str:
+    """kubectl: the one on PATH, else the lab harness's; missing (a failure under CI) without either."""
+    path = _kubectl()
+    if path is None:
+        missing("no kubectl on PATH and no built Kubernetes harness (make kube-harness)")
+    return path

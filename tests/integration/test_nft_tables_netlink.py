@@ -3,7 +3,6 @@ throwaway network namespace: every family, and more tables than one netlink read
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -13,13 +12,14 @@ import pytest
 from cniscope.agent import netlink
 from cniscope.agent.inspectors.iptables import NFPROTO
 from cniscope.lab import netns
+from tests import caps
 
-pytestmark = [pytest.mark.netns,
-              pytest.mark.skipif(shutil.which("nft") is None, reason="nft (nftables) is not installed")]
+pytestmark = [pytest.mark.netns]
 
 
 @pytest.fixture
 def ns() -> Iterator[str]:
+    caps.tool("nft")
     name = f"cnsnft{uuid.uuid4().hex[:6]}"
     netns.add(name)
     try:

@@ -6,7 +6,6 @@ what `kubectl kustomize` sends for every overlay."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path
@@ -15,13 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
+from tests import caps
 from tests.kustomize import Doc, image_name, render
 
 ROOT = Path(__file__).resolve().parents[2]
 DS = ROOT / "daemonset"
 OVERLAYS = ["base", "overlays/persistent", "overlays/minimal", "overlays/auth"]
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-KUBECTL = shutil.which("kubectl")
 
 
 def make_dry_run(*args: str) -> str:
@@ -46,8 +45,7 @@ def containers(docs: list[Doc]) -> list[dict[str, Any]]:
 
 
 def kubectl_kustomize(directory: Path) -> list[Doc]:
-    assert KUBECTL
-    out = subprocess.run([KUBECTL, "kustomize", str(directory)], capture_output=True, text=True, check=True)
+    out = subprocess.run([caps.kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=True)
     return [d for d in yaml.safe_load_all(out.stdout) if d]
 
 
@@ -95,8 +93,7 @@ def test_the_readme_overlay_points_every_container_at_your_registry(tmp_path: Pa
     mine = containers(render(overlay))
     assert len(mine) == 3
     assert {c["image"] for c in mine} == {want}
-    if KUBECTL:
-        assert {c["image"] for c in containers(kubectl_kustomize(overlay))} == {want}
+    assert {c["image"] for c in containers(kubectl_kustomize(overlay))} == {want}
 
 
 def test_image_names_are_matched_without_tag_digest_or_confusing_a_port_for_a_tag() -> None:
@@ -106,7 +103,6 @@ def test_image_names_are_matched_without_tag_digest_or_confusing_a_port_for_a_ta
     assert image_name("localhost:5000/cniscope:0.1.0@sha256:" + "a" * 64) == "localhost:5000/cniscope"
 
 
-@pytest.mark.skipif(KUBECTL is None, reason="kubectl (with its built-in kustomize) is not installed")
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_the_repo_renderer_agrees_with_kubectl_kustomize(overlay: str) -> None:
     ours, theirs = keyed(render(DS / overlay)), keyed(kubectl_kustomize(DS / overlay))

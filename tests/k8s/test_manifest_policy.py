@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from cniscope.collector.runs import service_scaler
+from tests import caps
 from tests.k8s.apiserver import load_fixture
 from tests.kustomize import Doc, render
 
@@ -153,13 +154,12 @@ def test_no_overlay_hard_codes_an_allow_list(overlay: str) -> None:
         assert "10.100.0.0/16" not in path.read_text(), path
 
 
-@pytest.mark.skipif(shutil.which("strace") is None, reason="strace is not installed")
 @pytest.mark.parametrize("tool", ["iptables-legacy-save", "iptables-nft-save"])
 def test_the_save_tools_never_take_the_xtables_lock(tool: str) -> None:
     """Why the agent has no /run/xtables.lock mount: the census tools do not open it."""
     if shutil.which(tool) is None:
         pytest.skip(f"{tool} is not installed")
-    out = subprocess.run(["strace", "-f", "-e", "trace=openat,open,flock", tool], capture_output=True,
+    out = subprocess.run([caps.tool("strace"), "-f", "-e", "trace=openat,open,flock", tool], capture_output=True,
                          text=True, timeout=30)
     assert "openat" in out.stderr                       # strace did trace it
     assert "xtables.lock" not in out.stderr

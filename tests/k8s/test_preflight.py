@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,10 +17,16 @@ import pytest
 import yaml
 
 from cniscope.cli import preflight_checks as pc
+from tests import caps
 from tests.k8s.apiserver import FakeApiServer, load_fixture
 
-pytestmark = [pytest.mark.k8s,
-              pytest.mark.skipif(shutil.which("kubectl") is None, reason="preflight renders with kubectl kustomize")]
+pytestmark = [pytest.mark.k8s]
+
+
+@pytest.fixture(autouse=True)
+def kubectl_on_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Preflight renders the install with `kubectl kustomize`: the setup's kubectl goes first on PATH."""
+    monkeypatch.setenv("PATH", f"{Path(caps.kubectl()).parent}{os.pathsep}{os.environ['PATH']}")
 
 ROOT = Path(__file__).resolve().parents[2]
 NODES = "/api/v1/nodes"
