@@ -81,9 +81,9 @@ async def test_a_stream_reads_ahead_of_its_commits_by_bytes_not_batches(tmp_path
     c = await kit.start_collector(tmp_path)
     commit = c.store.commit_batches
 
-    def slow(items: Any) -> Any:
+    def slow(*args: Any, **kw: Any) -> Any:
         time.sleep(0.05)  # a slow disk
-        return commit(items)
+        return commit(*args, **kw)
 
     monkeypatch.setattr(c.store, "commit_batches", slow)
     agent = await hk.FakeAgent(kit.address(c)).start(hk.hello("n1", "b1", "k1"))

@@ -16,7 +16,8 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -28,6 +29,7 @@ from cniscope.collector.collector_metrics import IngestCounters
 from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.groupcommit import GroupCommitter
 from cniscope.collector.hello_admission import HelloAdmission, boots_of, check_capability_size, stored_hello
+from cniscope.collector.principals import Principal
 from cniscope.collector.state import ClusterState, Outgoing, Session
 from cniscope.collector.store import Store
 from cniscope.collector.validate import MAX_ID, Refused, check_batch, check_capabilities, check_hello
@@ -38,6 +40,8 @@ ACK_INTERVAL = 0.02  # seconds: a stream with acks due more often gets one cumul
 MAX_INFLIGHT = 256  # batches one stream may have read ahead of their commit
 READ_AHEAD_BYTES = 1024 * 1024  # encoded batches one stream may have read ahead of their commit (and one more)
 HELLO_SECONDS = 5.0  # a stream that has not said Hello by then is ended
+CONNECT_METHOD = "/cniscope.api.v1.AgentHub/Connect"
+Admit = Callable[[str, Any], Awaitable[Principal]]
 MAX_REASON = 512    # characters of a refusal's reason sent back to the agent
 
 
@@ -65,7 +69,7 @@ def add_agent_hub(servicer: AgentHubService, server: grpc.aio.Server) -> None:
 class AgentHubService(agent_pb2_grpc.AgentHubServicer):
     def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher,
                  counters: IngestCounters | None = None, boot_keys: BootKeys | None = None,
-                 max_capability_bytes: int = 1024 * 1024) -> None:
+                 max_capability_bytes: int = 1024 * 1024, admit: Admit | None = None) -> None:
         self.state = state
         self.store = store
         self.dispatcher = dispatcher
@@ -73,10 +77,12 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         self.committer = GroupCommitter(store, counters=self.counters)
         self.boot_keys = boot_keys or BootKeys(store)
         self.admission = HelloAdmission(self.boot_keys, dispatcher, max_capability_bytes)
+        self.admit = admit  # who is calling (aborts a caller that may not connect); None: anyone
 
     async def Connect(self, request_iterator: AsyncIterator[Incoming],  # type: ignore[override]  # noqa: N802
                       context: grpc.aio.ServicerContext) -> AsyncIterator[Outgoing]:  # type: ignore[type-arg]
         peer = context.peer()
+        who = await self.admit(CONNECT_METHOD, context) if self.admit is not None else auth.current()
         it = request_iterator.__aiter__()
         try:
             first, _ = await asyncio.wait_for(it.__anext__(), timeout=HELLO_SECONDS)
@@ -95,7 +101,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         hello = first.hello
         try:
             check_hello(hello)
-            self.admission.check(hello, auth.current())
+            self.admission.check(hello, who)
         except Refused as exc:
             self.counters.refused += 1
             self.state.log_event("warning", f"refused hello from {peer}: {exc}")

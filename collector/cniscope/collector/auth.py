@@ -41,6 +41,9 @@ log = logging.getLogger("cniscope.collector.auth")
 OPEN_READS = 2               # unauthenticated open-method reads in flight at once, collector-wide
 OPEN_READ_SECONDS = 2.0      # an unauthenticated caller's request must have arrived by then
 MAX_DETAILS = 1024           # bytes of a status message at most (inputs in it are quoted shorter still)
+# streaming-request methods whose servicer calls AuthInterceptor.admit itself, first thing, before it
+# reads a message: the agent stream, so that no wrapper sits between every batch and the servicer
+SELF_ADMITTED = frozenset({"/cniscope.api.v1.AgentHub/Connect"})
 
 if TYPE_CHECKING:
     Handler = grpc.RpcMethodHandler[Any, Any]
@@ -153,10 +156,15 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             if not self.auth.enabled or self.auth.credentialed(details.invocation_metadata):
                 return handler
             return _wrap(handler, self._open_read, None)
-        return _wrap(handler, _next, (lambda ctx: self._admit(method, ctx)) if self.auth.enabled else None)
+        if method in SELF_ADMITTED:
+            return handler  # reads nothing before it calls admit(): no wrapper on the ingest path
+        return _wrap(handler, _next, (lambda ctx: self.admit(method, ctx)) if self.auth.enabled else None)
 
     # ---- admission --------------------------------------------------------------------------
-    async def _admit(self, method: str, context: Context) -> None:
+    async def admit(self, method: str, context: Context) -> Principal:
+        """The caller of ``method``, admitted (or the call aborted, saying why)."""
+        if not self.auth.enabled:
+            return OPEN
         verb = verb_of(method)
         got = await self.auth.identify(context)
         if isinstance(got, str):
@@ -170,6 +178,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"{got.name} is not allowed to {verb} ({method})")
         _CURRENT.set(got)
+        return got
 
     def _refuse(self, method: str, why: str) -> None:
         self.refused += 1
