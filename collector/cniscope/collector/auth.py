@@ -214,7 +214,7 @@ async def _next(it: AsyncIterator[Any], _context: Context) -> Any:
 
 
 Reader = Callable[[AsyncIterator[Any], "Context"], Awaitable[Any]]
-Admit = Callable[["Context"], Awaitable[None]] | None
+Admit = Callable[["Context"], Awaitable[Any]] | None
 
 
 def bounded(details: str) -> str:
