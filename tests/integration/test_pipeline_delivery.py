@@ -254,13 +254,13 @@ async def test_slow_collector_backpressure_is_absorbed_by_the_bounded_spool(tmp_
     """Every batch takes 1 s to commit (group commit shares no cost): acks trail, the spool fills
     to its bound and no further, drops are counted, and the sampler keeps its 100 ms cadence regardless."""
     col = await kit.start_collector(tmp_path)
-    real: Callable[[list[Any]], list[bool]] = col.store.commit_batches
+    real: Callable[..., list[bool]] = col.store.commit_batches
 
     ending = threading.Event()  # set when the test is done: the collector stops without the wait
 
-    def slow(items: list[Any]) -> list[bool]:
+    def slow(items: list[Any], *rest: Any) -> list[bool]:
         ending.wait(1.0 * len(items))
-        return real(items)
+        return real(items, *rest)
 
     monkeypatch.setattr(col.store, "commit_batches", slow)
     agent = _agent(kit.address(col), sample_interval=0.1, spool_max_batches=20)
@@ -299,14 +299,14 @@ async def test_a_failed_commit_stops_acks_for_everything_after_it(tmp_path: Path
     batch after it on that stream stay unacked (acks are cumulative), the stream ends, and the
     agent's resend after reconnecting stores them all exactly once."""
     col = await kit.start_collector(tmp_path)
-    real: Callable[[list[Any]], list[bool]] = col.store.commit_batches
+    real: Callable[..., list[bool]] = col.store.commit_batches
     failed: list[int] = []
 
-    def flaky(items: list[Any]) -> list[bool]:
+    def flaky(items: list[Any], *rest: Any) -> list[bool]:
         if not failed and any(b.seq >= 5 for _, b, _ in items):
             failed.extend(b.seq for _, b, _ in items)
             raise sqlite3.OperationalError("disk I/O error")
-        return real(items)
+        return real(items, *rest)
 
     monkeypatch.setattr(col.store, "commit_batches", flaky)
     try:
@@ -356,11 +356,11 @@ async def test_a_batch_is_acked_only_once_it_is_durable(tmp_path: Path, monkeypa
     agent while the batch is not yet in the database. At every ack, every batch up to the acked seq
     is already readable through another connection to the store's file."""
     col = await kit.start_collector(tmp_path)
-    real: Callable[[list[Any]], list[bool]] = col.store.commit_batches
+    real: Callable[..., list[bool]] = col.store.commit_batches
 
-    def slow(items: list[Any]) -> list[bool]:
+    def slow(items: list[Any], *rest: Any) -> list[bool]:
         time.sleep(0.2)
-        return real(items)
+        return real(items, *rest)
 
     monkeypatch.setattr(col.store, "commit_batches", slow)
     durable = sqlite3.connect(col.store.path)

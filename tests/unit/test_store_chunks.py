@@ -236,7 +236,7 @@ def test_compaction_is_due_by_the_age_of_a_heads_oldest_batch(tmp_path: Path) ->
     for node, received in (("old", 100 * S), ("new", 500 * S)):
         st.commit_batch(node, agent_pb2.Batch(boot_id="b", seq=1, time_unix_nano=received,
                                               samples=[common_pb2.Sample(name="x", value=1.0)]), received)
-    assert compaction.due_heads(st.conn, 300 * S) == [("old", "b")]
+    assert compaction.due_heads(st.conn, 300 * S) == [("old", "b", 1)]
     assert st.compact(300 * S).batches == 1
     assert st.conn.execute("SELECT node FROM batches").fetchall() == [("new",)]
     st.close()

@@ -2,8 +2,8 @@
 
 Retention turns raw samples older than the raw window into these; one prune of one node writes one
 aggregate chunk (table ``aggregate_chunks``), encoded with the raw-sample codec (:mod:`.chunks`): each
-minute is a "batch", each statistic of a series a column of its own, so a series-minute costs a
-few bytes instead of a ~100-byte row. A minute split between two prunes lives in two chunks; readers
+minute is a "batch" holding four samples per series (n, min, mean, max, in that order; the series'
+labels, as JSON, are its one label), so a series-minute costs a few bytes instead of a ~100-byte row. A minute split between two prunes lives in two chunks; readers
 (:func:`read_aggregates`) merge them. Databases from before keep their ``samples_1m`` rows, which are
 read and pruned alongside until they age out.
 """
@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from cniscope.collector import chunks
+from cniscope.core.errors import StoreError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS aggregate_chunks (
@@ -26,8 +27,6 @@ CREATE INDEX IF NOT EXISTS aggregate_chunks_t ON aggregate_chunks (t1_ns)
 """
 
 MINUTE_NS = 60_000_000_000
-_STATS = ("n", "min", "mean", "max")
-_SEP = "\x00"   # series name + _SEP + statistic: a column per statistic (split at the last _SEP)
 
 Key = tuple[str, str, int]   # (name, labels as JSON, minute)
 
@@ -56,9 +55,9 @@ def put(conn: sqlite3.Connection, node: str, rows: Mapping[Key, Sequence[float]]
     by_minute: dict[int, list[tuple[str, Mapping[str, str], float, int]]] = {}
     for (name, labels, minute), (n, lo, total, hi) in rows.items():
         t = minute * MINUTE_NS
-        lab = {"": labels}   # the labels' JSON travels as the one label of each column
-        by_minute.setdefault(minute, []).extend(
-            (name + _SEP + stat, lab, v, t) for stat, v in zip(_STATS, (n, lo, total / n, hi), strict=True))
+        lab = {"": labels}   # the labels' JSON travels as the series' one label
+        by_minute.setdefault(minute, []).extend(((name, lab, n, t), (name, lab, lo, t), (name, lab, total / n, t),
+                                                 (name, lab, hi, t)))
     b = chunks.ChunkBuilder()
     for minute in sorted(by_minute):
         b.add(minute, minute * MINUTE_NS, minute * MINUTE_NS, 0, 0, by_minute[minute])
@@ -69,16 +68,18 @@ def put(conn: sqlite3.Connection, node: str, rows: Mapping[Key, Sequence[float]]
     return len(body)
 
 
-def _rows(node: str, body: bytes) -> Iterator[tuple[Key, str, float]]:
+def _rows(body: bytes) -> Iterator[tuple[Key, list[float]]]:
+    """((name, labels, minute), [n, min, mean, max]) of every series-minute in a chunk."""
     c = chunks.decode(body)
-    cols = []
-    for name, labels in c.series:
-        base, _, stat = name.rpartition(_SEP)
-        cols.append((base, dict(labels).get("", "{}"), stat))
+    keys = [(name, dict(labels).get("", "{}")) for name, labels in c.series]
     for b in c.batches:
+        stats: dict[int, list[float]] = {}
         for i, _, v in b.samples:
-            base, lab, stat = cols[i]
-            yield (base, lab, b.seq), stat, v
+            stats.setdefault(i, []).append(v)
+        for i, vs in stats.items():
+            if len(vs) != 4:
+                raise StoreError(f"aggregate chunk: {len(vs)} values for a series-minute, not 4")
+            yield (keys[i][0], keys[i][1], b.seq), vs
 
 
 def read_aggregates(conn: sqlite3.Connection, t0_ns: int, t1_ns: int, nodes: Sequence[str] | None = None,
@@ -106,12 +107,9 @@ def read_aggregates(conn: sqlite3.Connection, t0_ns: int, t1_ns: int, nodes: Seq
 
     for node, body in conn.execute("SELECT node, body FROM aggregate_chunks WHERE t1_ns >= ? AND t0_ns <= ?"
                                    + where, args):
-        stats: dict[Key, dict[str, float]] = {}
-        for key, stat, v in _rows(node, body):
-            if m0 <= key[2] <= m1 and (want is None or key[0] in want):
-                stats.setdefault(key, {})[stat] = v
-        for (name, lab, minute), s in stats.items():
-            merge(node, name, lab, minute, s["n"], s["min"], s["mean"], s["max"])
+        for (name, lab, minute), (n, lo, mean, hi) in _rows(body):
+            if m0 <= minute <= m1 and (want is None or name in want):
+                merge(node, name, lab, minute, n, lo, mean, hi)
     legacy = [m0, m1, *args[2:]]
     for row in conn.execute("SELECT node, name, labels, minute, n, vmin, vmean, vmax FROM samples_1m "
                             "WHERE minute BETWEEN ? AND ?" + where, legacy):

@@ -11,6 +11,7 @@ Every function here runs on the store's writer thread.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from dataclasses import dataclass
 
@@ -55,11 +56,12 @@ def ensure_schema(conn: sqlite3.Connection) -> None:
             conn.execute(stmt)
 
 
-def due_heads(conn: sqlite3.Connection, received_before_ns: int) -> list[tuple[str, str]]:
-    """(node, boot) heads whose oldest batch was received before ``received_before_ns``."""
-    return [(n, b) for n, b in conn.execute(
-        "SELECT node, boot_id FROM batches GROUP BY node, boot_id HAVING MIN(received_ns) <= ? ORDER BY node",
-        (received_before_ns,))]
+def due_heads(conn: sqlite3.Connection, received_before_ns: int) -> list[tuple[str, str, int]]:
+    """(node, boot, its highest seq now) of heads whose oldest batch was received before
+    ``received_before_ns``."""
+    return [(n, b, s) for n, b, s in conn.execute(
+        "SELECT node, boot_id, MAX(seq) FROM batches GROUP BY node, boot_id HAVING MIN(received_ns) <= ? "
+        "ORDER BY node", (received_before_ns,))]
 
 
 def add_blob(builder: chunks.ChunkBuilder, seq: int, agent_ns: int, received_ns: int, spool_dropped: int,
@@ -94,10 +96,12 @@ def raise_watermark(conn: sqlite3.Connection, node: str, boot_id: str, seq: int,
     return upto
 
 
-def compact_step(conn: sqlite3.Connection, node: str, boot_id: str,
-                 watermarks: dict[tuple[str, str], int], max_samples: int = MAX_CHUNK_SAMPLES) -> CompactReport:
-    """Turn the oldest head batches of (node, boot) into one chunk, in one transaction; an empty report
-    when the head holds nothing more."""
+def compact_step(conn: sqlite3.Connection, node: str, boot_id: str, upto_seq: int,
+                 watermarks: dict[tuple[str, str], int], max_samples: int = MAX_CHUNK_SAMPLES,
+                 max_bytes: float = math.inf) -> CompactReport:
+    """Turn the oldest head batches of (node, boot), up to ``upto_seq`` and at most ``max_samples``
+    samples or ``max_bytes`` of head, into one chunk, in one transaction; an empty report when there
+    is nothing more (a pass ends where the head ended when it began, however fast batches arrive)."""
     rep = CompactReport()
     builder = chunks.ChunkBuilder()
     last = 0
@@ -105,11 +109,11 @@ def compact_step(conn: sqlite3.Connection, node: str, boot_id: str,
     try:
         for seq, agent_ns, received_ns, dropped, blob in conn.execute(
                 "SELECT seq, agent_ns, received_ns, spool_dropped, samples FROM batches "
-                "WHERE node = ? AND boot_id = ? ORDER BY seq", (node, boot_id)):
+                "WHERE node = ? AND boot_id = ? AND seq <= ? ORDER BY seq", (node, boot_id, upto_seq)):
             add_blob(builder, seq, agent_ns, received_ns, dropped, blob)
             rep.bytes_in += len(blob) if blob else 0
             last = seq
-            if builder.samples >= max_samples:
+            if builder.samples >= max_samples or rep.bytes_in >= max_bytes:
                 break
         if last:
             rep.bytes_out = put_chunk(conn, node, boot_id, builder)
@@ -131,7 +135,7 @@ def compact_due(conn: sqlite3.Connection, received_before_ns: int,
     """Compact every head that is due, here and now (tools and tests; the collector interleaves steps
     with ingest instead)."""
     total = CompactReport()
-    for node, boot in due_heads(conn, received_before_ns):
-        while (rep := compact_step(conn, node, boot, watermarks)).batches:
+    for node, boot, upto in due_heads(conn, received_before_ns):
+        while (rep := compact_step(conn, node, boot, upto, watermarks)).batches:
             total.add(rep)
     return total

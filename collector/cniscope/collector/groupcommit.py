@@ -3,6 +3,11 @@
 Each stream still waits for its own batch to be durable before it is acknowledged; while one
 transaction runs on the store thread, the next group gathers, so commit cost is paid per group and
 not per batch (about 2-3x the ingest rate of one transaction per batch on this machine).
+
+Near the database's size bound (``Store.must_wait``: at the bound while the storage upkeep frees
+room, out of the room its last size check left, or a WAL to cut back) commits wait: streams stop
+being acknowledged and read, so agents hold their batches in their own bounded spools instead of
+the collector's volume overflowing.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ if TYPE_CHECKING:
     from cniscope.collector.collector_metrics import IngestCounters
 
 MAX_GROUP = 512
+GATE_POLL = 0.05   # seconds between looks at a full database
 
 log = logging.getLogger("cniscope.collector")
 
@@ -64,12 +70,20 @@ class GroupCommitter:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                # rare: only near the size bound; the condition changes on the store thread and in
+                # the upkeep, so it is looked at, not awaited
+                while self.store.must_wait():  # noqa: ASYNC110
+                    await asyncio.sleep(GATE_POLL)
                 group, self._queue = self._queue[:self.max_group], self._queue[self.max_group:]
                 outcomes: list[bool | BaseException]
                 try:
-                    outcomes = [*await self.store.call(self.store.commit_batches, [(n, b, t) for n, b, t, _ in group])]
+                    outcomes = [*await self.store.call(self.store.commit_batches, [(n, b, t) for n, b, t, _ in group],
+                                                       self.store.tx_bytes)]
                     if self.counters is not None:
                         self.counters.commits += 1
+                    if len(outcomes) < len(group):  # the transaction reached its byte bound: the rest next
+                        self._queue[:0] = group[len(outcomes):]
+                        group = group[:len(outcomes)]
                 except Exception as exc:  # nothing in the group is durable: every waiter learns it
                     outcomes = [exc for _ in group]
                 for (*_, done), outcome in zip(group, outcomes, strict=True):

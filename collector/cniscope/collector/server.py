@@ -29,6 +29,7 @@ from cniscope.collector.runs import run_store
 from cniscope.collector.runs.runs_service import RunsService
 from cniscope.collector.runs.service_backend import LabBackends
 from cniscope.collector.state import ClusterState
+from cniscope.collector.storage_upkeep import StorageMetrics, StorageUpkeep
 from cniscope.collector.store import Store
 from cniscope.core import grpcutil, security
 from cniscope.core.config import CollectorConfig
@@ -51,6 +52,7 @@ class Collector:
         self.lab_backends = lab_backends or {}
         self.listen = list(listen or [cfg.listen])
         self.store = Store(cfg.db)
+        self.upkeep = StorageUpkeep(self.store, cfg.max_db_bytes)
         self.trust = target_trust(cfg)
         self.state = ClusterState(stale_after=cfg.stale_after, trust=self.trust)
         self.state.series_cap.max_series = cfg.max_node_series
@@ -65,6 +67,7 @@ class Collector:
         self._trust_loop: asyncio.Task[None] | None = None
         self.counters = IngestCounters()
         self.metrics = CollectorMetrics(self.state, self.counters)
+        self.metrics.registry.register(StorageMetrics(lambda: self.upkeep.usage))
         self.metrics_server: MetricsServer | None = None
         self.limiter = ClientBuckets(cfg.probe_rate, cfg.probe_burst)
         self.authenticator = authenticator(cfg)
@@ -76,7 +79,7 @@ class Collector:
         boot_keys = BootKeys(self.store)
         await boot_keys.load()
         self.hub = AgentHubService(self.state, self.store, self.dispatcher, self.counters, boot_keys,
-                                   self.cfg.max_capability_bytes, admit=self.auth.admit)
+                                   self.cfg.max_capability_bytes)
         add_agent_hub(self.hub, server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(
             ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter), server)
@@ -113,6 +116,7 @@ class Collector:
         self.server = server
         self._sweeper = asyncio.create_task(self._sweep())
         self._pruner = asyncio.create_task(self._prune_loop())
+        self.upkeep.start()
         if self.trust.fetch is not None:
             self._trust_loop = asyncio.create_task(self.trust.loop())
         self.metrics.start()
@@ -170,6 +174,7 @@ class Collector:
             await self.server.stop(grace)
         if self.hub is not None:
             await self.hub.committer.stop()
+        await self.upkeep.stop()
         self.store.close()
 
     async def wait(self) -> None:

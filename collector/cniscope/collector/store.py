@@ -15,6 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
+import os
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -34,6 +36,7 @@ T = TypeVar("T")
 
 SCHEMA_VERSION = 4  # 2: one samples blob per batch; 3: typed capability findings; 4: compressed chunks
 CHECKPOINT_EVERY = 1.0  # seconds between WAL checkpoints (on their own thread and connection)
+ROW_BYTES = 120         # what a batch row costs besides its blob (row, key and time index), roughly
 
 log = logging.getLogger("cniscope.collector.store")
 
@@ -78,6 +81,13 @@ class Store:
         self._local = threading.local()
         self._conn: sqlite3.Connection | None = None
         self.watermarks: dict[tuple[str, str], int] = {}  # (node, boot_id) → seqs pruned by retention
+        # the size bound (set by the storage upkeep): commits wait while the database is at its bound,
+        # when they added ``room`` bytes since the last size check, or when the WAL passed ``wal_cap``
+        self.over_bound = False
+        self.room = math.inf
+        self.committed_bytes = 0
+        self.wal_cap = math.inf
+        self.tx_bytes = math.inf   # what one group commit writes at most (the WAL grows by that between checks)
         self._ckpt: threading.Thread | None = None
         self._ckpt_stop = threading.Event()
         try:
@@ -133,6 +143,31 @@ class Store:
     def set_wal_limit(self, limit: int) -> None:
         """The WAL file is cut back to ``limit`` bytes after each checkpoint."""
         self.conn.execute(f"PRAGMA journal_size_limit={int(limit)}").fetchone()
+
+    def must_wait(self) -> bool:
+        """Whether commits should wait for the storage upkeep (a cheap look: once per group)."""
+        if self.over_bound or self.committed_bytes >= self.room:
+            return True
+        if self.wal_cap < math.inf:
+            try:
+                return os.stat(self.path + "-wal").st_size > self.wal_cap
+            except OSError:
+                return False
+        return False
+
+    def set_room(self, room: float) -> None:
+        """Store thread: after a size check, commits may add ``room`` more bytes before the next."""
+        self.room, self.committed_bytes = room, 0
+
+    def truncate_wal(self) -> None:
+        """Checkpoint everything and cut the WAL to nothing (store thread: no write is under way, so a
+        steady stream of commits cannot keep the checkpointer from ever finishing). Busy (the
+        checkpoint thread is at it): tried again at the next size check."""
+        self.conn.execute("PRAGMA busy_timeout=100")
+        try:
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            self.conn.execute("PRAGMA busy_timeout=5000")
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -192,29 +227,36 @@ class Store:
         """Commit one batch atomically. False when it was a duplicate (already stored)."""
         return self.commit_batches([(node, batch, received_ns)])[0]
 
-    def commit_batches(self, items: list[tuple[str, agent_pb2.Batch, int]]) -> list[bool]:
+    def commit_batches(self, items: list[tuple[str, agent_pb2.Batch, int]],
+                       max_bytes: float = math.inf) -> list[bool]:
         """Commit several batches in ONE transaction (group commit); per batch: False when a duplicate.
 
         Either all of them are durable when this returns, or (on error) none is, so acks sent after
-        it never cover a lost batch.
+        it never cover a lost batch. Once the transaction holds ``max_bytes`` it ends there: the
+        outcomes cover that first part only, and the caller commits the rest next.
         """
         c = self.conn
         fresh: list[bool] = []
         seen: dict[tuple[str, str], int] = {}
+        start = self.committed_bytes
         with _tx(c):
             for node, batch, received_ns in items:
+                if self.committed_bytes - start >= max_bytes:
+                    break
                 if batch.seq <= self.watermarks.get((node, batch.boot_id), 0):
                     fresh.append(False)  # its row was pruned by retention, but it was stored once
                     continue
+                blob = encode_samples(batch)
                 cur = c.execute(
                     "INSERT OR IGNORE INTO batches VALUES (?,?,?,?,?,?,?,?)",
                     (node, batch.boot_id, batch.seq, batch.time_unix_nano, received_ns, len(batch.samples),
-                     batch.spool_dropped, encode_samples(batch)),
+                     batch.spool_dropped, blob),
                 )
                 if cur.rowcount == 0:
                     fresh.append(False)
                     continue
                 fresh.append(True)
+                self.committed_bytes += ROW_BYTES + (len(blob) if blob else 0)
                 for r in batch.probe_results:
                     self._put_result(r)
                 for e in batch.events:

@@ -121,6 +121,9 @@ class CollectorConfig:
     max_capability_bytes: int = setting(1024 * 1024, "largest capability report one node may send (larger: "
                                                      "refused, naming the node and the cap)", "bytes")
     retention_hours: float = setting(24.0, "samples older than this are deleted", "h")
+    max_db_bytes: int = setting(1536 * 1024 * 1024, "the database's size bound (file and WAL): near it the "
+                                "oldest raw samples become per-minute aggregates, then the oldest aggregates "
+                                "and log events go; runs and probe results are kept", "bytes")
     log_level: str = setting("info", "log level", choices=LOG_LEVELS)
     scaling_namespace: str = setting("cniscope-probe", "where a service-scaling run creates its Services")
     lab: str | None = setting(None, "serve the lab NAME: service-scaling runs load kube-proxy-style rules into "

@@ -62,6 +62,28 @@ COLLECTOR_COUNTERS = (
     ("cniscope_collector_acks", "acks", "ack messages sent (cumulative acks)"),
     ("cniscope_collector_commits", "commits", "store transactions committing batches"),
 )
+# The collector's database and its size bound (one series per collector).
+STORAGE_FAMILIES = (
+    Family("cniscope_collector_db_bytes", "gauge", (), "the database on disk: file, WAL and shared memory",
+           "1 per collector", COLLECTOR),
+    Family("cniscope_collector_db_max_bytes", "gauge", (), "the database's size bound (max_db_bytes)",
+           "1 per collector", COLLECTOR),
+    Family("cniscope_collector_db_time_to_full_seconds", "gauge", (),
+           "time until the database reaches its bound at the growth of the last 15 minutes (+Inf: not "
+           "growing; 0: at the bound, the oldest samples are being pruned)", "1 per collector", COLLECTOR),
+    Family("cniscope_collector_db_raw_sample_bytes", "gauge", (), "raw samples stored (as received and compressed)",
+           "1 per collector", COLLECTOR),
+    Family("cniscope_collector_db_protected_bytes", "gauge", (),
+           "what size pruning never deletes: runs, probe results, capability reports, node records",
+           "1 per collector", COLLECTOR),
+    Family("cniscope_collector_db_pruned_samples", "counter", (),
+           "raw samples turned into per-minute aggregates early to stay under the bound", "1 per collector",
+           COLLECTOR),
+    Family("cniscope_collector_db_pruned_aggregates", "counter", (),
+           "per-minute aggregates deleted to stay under the bound", "1 per collector", COLLECTOR),
+    Family("cniscope_collector_db_pruned_events", "counter", (), "log events deleted to stay under the bound",
+           "1 per collector", COLLECTOR),
+)
 # What the agent's samplers and tracers send; the agent exposes its own, the collector every node's.
 SAMPLED = (
     Family("cniscope_agent_cpu_cores", "gauge", ("node",), "the agent's own CPU use", "1", BOTH),
@@ -135,7 +157,8 @@ def capability_families() -> list[Family]:
 
 def families() -> list[Family]:
     counters = [Family(n, "counter", (), doc, "1 per collector", COLLECTOR) for n, _, doc in COLLECTOR_COUNTERS]
-    return [*AGENT_FAMILIES, *NODE_FAMILIES, *counters, *SAMPLED, *capability_families(), *probe_families()]
+    return [*AGENT_FAMILIES, *NODE_FAMILIES, *counters, *STORAGE_FAMILIES, *SAMPLED, *capability_families(),
+            *probe_families()]
 
 
 _HELP: dict[str, str] = {}
