@@ -27,6 +27,7 @@ WAL_SHARE = 16         # the WAL is cut back past 1/WAL_SHARE of the bound (at m
 WAL_MAX = 64 * 1024 * 1024
 WAL_RESERVE = 3        # ... and may overshoot that while a transaction runs: the budget leaves 3x that
 STEP_EVENTS = 2000     # log events per freeing transaction
+SAMPLE_ROWS = 256      # newest rows whose average size stands for a table's rows
 RAW_FLOOR_SECONDS = 3600.0   # raw samples this recent are aggregated only after older aggregates went
 
 
@@ -79,13 +80,25 @@ def _oldest(conn: sqlite3.Connection, table: str, where: str, args: tuple[object
     return out
 
 
+def _recent_average(conn: sqlite3.Connection, table: str, expr: str) -> float:
+    """The average of ``expr`` over the table's newest ``SAMPLE_ROWS`` rows."""
+    avg = conn.execute(f"SELECT AVG(v) FROM (SELECT {expr} AS v FROM {table} ORDER BY rowid DESC LIMIT ?)",
+                       (SAMPLE_ROWS,)).fetchone()[0]
+    return float(avg or 0.0)
+
+
 def prunable_bytes(conn: sqlite3.Connection) -> tuple[int, int]:
-    """(raw sample bytes, everything size pruning may delete), from the rows' own lengths."""
-    raw = sum(conn.execute("SELECT COALESCE(SUM(LENGTH(samples)), 0) + 60 * COUNT(*) FROM batches").fetchone())
+    """(raw sample bytes, everything size pruning may delete). Chunk bodies are summed (their length
+    is in each row's header); the head and the log, whose rows are small and many, are estimated from
+    their row count and their newest rows, so that this never reads them whole."""
+    head_rows = conn.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
+    raw = int(head_rows * (60 + _recent_average(conn, "batches", "COALESCE(LENGTH(samples), 0)")))
     raw += sum(conn.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) + 80 * COUNT(*) FROM chunks").fetchone())
     agg = conn.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) + 60 * COUNT(*) FROM aggregate_chunks").fetchone()[0]
     agg += conn.execute("SELECT 100 * COUNT(*) FROM samples_1m").fetchone()[0]
-    ev = conn.execute("SELECT COALESCE(SUM(LENGTH(message)), 0) + 40 * COUNT(*) FROM events").fetchone()[0]
+    first, last = conn.execute("SELECT MIN(rowid), MAX(rowid) FROM events").fetchone()
+    events = 0 if first is None else last - first + 1   # deleted oldest first: no holes to speak of
+    ev = int(events * (40 + _recent_average(conn, "events", "LENGTH(message)")))
     return raw, raw + agg + ev
 
 
