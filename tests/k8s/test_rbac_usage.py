@@ -6,6 +6,7 @@ be refused, and every verb (and every resourceName) granted must be used by some
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,9 +15,11 @@ from typing import Any
 import pytest
 
 from cniscope.agent import cluster_api
+from cniscope.collector.kube_auth import kubernetes_verifier
 from cniscope.collector.runs.service_scaler import ServiceScaler
 from cniscope.collector.target_trust import kubernetes_fetch
 from cniscope.core import kubeapi
+from cniscope.core.errors import CniscopeError
 from tests.k8s.apiserver import FakeApiServer, Request
 from tests.kustomize import Doc, render
 
@@ -157,15 +160,22 @@ def test_the_collectors_calls_are_exactly_its_grants(api: FakeApiServer, tmp_pat
     scaler.cluster_ip(names[-1])
     scaler.scale_to(1)
     scaler.delete_all()
-    kubernetes_fetch("cniscope-probe", "app.kubernetes.io/name=cniscope-probe",
-                     {"KUBECONFIG": str(api.kubeconfig(tmp_path / "kc"))})()  # probe targets it vouches for
+    env = {"KUBECONFIG": str(api.kubeconfig(tmp_path / "kc"))}
+    kubernetes_fetch("cniscope-probe", "app.kubernetes.io/name=cniscope-probe", env)()  # targets it vouches for
+    verifier = kubernetes_verifier("cniscope", "system:serviceaccount:cniscope:cniscope-agent", env)
+    with contextlib.suppress(CniscopeError):  # the stand-in reviews nothing: the calls are what counts here
+        verifier.review("a-token", ["cniscope"])
+    verifier.access({"username": "alice"}, "view")
+    verifier.pod_node("cniscope", "cniscope-agent-x", "uid")
     seen = {attributes(r) for r in api.requests}
     assert Attrs("list", "", "nodes", "", "") in seen
+    assert Attrs("create", "authentication.k8s.io", "tokenreviews", "", "") in seen
     used = set()
     for a in seen:
         hits = allowed_by(a, granted)
         assert hits, f"the collector's {a} is refused by the install's RBAC"
-        assert a.namespace == "cniscope-probe" or (a.resource, a.namespace) == ("nodes", "")
+        assert a.namespace in ("cniscope-probe", "cniscope") or a.namespace == "" and a.resource in (
+            "nodes", "tokenreviews", "subjectaccessreviews")
         used |= {(h[1], a.verb) for h in hits}
     unused = [f"{role}: {verb} {rule['resources']}" for role, _ns, rule in granted for verb in rule["verbs"]
               if (id(rule), verb) not in used]

@@ -175,8 +175,10 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         assert isinstance(got, Principal)
         if not got.may(verb):
             self._refuse(method, f"{got.name} may not {verb}")
+            hint = ("; bind a ClusterRole that grants it: cniscope-view, cniscope-probe, cniscope-run or "
+                    "cniscope-admin") if got.via == "kubernetes" else ""
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
-                                f"{got.name} is not allowed to {verb} ({method})")
+                                f"{got.name} is not allowed to {verb} ({method}){hint}")
         _CURRENT.set(got)
         return got
 

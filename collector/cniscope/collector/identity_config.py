@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from cniscope.collector.auth import Authenticator
+from cniscope.collector.kube_auth import kubernetes_verifier
 from cniscope.collector.target_trust import TargetTrust, kubernetes_fetch
 from cniscope.core import grpcutil, kubeapi
 from cniscope.core.config import AgentConfig, CollectorConfig, env_value, read_token
@@ -32,15 +33,16 @@ def authenticator(cfg: CollectorConfig) -> Authenticator:
     client = read_token(cfg.token_file)
     agent = _agent_token(cfg.agent_token_file)
     mtls = bool(cfg.tls_ca)
-    if client and not agent and not mtls:
+    verifier = kubernetes_verifier(cfg.kube_audience, cfg.kube_agent_account) if cfg.kube_auth == "on" else None
+    if client and not agent and not mtls and verifier is None:
         raise ConfigError("a client token is set (CNISCOPE_TOKEN_FILE / CNISCOPE_TOKEN) but no agent token: "
                           "agents and people need different secrets — set CNISCOPE_AGENT_TOKEN_FILE "
                           "(or mutual TLS with agent certificates)")
-    if agent and not client and not mtls:
+    if agent and not client and not mtls and verifier is None:
         raise ConfigError("an agent token is set (CNISCOPE_AGENT_TOKEN_FILE) but no client token: nobody "
                           "could read what agents send — set CNISCOPE_TOKEN_FILE too")
     try:
-        return Authenticator(client, agent, mtls=mtls)
+        return Authenticator(client, agent, mtls=mtls, verifier=verifier)
     except ValueError as exc:
         raise ConfigError(f"{exc} (CNISCOPE_TOKEN_FILE and CNISCOPE_AGENT_TOKEN_FILE hold the same token)") from None
 

@@ -79,7 +79,7 @@ class Collector:
         boot_keys = BootKeys(self.store)
         await boot_keys.load()
         self.hub = AgentHubService(self.state, self.store, self.dispatcher, self.counters, boot_keys,
-                                   self.cfg.max_capability_bytes)
+                                   self.cfg.max_capability_bytes, admit=self.auth.admit)
         add_agent_hub(self.hub, server)
         cluster_pb2_grpc.add_ClusterServicer_to_server(
             ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter), server)

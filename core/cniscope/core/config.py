@@ -107,6 +107,12 @@ class CollectorConfig:
     agent_token_file: str = setting("", "file holding the agent token agents present (a different secret "
                                         "from the client token; it admits nothing but the agent stream)",
                                     metavar="FILE")
+    kube_auth: str = setting("off", "check Kubernetes ServiceAccount tokens with TokenReview (agents: bound to "
+                                    "their node) and people's verbs with SubjectAccessReview",
+                             choices=("off", "on"))
+    kube_audience: str = setting("cniscope", "the audience agents' projected ServiceAccount tokens carry")
+    kube_agent_account: str = setting("system:serviceaccount:cniscope:cniscope-agent",
+                                      "the agents' ServiceAccount, as TokenReview names it")
     tls_ca: str = setting("", "CA bundle for client certificates: mutual TLS (file)")
     tls_cert: str = setting("", "server certificate (file); empty: plaintext")
     tls_key: str = setting("", "server certificate's key (file)")
