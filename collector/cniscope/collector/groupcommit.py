@@ -5,9 +5,9 @@ transaction runs on the store thread, the next group gathers, so commit cost is 
 not per batch (about 2-3x the ingest rate of one transaction per batch on this machine).
 
 Near the database's size bound (``Store.must_wait``: at the bound while the storage upkeep frees
-room, out of the room its last size check left, or a WAL to cut back) commits wait: streams stop
-being acknowledged and read, so agents hold their batches in their own bounded spools instead of
-the collector's volume overflowing.
+room, or out of the room its last size check left) commits wait: streams stop being acknowledged
+and read, so agents hold their batches in their own bounded spools instead of the collector's
+volume overflowing. A WAL that steady commits kept from resetting is cut back between two groups.
 """
 
 from __future__ import annotations
@@ -70,6 +70,11 @@ class GroupCommitter:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
+                if self.store.wal_over_cap():  # commits kept the checkpointer from resetting the WAL
+                    try:
+                        await self.store.call(self.store.truncate_wal)
+                    except Exception as exc:  # busy: the next group tries again
+                        log.warning("cutting back the WAL failed: %s", exc)
                 # rare: only near the size bound; the condition changes on the store thread and in
                 # the upkeep, so it is looked at, not awaited
                 while self.store.must_wait():  # noqa: ASYNC110

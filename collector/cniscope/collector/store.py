@@ -81,8 +81,9 @@ class Store:
         self._local = threading.local()
         self._conn: sqlite3.Connection | None = None
         self.watermarks: dict[tuple[str, str], int] = {}  # (node, boot_id) → seqs pruned by retention
-        # the size bound (set by the storage upkeep): commits wait while the database is at its bound,
-        # when they added ``room`` bytes since the last size check, or when the WAL passed ``wal_cap``
+        # the size bound (set by the storage upkeep): commits wait while the database is at its bound
+        # or when they added ``room`` bytes since the last size check; a WAL past ``wal_cap`` is cut
+        # back before the next commit
         self.over_bound = False
         self.room = math.inf
         self.committed_bytes = 0
@@ -146,14 +147,16 @@ class Store:
 
     def must_wait(self) -> bool:
         """Whether commits should wait for the storage upkeep (a cheap look: once per group)."""
-        if self.over_bound or self.committed_bytes >= self.room:
-            return True
-        if self.wal_cap < math.inf:
-            try:
-                return os.stat(self.path + "-wal").st_size > self.wal_cap
-            except OSError:
-                return False
-        return False
+        return self.over_bound or self.committed_bytes >= self.room
+
+    def wal_over_cap(self) -> bool:
+        """Whether the WAL grew past ``wal_cap`` (one stat, once per group)."""
+        if self.wal_cap == math.inf:
+            return False
+        try:
+            return os.stat(self.path + "-wal").st_size > self.wal_cap
+        except OSError:
+            return False
 
     def set_room(self, room: float) -> None:
         """Store thread: after a size check, commits may add ``room`` more bytes before the next."""
