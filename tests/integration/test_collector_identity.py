@@ -275,3 +275,21 @@ async def test_with_mutual_tls_an_agent_speaks_only_for_the_node_its_certificate
         for a in agents:
             await a.close()
         await c.stop()
+
+
+async def test_an_agent_reads_its_token_file_again_for_every_stream(tmp_path: Path) -> None:
+    """A projected ServiceAccount token is rotated on disk: the next stream presents the new one."""
+    c = await kit.start_collector(tmp_path, **_tokens(tmp_path))
+    token_file = tmp_path / "projected"
+    token_file.write_text("an-old-token")
+    agent = _agent(kit.address(c), token_file=str(token_file))
+    task = asyncio.create_task(agent.session.connection_loop())
+    try:
+        await kit.until(lambda: len(agent.session.retry_delays) >= 1, what="the old token refused")
+        assert "n1" not in c.state.sessions
+        token_file.write_text(AGENT)  # rotated
+        await kit.until(lambda: "n1" in c.state.sessions, what="the agent back with the rotated token")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await c.stop()

@@ -163,6 +163,8 @@ class CollectorSession:
         creds = security.client_credentials(self.cfg.tls_ca, self.cfg.tls_cert, self.cfg.tls_key)
         async with grpcutil.insecure_channel(self.cfg.collector, opts, creds) as channel:
             stub = agent_pb2_grpc.AgentHubStub(channel)
+            if self.cfg.token_file:  # read again for every stream: a projected token is rotated on disk
+                self._token = read_token(self.cfg.token_file)
             metadata = (("x-cniscope-node", self.cfg.node), *security.bearer_metadata(self._token))
             call = stub.Connect(metadata=metadata)
             await self._welcome(call)
