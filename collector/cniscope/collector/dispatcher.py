@@ -232,7 +232,9 @@ class Dispatcher:
 
     def cancel(self, probe_id: str) -> bool:
         """Ask the source agent to stop a running probe (its tool is killed, the result says
-        "probe cancelled") and the target to stop its one-off server. False when it is not running."""
+        "probe cancelled"). The target's one-off server stops once that result is in (the probe's
+        loop stops it for every failed result), so the client never sees its server vanish first and
+        report a reset connection instead of the cancellation. False when it is not running."""
         pend = self.pending.get(probe_id)
         if pend is None:
             return False
@@ -243,8 +245,8 @@ class Dispatcher:
             self._acks[command_id] = (req.source_node, asyncio.get_running_loop().create_future())  # quietly
             session.send(agent_pb2.CollectorMessage(command=agent_pb2.Command(
                 command_id=command_id, cancel_probe=agent_pb2.CancelProbe(probe_id=probe_id))))
-        if pend.served:
-            self._stop_target(req)
+        elif pend.served:
+            self._stop_target(req)      # no source to answer: nothing else will stop the server
         return True
 
     def on_ack(self, ack: agent_pb2.CommandAck, node: str) -> bool:
