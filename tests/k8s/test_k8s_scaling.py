@@ -44,6 +44,7 @@ from cniscope.core import grpcutil, kubeapi
 from cniscope.core.errors import Unavailable, ValidationError
 from cniscope.lab import kubeproxy
 from tests.k8s.apiserver import FakeApiServer
+from tests.pipeline_kit import free_port
 
 pytestmark = pytest.mark.k8s
 
@@ -361,3 +362,33 @@ def test_backend_choice_follows_the_agents() -> None:
         resolve_backends(req(backend="bogus"), in_lab=True, lab=lab)
     with pytest.raises(ValidationError, match="one of auto, kubernetes; got 'nft'"):
         resolve_backends(req(backend="nft"), in_lab=False)
+
+
+async def test_the_collector_deletes_leftover_scaling_services_at_start(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A collector killed mid-run leaves labelled Services behind; the next one deletes them as it
+    starts (by label only: an unlabelled Service in the namespace stays)."""
+    from cniscope.collector.server import Collector
+    from cniscope.core.config import CollectorConfig
+
+    api = FakeApiServer().start()
+    try:
+        api.services[NS] = {"keep-me": {"metadata": {"name": "keep-me", "labels": {"app": "x"}},
+                                        "spec": {"clusterIP": "198.18.64.250"}}}
+        monkeypatch.setenv("KUBECONFIG", str(api.kubeconfig(tmp_path / "kubeconfig")))
+        ServiceScaler(NS, kubeapi.api_client()).create_services(7, run="killed")
+        assert len(managed(api)) == 7
+        c = Collector(CollectorConfig(db=str(tmp_path / "c.db"), scaling_namespace=NS,
+                                      listen=f"127.0.0.1:{free_port()}"))
+        await c.start()
+        try:
+            deadline = time.monotonic() + 30
+            while managed(api) and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            assert managed(api) == {}
+            assert set(api.services[NS]) == {"keep-me"}
+            assert len(requests_of(api, "DELETE")) == 7
+        finally:
+            await c.stop()
+    finally:
+        api.stop()

@@ -28,10 +28,11 @@ from cniscope.collector.ratelimit import ClientBuckets
 from cniscope.collector.runs import run_store
 from cniscope.collector.runs.runs_service import RunsService
 from cniscope.collector.runs.service_backend import LabBackends
+from cniscope.collector.runs.service_scaler import delete_leftovers
 from cniscope.collector.state import ClusterState
 from cniscope.collector.storage_upkeep import StorageMetrics, StorageUpkeep
 from cniscope.collector.store import Store
-from cniscope.core import grpcutil, security
+from cniscope.core import grpcutil, kubeapi, security
 from cniscope.core.config import CollectorConfig
 from cniscope.core.errors import ConfigError, StoreError
 from cniscope.core.metricshttp import MetricsServer
@@ -65,6 +66,7 @@ class Collector:
         self._sweeper: asyncio.Task[None] | None = None
         self._pruner: asyncio.Task[None] | None = None
         self._trust_loop: asyncio.Task[None] | None = None
+        self._leftovers: asyncio.Task[int] | None = None
         self.counters = IngestCounters()
         self.metrics = CollectorMetrics(self.state, self.counters)
         self.metrics.registry.register(StorageMetrics(lambda: self.upkeep.usage))
@@ -119,6 +121,8 @@ class Collector:
         self.upkeep.start()
         if self.trust.fetch is not None:
             self._trust_loop = asyncio.create_task(self.trust.loop())
+        if kubeapi.wanted("auto"):     # in a cluster: Services a killed collector left behind go first
+            self._leftovers = asyncio.create_task(asyncio.to_thread(delete_leftovers, self.cfg, log))
         self.metrics.start()
         if self.cfg.metrics_listen:
             self.metrics_server = MetricsServer(self.metrics.registry, self.cfg.metrics_listen)
@@ -164,7 +168,7 @@ class Collector:
     async def stop(self, grace: float = 1.0) -> None:
         if self.runs is not None:  # a run stops its probes and removes its rules before the store closes
             await self.runs.manager.stop_all()
-        for t in (self._sweeper, self._pruner, self._trust_loop):
+        for t in (self._sweeper, self._pruner, self._trust_loop, self._leftovers):
             if t is not None:
                 t.cancel()
         await self.metrics.stop()

@@ -138,3 +138,18 @@ class ServiceScaler:
             raise Unavailable(f"deleted {len(done)} of {len(names)} Services in {self.namespace} within "
                               f"{budget:g}s; the rest is deleted by label at the next run's start")
         return len(names)
+
+
+def delete_leftovers(cfg: CollectorConfig, log: Any) -> int:
+    """At the collector's start: delete the labelled Services a previous collector left behind (it was
+    killed mid-run, or its cleanup ran out of time). Where there is no API server (the lab) or the
+    cleanup is refused, say so and go on: a leftover never stops the collector from starting."""
+    try:
+        scaler = ServiceScaler.from_config(cfg)
+        deleted = scaler.delete_all()
+    except Exception as exc:  # never fatal: the next scaling run deletes by the same label
+        log.warning("leftover scaling Services in %s not deleted at start: %s", cfg.scaling_namespace, exc)
+        return 0
+    if deleted:
+        log.info("deleted %d leftover scaling Services in %s", deleted, cfg.scaling_namespace)
+    return deleted
