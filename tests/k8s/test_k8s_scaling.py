@@ -45,6 +45,7 @@ from cniscope.core.errors import Unavailable, ValidationError
 from cniscope.lab import kubeproxy
 from tests.k8s.apiserver import FakeApiServer
 from tests.pipeline_kit import free_port
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.k8s
 
@@ -382,9 +383,7 @@ async def test_the_collector_deletes_leftover_scaling_services_at_start(tmp_path
                                       listen=f"127.0.0.1:{free_port()}"))
         await c.start()
         try:
-            deadline = time.monotonic() + 30
-            while managed(api) and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            await asyncio.to_thread(wait_for, lambda: not managed(api), 30.0, "leftover Services deleted")
             assert managed(api) == {}
             assert set(api.services[NS]) == {"keep-me"}
             assert len(requests_of(api, "DELETE")) == 7
