@@ -126,7 +126,10 @@ async def test_too_few_nodes_is_refused(store: Store) -> None:
         await sr.start(runs_pb2.StartRunRequest(label="  ", suite="quick"))
 
 
-async def test_dispatcher_cancel_reaches_source_and_target(store: Store) -> None:
+async def test_dispatcher_cancel_reaches_the_source_and_the_target_only_after_it(store: Store) -> None:
+    """A cancel goes to the source; the target's one-off server is stopped once the source's result is
+    in (by the probe's loop), so the client never sees its server vanish first. With the source gone
+    there is nobody to answer, and the target is told at once."""
     from cniscope.collector.dispatcher import Dispatcher, Pending
     from cniscope.collector.state import ClusterState, Session
 
@@ -138,13 +141,17 @@ async def test_dispatcher_cancel_reaches_source_and_target(store: Store) -> None
     req = common_pb2.ProbeRequest(probe_id="r1.1", kind="tcp", source_node="node1", target_node="node2")
     d.pending["r1.1"] = Pending(req, asyncio.get_running_loop().create_future(), served=True)
     assert d.cancel("r1.1") is True
-    first, second = state.sessions["node1"].outbox.get_nowait(), state.sessions["node2"].outbox.get_nowait()
+    first = state.sessions["node1"].outbox.get_nowait()
     assert isinstance(first, agent_pb2.CollectorMessage)
-    assert isinstance(second, agent_pb2.CollectorMessage)
     sent = first.command
     assert sent.WhichOneof("body") == "cancel_probe"
     assert sent.cancel_probe.probe_id == "r1.1"
-    stop = second.command
-    assert stop.WhichOneof("body") == "stop_target"
+    assert state.sessions["node2"].outbox.empty()     # the target keeps serving until the result
     d.on_ack(agent_pb2.CommandAck(command_id=sent.command_id, accepted=True), "node1")
     assert sent.command_id not in d._acks  # answered quietly, nothing left waiting
+
+    del state.sessions["node1"]                       # the source is gone: stop the target now
+    assert d.cancel("r1.1") is True
+    second = state.sessions["node2"].outbox.get_nowait()
+    assert isinstance(second, agent_pb2.CollectorMessage)
+    assert second.command.WhichOneof("body") == "stop_target"
