@@ -28,6 +28,7 @@ from cniscope.collector.ratelimit import ClientBuckets
 from cniscope.collector.runs import run_store
 from cniscope.collector.runs.runs_service import RunsService
 from cniscope.collector.runs.service_backend import LabBackends
+from cniscope.collector.runs.service_fronts import FrontsSource
 from cniscope.collector.runs.service_scaler import delete_leftovers
 from cniscope.collector.state import ClusterState
 from cniscope.collector.storage_upkeep import StorageMetrics, StorageUpkeep
@@ -45,12 +46,14 @@ SETTLE_CHUNK = 32   # nodes brought up to date per event-loop turn by the sweep
 
 class Collector:
     """The server and its loops. ``lab_backends`` are the service-scaling backends besides
-    Kubernetes this collector may use (the lab's rule loaders when it serves a lab)."""
+    Kubernetes this collector may use (the lab's rule loaders when it serves a lab);
+    ``service_fronts`` the Services fronting the probe pods, for suites' service-path items."""
 
     def __init__(self, cfg: CollectorConfig, listen: Sequence[str] | None = None,
-                 lab_backends: LabBackends | None = None) -> None:
+                 lab_backends: LabBackends | None = None, service_fronts: FrontsSource | None = None) -> None:
         self.cfg = cfg
         self.lab_backends = lab_backends or {}
+        self.service_fronts = service_fronts
         self.listen = list(listen or [cfg.listen])
         self.store = Store(cfg.db)
         self.upkeep = StorageUpkeep(self.store, cfg.max_db_bytes)
@@ -86,7 +89,8 @@ class Collector:
         cluster_pb2_grpc.add_ClusterServicer_to_server(
             ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter), server)
         await self.store.call(run_store.mark_interrupted, self.store.conn, time.time_ns())
-        self.runs = RunsService(self.state, self.store, self.dispatcher, lab_backends=self.lab_backends)
+        self.runs = RunsService(self.state, self.store, self.dispatcher, lab_backends=self.lab_backends,
+                                service_fronts=self.service_fronts)
         runs_pb2_grpc.add_RunsServicer_to_server(self.runs, server)
         health_servicer = HealthService()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -207,9 +211,9 @@ def check_db_path(path: str) -> None:
 
 
 async def run_collector(cfg: CollectorConfig, listen: Sequence[str] | None = None,
-                        lab_backends: LabBackends | None = None) -> None:
+                        lab_backends: LabBackends | None = None, service_fronts: FrontsSource | None = None) -> None:
     check_db_path(cfg.db)
-    c = Collector(cfg, listen, lab_backends)
+    c = Collector(cfg, listen, lab_backends, service_fronts)
     await c.start()
     try:
         await c.wait()

@@ -41,12 +41,18 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
         raise CniscopeError(f"unknown tracer(s) {', '.join(unknown)}; known: {', '.join(TRACERS.names())}")
     if ns.datapath == "ebpf" and ns.kubernetes:
         raise CniscopeError("--datapath ebpf replaces kube-proxy; a --kubernetes lab runs the real kube-proxy")
+    if ns.services and ns.kubernetes:
+        raise CniscopeError("--services programs the lab's own Services; a --kubernetes lab's kube-proxy owns them")
     lab = Lab(LabSpec(name=ns.name, nodes=ns.nodes, pods_per_node=ns.pods_per_node))
     lab.up()
     if ns.datapath == "ebpf":
         from cniscope.lab.socklb.ebpf_services import use_ebpf
 
         use_ebpf(lab)
+    if not ns.kubernetes:  # Services fronting the probe pods (the suites' service path), and fillers
+        from cniscope.lab import lab_fronts
+
+        lab_fronts.program(lab, "ebpf" if ns.datapath == "ebpf" else lab_fronts.KUBE_PROXY, ns.services)
     cluster_env: dict[str, Any] = {}
     if ns.kubernetes:
         from cniscope.lab.kube.control_plane import KubeLab
@@ -83,6 +89,23 @@ def cmd_lab_down(ns: argparse.Namespace) -> int:
 
     removed = Lab.existing(ns.name).down()
     print(f"lab {ns.name}: removed {len(removed)} objects" if removed else f"lab {ns.name}: nothing to remove")
+    return 0
+
+
+def cmd_lab_datapath(ns: argparse.Namespace) -> int:
+    from cniscope.lab import lab_fronts
+    from cniscope.lab.kube.control_plane import KubeLab
+    from cniscope.lab.lab import Lab
+
+    lab = Lab.existing(ns.name)
+    if not lab.status()["up"]:
+        raise CniscopeError(f"lab {lab.spec.name!r} is not up (cniscope lab up)")
+    if KubeLab(lab).status() is not None:
+        raise CniscopeError("a --kubernetes lab's Services belong to its kube-proxy")
+    rec = lab_fronts.switch(lab, "ebpf" if ns.datapath == "ebpf" else lab_fronts.KUBE_PROXY, ns.services)
+    fronts = ", ".join(f"{n} {ip}" for n, ip in rec["fronts"].items())
+    print(f"lab {lab.spec.name}: Services on {lab_fronts.DATAPATHS[rec['datapath']]}; probe pods fronted by "
+          f"{fronts}; {rec['fillers']:,} filler Services")
     return 0
 
 
@@ -160,8 +183,18 @@ def register(sub: Any) -> None:
     p.add_argument("--datapath", choices=["kube-proxy", "ebpf"], default="kube-proxy",
                    help="how pods reach ClusterIPs: kube-proxy-style NAT rules in the node namespaces (default), "
                         "or ebpf: Cilium-style socket load balancing (cgroup connect4/sendmsg4/recvmsg4 programs "
-                        "over cilium_lb4_* maps; bench services --backend auto then uses it)")
+                        "over cilium_lb4_* maps; bench services --backend auto then uses it). Either way each node's "
+                        "probe pod is fronted by a Service (ClusterIP 198.18.127.<i>) for the suites' service path")
+    p.add_argument("--services", type=int, default=0, metavar="N",
+                   help="also program N filler Services into the datapath (0..5000), so the service path crosses "
+                        "a datapath holding as many Services as a cluster would")
     p.set_defaults(func=cmd_lab_up)
+    p = lsub.add_parser("datapath", help="move a running lab's Services to another datapath (kube-proxy NAT rules "
+                                         "or the eBPF socket LB), agents and collector kept, so runs on both "
+                                         "compare in one store")
+    p.add_argument("datapath", choices=["kube-proxy", "ebpf"])
+    p.add_argument("--services", type=int, default=0, metavar="N", help="filler Services to program (0..5000)")
+    p.set_defaults(func=cmd_lab_datapath)
     p = lsub.add_parser("down", help="stop the lab's processes and remove every namespace it made")
     p.set_defaults(func=cmd_lab_down)
     p = lsub.add_parser("status", help="print the lab as JSON (its Kubernetes API address and admin kubeconfig "
