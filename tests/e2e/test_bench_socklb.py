@@ -23,6 +23,7 @@ from cniscope.collector.runs.kernel_setup import COUNT
 from cniscope.collector.runs.run_fingerprint import derive
 from cniscope.lab.lab import Lab, LabSpec
 from cniscope.lab.lab_services import count_rules
+from cniscope.lab.socklb.ebpf_services import service_entries
 from cniscope.lab.socklb.sock_lb import SockLB
 from tests.waiting import wait_for
 
@@ -88,8 +89,10 @@ def test_a_lab_on_the_ebpf_datapath(tmp_path: Path) -> None:
                 "--connects", "50", "-o", "json")
         rows = json.loads(r.stdout)["scaling"]
         assert list(rows) == ["ebpf"]                              # auto: the datapath the lab runs on
-        assert rows["ebpf"]["rows"][0]["rules"] == 4 * 104 + 4     # the run's Services and kube-dns
+        # the run's Services, kube-dns, and the Services fronting the 3 probe pods (2 ports each)
+        assert rows["ebpf"]["rows"][0]["rules"] == 4 * 104 + 4 + 3 * 2 * 2
         assert SockLB(name).installed()                            # the lab's datapath stays
+        assert service_entries(SockLB(name)) == 4 + 3 * 2 * 2      # the run's gone, the lab's own kept
 
         async def dns() -> common_pb2.ProbeResult:
             async with CollectorClient(lab.local_collector) as c:

@@ -155,3 +155,34 @@ async def test_dispatcher_cancel_reaches_the_source_and_the_target_only_after_it
     second = state.sessions["node2"].outbox.get_nowait()
     assert isinstance(second, agent_pb2.CollectorMessage)
     assert second.command.WhichOneof("body") == "stop_target"
+
+
+async def test_service_path_items_go_to_the_front_of_the_target_or_are_skipped(store: Store,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service-path item is sent to the ClusterIP fronting the target node's probe pod, and the
+    fingerprint says what fronts it; without fronting Services it is skipped and nothing is sent."""
+    from cniscope.collector.runs.service_fronts import NO_FRONTS, Fronts
+
+    items = [
+        Item("rtt", "rtt", {"rtt.p50": "p50_us"}, spec_for("rtt").params.validate({"count": 5})),
+        Item("svc_connect", "connect", {"svc_connect.mean": "mean_us"},
+             spec_for("connect").params.validate({"count": 5}), path="service"),
+    ]
+    monkeypatch.setattr(suite_run_mod, "items", lambda suite, only: items)
+    fronts = Fronts({"node2": "198.18.127.2", "node3": "198.18.127.3"}, 1000, "eBPF socket LB")
+    disp = ScriptedDispatcher()
+    sr = SuiteRun(lab_state(), disp, RunManager(store), lambda: fronts)  # type: ignore[arg-type]
+    ar = await sr.start(runs_pb2.StartRunRequest(label="svc", suite="quick", repeat=1, pairs="node1:node2"))
+    await asyncio.wait_for(ar.done.wait(), 20)
+    svc = [r for r in disp.requests if r.path == "service"]
+    assert [(r.kind, r.target_node, r.target_address) for r in svc] == [("connect", "node2", "198.18.127.2")]
+    assert ar.run.fingerprint["service_path"] == ("ClusterIP per node (2 Services) + 1,000 filler Services, "
+                                                  "eBPF socket LB")
+
+    disp = ScriptedDispatcher()
+    sr = SuiteRun(lab_state(), disp, RunManager(store), lambda: None)  # type: ignore[arg-type]
+    ar = await sr.start(runs_pb2.StartRunRequest(label="no fronts", suite="quick", repeat=1, pairs="node1:node2"))
+    await asyncio.wait_for(ar.done.wait(), 20)
+    assert [r.kind for r in disp.requests] == ["rtt"]
+    assert {s.item: s.reason for s in ar.run.skipped} == {"svc_connect": NO_FRONTS}
+    assert "service_path" not in ar.run.fingerprint

@@ -40,6 +40,7 @@ def cmd_agent(ns: argparse.Namespace) -> int:
 def cmd_collector(ns: argparse.Namespace) -> int:
     from cniscope.cli.config_cmd import config_from_args
     from cniscope.collector.runs.service_backend import LabBackends
+    from cniscope.collector.runs.service_fronts import FrontsSource
     from cniscope.collector.server import run_collector
     from cniscope.core.config import CollectorConfig
     from cniscope.core.logging import setup_logging
@@ -49,11 +50,14 @@ def cmd_collector(ns: argparse.Namespace) -> int:
     listen = [a for a in cfg.listen.split(",") if a.strip()]
     lab = cfg.lab
     backends: LabBackends = {}
+    fronts: FrontsSource | None = None
     if lab is not None:  # this collector serves a lab: service scaling loads its kube-proxy-style rules
+        from cniscope.lab.lab_fronts import fronts_source
         from cniscope.lab.lab_services import lab_backends
 
         backends = lab_backends(lab)
-    return run_until_signal(run_collector(cfg, listen, backends))
+        fronts = fronts_source(lab)  # the Services fronting its probe pods, as lab up programmed them
+    return run_until_signal(run_collector(cfg, listen, backends, fronts))
 
 
 def register(sub: Any) -> None:

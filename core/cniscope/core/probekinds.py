@@ -88,7 +88,11 @@ KINDS.register(ProbeSpec(
     benchmarks=(BenchGroup("connect", "Connection setup (Connection: close)",
                            (BenchFigure("mean", "mean_us", 1), BenchFigure("p99", "p99_us", 1),
                             BenchFigure("per_s", "conn_per_s", 0)),
-                           {"standard": ({"count": 500},), "quick": ({"count": 50},)}),),
+                           {"standard": ({"count": 500},), "quick": ({"count": 50},)}),
+                BenchGroup("svc_connect", "Pod to Service (ClusterIP): connection setup (Connection: close)",
+                           (BenchFigure("mean", "mean_us", 1), BenchFigure("p99", "p99_us", 1),
+                            BenchFigure("per_s", "conn_per_s", 0)),
+                           {"standard": ({"count": 500},), "quick": ({"count": 50},)}, path="service")),
 ))
 _HTTP_RUN = {"keepalive": True, "concurrency": 16}
 KINDS.register(ProbeSpec(
@@ -115,6 +119,14 @@ KINDS.register(ProbeSpec(
                     BenchFigure("p99", "p99_ms", 2, "HTTP p99 at max QPS")),
                    {"standard": ({"max_qps": True, "duration": 10, "concurrency": 32},),
                     "quick": ({"max_qps": True, "duration": 1, "concurrency": 4},)}),
+        # every request a new connection: the Service datapath translates each connect (socket LB)
+        # or each new flow's first packet (kube-proxy's NAT rules), never a kept-alive stream
+        BenchGroup("svc_http", "Pod to Service (ClusterIP): HTTP with Connection: close",
+                   (BenchFigure("qps", "actual_qps", 1), BenchFigure("p50", "p50_ms", 2),
+                    BenchFigure("p99", "p99_ms", 2)),
+                   {"standard": ({"qps": 500, "duration": 10, "keepalive": False, "concurrency": 16},),
+                    "quick": ({"qps": 100, "duration": 1, "keepalive": False, "concurrency": 4},)},
+                   path="service"),
     ),
     bandwidth_param="max_qps",
 ))

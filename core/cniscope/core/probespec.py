@@ -49,7 +49,8 @@ class BenchGroup:
 
     ``suites`` maps a suite name to the parameter sets one item each runs with. With ``arg_param``
     the group's metrics carry that parameter's value (``http@1000.p99``), so items with different
-    values are different figures.
+    values are different figures. ``path`` is where the items go: ``pod`` (pod to pod across nodes)
+    or ``service`` (pod to the ClusterIP of a Service fronting the target node's probe pod).
     """
 
     group: str
@@ -57,6 +58,7 @@ class BenchGroup:
     figures: tuple[BenchFigure, ...]
     suites: Mapping[str, tuple[Mapping[str, Value], ...]] = field(default_factory=dict)
     arg_param: str = ""
+    path: str = "pod"
 
 
 @dataclass(frozen=True)

@@ -261,6 +261,18 @@ class Lab:
         return rec is not None and procs.alive(rec)
 
     # ---- state -----------------------------------------------------------------------------
+    def services(self) -> dict[str, Any]:
+        """The lab's own Services as ``lab_fronts`` recorded them; {} when it programmed none."""
+        rec = (self._load_state() or {}).get("services")
+        return dict(rec) if isinstance(rec, dict) else {}
+
+    def record_services(self, rec: dict[str, Any]) -> None:
+        state = self._load_state()
+        if state is None:
+            raise LabError(f"lab {self.spec.name!r} is not up")
+        state["services"] = rec
+        self._save_state(state)
+
     def _spec_json(self) -> dict[str, Any]:
         return {"nodes": self.spec.nodes, "pods_per_node": self.spec.pods_per_node}
 

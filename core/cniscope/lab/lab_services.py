@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from cniscope.collector.runs.service_backend import Applied, LabBackends, ServiceBackend
 from cniscope.core.errors import ValidationError
-from cniscope.lab import kubeproxy, netns
+from cniscope.lab import kubeproxy, lab_fronts, netns
 from cniscope.lab.lab import Lab
 from cniscope.lab.socklb.ebpf_services import EBPF, EbpfServices
 from cniscope.lab.socklb.sock_lb import SockLB
@@ -35,6 +35,7 @@ class LabServices:
     node_netns: list[str]
     endpoints: list[str]
     backend: str = "iptables-nft"
+    keep: list[kubeproxy.Service] = field(default_factory=list)   # the lab's own Services in these rules
     name: str = field(init=False)
     _loaded: int = 0
 
@@ -46,7 +47,8 @@ class LabServices:
     @classmethod
     def of_lab(cls, lab: Lab, backend: str) -> LabServices:
         nodes = lab.nodes()
-        return cls([n.netns for n in nodes], [p["ip"] for n in nodes for p in n.pods], backend)
+        return cls([n.netns for n in nodes], [p["ip"] for n in nodes for p in n.pods], backend,
+                   lab_fronts.kept_services(lab, backend))
 
     def _plan(self, n: int, first: int = 0) -> list[kubeproxy.Service]:
         return kubeproxy.plan(n, self.endpoints, port=SERVICE_PORT, target_port=SERVICE_PORT, first=first)
@@ -63,7 +65,8 @@ class LabServices:
             if self.backend == "nft" and 0 < self._loaded < n:
                 kubeproxy.add_nft(ns, self._plan(n - self._loaded, first=self._loaded))
             else:
-                kubeproxy.load(ns, self._plan(n), self.backend)  # type: ignore[arg-type]
+                # the lab's own first: the run's last Service stays the end of KUBE-SERVICES
+                kubeproxy.load(ns, self.keep + self._plan(n), self.backend)  # type: ignore[arg-type]
             slowest = max(slowest, time.perf_counter() - t0)
         self._loaded = n
         last, head = self._plan(1, first=n - 1)[0], self._plan(1)[0]
@@ -73,7 +76,10 @@ class LabServices:
     def cleanup(self) -> None:
         for ns in self.node_netns:
             try:
-                kubeproxy.flush(ns, self.backend)  # type: ignore[arg-type]
+                if self.keep:
+                    kubeproxy.load(ns, self.keep, self.backend)  # type: ignore[arg-type]
+                else:
+                    kubeproxy.flush(ns, self.backend)  # type: ignore[arg-type]
             except Exception:  # a node namespace already gone has nothing left to clean
                 continue
         self._loaded = 0

@@ -8,8 +8,8 @@ from cniscope.core.render import table
 
 _COLORS = {bm.BETTER: "\x1b[32m", bm.WORSE: "\x1b[31m", bm.NOISE: "\x1b[2m", bm.NA: "\x1b[2m"}
 _RESET = "\x1b[0m"
-FINGERPRINT_KEYS = ("reference", "environment", "cni", "kube_proxy", "kube_proxy_backend", "routing", "ipam", "tuning",
-                    "kernel", "node_type", "nodes", "note")
+FINGERPRINT_KEYS = ("reference", "environment", "service_path", "cni", "kube_proxy", "kube_proxy_backend", "routing",
+                    "ipam", "tuning", "kernel", "node_type", "nodes", "nat_rules_per_node", "note")
 
 
 def delta_text(d: bm.Delta | None) -> str:

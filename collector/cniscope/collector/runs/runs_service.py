@@ -17,6 +17,7 @@ from cniscope.collector.request_bounds import check_compare
 from cniscope.collector.runs import run_store as rstore
 from cniscope.collector.runs.manager import RunManager
 from cniscope.collector.runs.service_backend import LabBackends
+from cniscope.collector.runs.service_fronts import FrontsSource
 from cniscope.collector.runs.services import ScalingRun
 from cniscope.collector.runs.suite_run import SuiteRun
 from cniscope.collector.state import ClusterState
@@ -34,10 +35,11 @@ def _status(exc: CniscopeError) -> grpc.StatusCode:
 
 class RunsService(runs_pb2_grpc.RunsServicer):
     def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher,
-                 manager: RunManager | None = None, lab_backends: LabBackends | None = None) -> None:
+                 manager: RunManager | None = None, lab_backends: LabBackends | None = None,
+                 service_fronts: FrontsSource | None = None) -> None:
         self.store = store
         self.manager = manager or RunManager(store)
-        self.suite = SuiteRun(state, dispatcher, self.manager)
+        self.suite = SuiteRun(state, dispatcher, self.manager, service_fronts)
         self.scaling = ScalingRun(state, dispatcher, self.manager, dict(lab_backends or {}))
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: CniscopeError) -> None:  # type: ignore[type-arg]

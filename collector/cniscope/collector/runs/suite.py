@@ -41,7 +41,7 @@ def _probe_items(spec: ProbeSpec, group: BenchGroup, suite: str) -> list[Item]:
         values = spec.params.validate(raw)
         name = f"{group.group}@{values[group.arg_param]}" if group.arg_param else group.group
         out.append(Item(name, spec.kind, {f"{name}.{f.metric}": f.figure for f in group.figures}, values,
-                        needs_target=spec.needs_target))
+                        path=group.path, needs_target=spec.needs_target))
     return out
 
 

@@ -3,6 +3,7 @@ item × pair × repetition as a probe through the dispatcher, each figure stored
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import defaultdict
@@ -14,6 +15,7 @@ from cniscope.collector.runs import capwait, run_fingerprint
 from cniscope.collector.runs import run_store as rstore
 from cniscope.collector.runs.footprint_figures import footprint_samples
 from cniscope.collector.runs.manager import ActiveRun, RunManager, run_probe
+from cniscope.collector.runs.service_fronts import NO_FRONTS, Fronts, FrontsSource
 from cniscope.collector.runs.suite import Item, choose_pairs, items
 from cniscope.collector.state import ClusterState
 from cniscope.core.errors import ValidationError
@@ -26,6 +28,7 @@ class SuiteRun:
     state: ClusterState
     dispatcher: Dispatcher
     manager: RunManager
+    fronts: FrontsSource | None = None   # the Services fronting the probe pods (service-path items)
 
     def prepare(self, req: runs_pb2.StartRunRequest) -> tuple[runs_pb2.Run, list[Item], list[tuple[str, str]]]:
         if not req.label.strip():
@@ -53,7 +56,8 @@ class SuiteRun:
 
     async def _body(self, ar: ActiveRun, its: list[Item], pairs: list[tuple[str, str]]) -> None:
         run = ar.run
-        probe_items = [i for i in its if i.is_probe]
+        fronts = await self._fronts(ar, its)
+        probe_items = [i for i in its if i.is_probe and (i.path != "service" or fronts is not None)]
         ar.progress_total = run.repeat * len(probe_items) * len(pairs) + 1
         nodes = sorted({n for p in pairs for n in p} | set(self.state.sessions))
         ar.emit("refreshing the agents' capability reports (fingerprint, census)")
@@ -73,7 +77,7 @@ class SuiteRun:
                 for a, b in pairs:
                     ar.check()
                     ar.emit(f"rep {rep + 1}/{run.repeat}: {item.name} {a}→{b if item.needs_target else '(resolver)'}")
-                    res = await self._probe(ar, item, a, b)
+                    res = await self._probe(ar, item, a, b, fronts)
                     ar.progress_done += 1
                     if res is None:
                         continue
@@ -101,11 +105,30 @@ class SuiteRun:
         detail["windows"] = windows
         run.detail_json = json.dumps(detail)
 
-    async def _probe(self, ar: ActiveRun, item: Item, a: str, b: str) -> common_pb2.ProbeResult | None:
+    async def _fronts(self, ar: ActiveRun, its: list[Item]) -> Fronts | None:
+        """The Services fronting the probe pods when service-path items are asked for; without them
+        those items are skipped. What the datapath holds goes into the fingerprint."""
+        wanted = [i for i in its if i.is_probe and i.path == "service"]
+        if not wanted:
+            return None
+        fronts = await asyncio.to_thread(self.fronts) if self.fronts is not None else None
+        if fronts is None:
+            for i in wanted:
+                ar.skip(i.name, NO_FRONTS)
+            return None
+        ar.run.fingerprint["service_path"] = fronts.describe()
+        return fronts
+
+    async def _probe(self, ar: ActiveRun, item: Item, a: str, b: str,
+                     fronts: Fronts | None = None) -> common_pb2.ProbeResult | None:
         params = item.params.to_wire() if item.params is not None else {}
         req = common_pb2.ProbeRequest(kind=item.kind, source_node=a, path=item.path, params=params)
         if item.needs_target:
             req.target_node = b
+        if item.path == "service":
+            req.target_address = fronts.addresses.get(b, "") if fronts is not None else ""
+            if not req.target_address:
+                return common_pb2.ProbeResult(ok=False, kind=item.kind, error=f"no Service fronts {b}'s probe pod")
         return await run_probe(self.dispatcher, ar, req)
 
     async def _footprint(self, ar: ActiveRun, item: Item, windows: list[tuple[int, int]], nodes: list[str]) -> None:

@@ -24,7 +24,7 @@ from cniscope.agent.bpf.info import map_info
 from cniscope.collector.runs.service_backend import Applied
 from cniscope.core.errors import ValidationError
 from cniscope.lab import kubeproxy, labdns, netns
-from cniscope.lab.addressing import service_ip
+from cniscope.lab.addressing import FRONT_NET, service_ip
 from cniscope.lab.lab import Lab
 from cniscope.lab.socklb import cilium_lb as lb
 from cniscope.lab.socklb.sock_lb import SockLB
@@ -32,7 +32,7 @@ from cniscope.lab.socklb.sock_lb import SockLB
 EBPF = "ebpf"
 SIGNAL = "BPF service map entries"
 PROXY_NOTE = "does not apply: no kube-proxy — the lab's socket-LB programs translate ClusterIPs (see the load time)"
-FIRST_BACKEND_ID = 100        # the run's backends; the lab's own Services use ids below
+FIRST_BACKEND_ID = 1000       # the run's backends; the lab's own Services use ids below
 BASE_REV_NAT = 65000          # the lab's own Services' reverse-NAT indices; the run's are 1..N
 FIRST_SCALING_IP = service_ip(0)
 
@@ -62,7 +62,7 @@ class EbpfServices:
         return kubeproxy.plan(n, self.endpoints, port=self.port, target_port=self.port, first=first)
 
     def _ids(self) -> dict[tuple[str, int], int]:
-        return {(ep, self.port): FIRST_BACKEND_ID + k for k, ep in enumerate(dict.fromkeys(self.endpoints))}
+        return scaling_ids(self.endpoints, self.port)
 
     def prepare(self) -> None:
         self._installed_here = self.datapath.install()
@@ -93,6 +93,11 @@ class EbpfServices:
         self._loaded = 0
 
 
+def scaling_ids(endpoints: list[str], port: int) -> dict[tuple[str, int], int]:
+    """Backend ids of planned Services (a scaling run's, a lab's fillers): one per endpoint."""
+    return {(ep, port): FIRST_BACKEND_ID + k for k, ep in enumerate(dict.fromkeys(endpoints))}
+
+
 def write(dp: SockLB, e: lb.Entries) -> None:
     """Backends, slots, frontends and reverse-NAT entries, one batched update per map."""
     for name, rows in ((lb.BACKENDS_MAP, e.backends), (lb.SERVICES_MAP, e.slots), (lb.SERVICES_MAP, e.frontends),
@@ -119,14 +124,16 @@ def service_entries(dp: SockLB) -> int:
 
 
 def clear_scaling(dp: SockLB) -> int:
-    """Remove every Service a scaling run programs (ClusterIPs from ``service_ip(0)`` up), their
-    reverse-NAT entries and backends; the lab's own Services stay. Returns the service entries removed."""
+    """Remove every Service a scaling run programs (ClusterIPs from ``service_ip(0)`` up to the
+    fronting Services' block), their reverse-NAT entries and backends; the lab's own Services (kube-dns,
+    the Services fronting the probe pods) stay. Returns the service entries removed."""
     first = struct.unpack("!I", lb.lb4_key(FIRST_SCALING_IP, 0)[:4])[0]
+    end = int(FRONT_NET.network_address)
     removed = 0
     with dp.open_map(lb.SERVICES_MAP) as fd:
         keys = map_elems.map_keys(fd.fd, lb.KEY_SIZE[lb.SERVICES_MAP], lb.MAX_ENTRIES)
         for k in sorted(keys, key=lambda k: lb.Lb4Key.unpack(k).slot):  # frontends (slot 0) first
-            if struct.unpack("!I", k[:4])[0] >= first:
+            if first <= struct.unpack("!I", k[:4])[0] < end:
                 removed += map_elems.map_delete(fd.fd, k)
     for name, size, lo, hi in ((lb.REVNAT_MAP, 2, 1, BASE_REV_NAT), (lb.BACKENDS_MAP, 4, FIRST_BACKEND_ID, 2**32)):
         with dp.open_map(name) as fd:
