@@ -75,6 +75,8 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                     yield cluster_pb2.ClusterEvent(node=st)
             for ev in self.state.recent_logs[-50:]:
                 yield cluster_pb2.ClusterEvent(log=ev)
+            if self.state.storage is not None:
+                yield cluster_pb2.ClusterEvent(storage=self.state.storage)
             yield cluster_pb2.ClusterEvent(snapshot_done=cluster_pb2.SnapshotDone(
                 collector_version=VERSION, collector_address=self.address))
             while (event := await w.next()) is not None:

@@ -61,6 +61,7 @@ class Collector:
         self.state = ClusterState(stale_after=cfg.stale_after, trust=self.trust)
         self.state.series_cap.max_series = cfg.max_node_series
         self.trust.on_change = self.state.schedule_peers
+        self.upkeep.on_usage = lambda u: self.state.set_storage(u.disk_bytes, u.max_bytes, u.time_to_full_s)
         self.dispatcher = Dispatcher(self.state, self.store)
         self.server: grpc.aio.Server | None = None
         self.runs: RunsService | None = None

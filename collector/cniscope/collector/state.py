@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,6 +104,7 @@ class ClusterState:
         self._pending_samples: dict[str, int] = {}
         self._writes: dict[str, int] = {}                 # figure writes since the node state was copied
         self.series_cap = SeriesCap()                     # bounds each node's live figures
+        self.storage: cluster_pb2.StorageStatus | None = None   # the database's size, once measured
 
     # ---- watchers ----------------------------------------------------------------------------
     def subscribe(self, include_samples: bool = False) -> Watcher:
@@ -124,6 +126,16 @@ class ClusterState:
                 # a watcher that cannot keep up is cut off (it watches again and gets a fresh snapshot)
                 self.watchers.discard(w)
                 log.warning("a watcher was cut off: %s", w.cut)
+
+    def set_storage(self, db_bytes: int, max_bytes: int, time_to_full_s: float) -> None:
+        """The database's size, bound and time to full (``inf``: not growing) as last measured;
+        watchers hear of every change."""
+        st = cluster_pb2.StorageStatus(db_bytes=db_bytes, max_bytes=max_bytes)
+        if math.isfinite(time_to_full_s):
+            st.time_to_full_seconds = round(time_to_full_s)
+        if st != self.storage:
+            self.storage = st
+            self.publish(cluster_pb2.ClusterEvent(storage=st))
 
     def log_event(self, level: str, message: str, node: str = "") -> common_pb2.LogEvent:
         ev = common_pb2.LogEvent(time_unix_nano=time.time_ns(), level=level, node=node, message=message)

@@ -61,6 +61,7 @@ class StorageUpkeep:
         self._task: asyncio.Task[None] | None = None
         self._warned = False
         self._protected_at = -math.inf
+        self.on_usage: Callable[[StorageUsage], None] | None = None   # told after every measurement
         store.set_wal_limit(size_guard.wal_limit(max_bytes))
         store.wal_cap = 2 * size_guard.wal_limit(max_bytes)
         store.tx_bytes = size_guard.step_bytes(max_bytes)
@@ -203,6 +204,8 @@ class StorageUpkeep:
             u.time_to_full_s = (size_guard.HIGH * sizes.budget - sizes.live) / rate
         else:
             u.time_to_full_s = math.inf
+        if self.on_usage is not None:
+            self.on_usage(u)
 
 
 class StorageMetrics:

@@ -79,6 +79,7 @@ class ClusterModel:
     collector_version: str = ""
     collector_address: str = ""
     snapshot_done: bool = False
+    storage: cluster_pb2.StorageStatus | None = None   # the collector's database, once it said
     _local_ids: int = 0
     _units: dict[str, tuple[tuple[int, int], dict[str, facts.Unit]]] = field(default_factory=dict)
 
@@ -93,6 +94,9 @@ class ClusterModel:
             self.progress(ev.probe_progress)
         elif which == "log":
             self.add_log(ev.log.time_unix_nano, ev.log.level or "info", ev.log.node, ev.log.message)
+        elif which == "storage":
+            self.storage = ev.storage
+            self.seq += 1
         elif which == "snapshot_done":
             self.snapshot_done = True
             self.collector_version = ev.snapshot_done.collector_version

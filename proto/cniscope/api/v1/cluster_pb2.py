@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from cniscope.api.v1 import common_pb2 as cniscope_dot_api_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63niscope/api/v1/cluster.proto\x12\x0f\x63niscope.api.v1\x1a\x1c\x63niscope/api/v1/common.proto\"\xe4\x04\n\tNodeState\x12\x0c\n\x04node\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.cniscope.api.v1.NodeStatus\x12\x0f\n\x07\x62oot_id\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\x0f\n\x07host_ip\x18\x05 \x01(\t\x12\x0e\n\x06pod_ip\x18\x06 \x01(\t\x12\x1b\n\x13last_seen_unix_nano\x18\x07 \x01(\x03\x12!\n\x19\x63onnected_since_unix_nano\x18\x08 \x01(\x03\x12\x38\n\x07\x66igures\x18\t \x03(\x0b\x32\'.cniscope.api.v1.NodeState.FiguresEntry\x12\x37\n\x0c\x63\x61pabilities\x18\n \x01(\x0b\x32!.cniscope.api.v1.CapabilityReport\x12\x15\n\rspool_dropped\x18\x0b \x01(\x04\x12\x15\n\rclock_skew_ms\x18\x0c \x01(\x01\x12\x10\n\x08last_seq\x18\r \x01(\x04\x12\x36\n\x06labels\x18\x0e \x03(\x0b\x32&.cniscope.api.v1.NodeState.LabelsEntry\x12\x12\n\nreconnects\x18\x0f \x01(\x04\x12\x14\n\x0c\x63lock_skewed\x18\x10 \x01(\x08\x12\r\n\x05\x62oots\x18\x11 \x01(\x04\x12\x10\n\x08seq_gaps\x18\x12 \x01(\x04\x1a.\n\x0c\x46iguresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x0cWatchRequest\x12\x17\n\x0finclude_samples\x18\x01 \x01(\x08\"E\n\x0bNodeSamples\x12\x0c\n\x04node\x18\x01 \x01(\t\x12(\n\x07samples\x18\x02 \x03(\x0b\x32\x17.cniscope.api.v1.Sample\"\xc5\x02\n\x0c\x43lusterEvent\x12*\n\x04node\x18\x01 \x01(\x0b\x32\x1a.cniscope.api.v1.NodeStateH\x00\x12/\n\x07samples\x18\x02 \x01(\x0b\x32\x1c.cniscope.api.v1.NodeSamplesH\x00\x12\x34\n\x0cprobe_result\x18\x03 \x01(\x0b\x32\x1c.cniscope.api.v1.ProbeResultH\x00\x12\x38\n\x0eprobe_progress\x18\x04 \x01(\x0b\x32\x1e.cniscope.api.v1.ProbeProgressH\x00\x12(\n\x03log\x18\x05 \x01(\x0b\x32\x19.cniscope.api.v1.LogEventH\x00\x12\x36\n\rsnapshot_done\x18\x06 \x01(\x0b\x32\x1d.cniscope.api.v1.SnapshotDoneH\x00\x42\x06\n\x04\x62ody\"D\n\x0cSnapshotDone\x12\x19\n\x11\x63ollector_version\x18\x01 \x01(\t\x12\x19\n\x11\x63ollector_address\x18\x02 \x01(\t\"9\n\x10ListNodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x11ListNodesResponse\x12)\n\x05nodes\x18\x01 \x03(\x0b\x32\x1a.cniscope.api.v1.NodeState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0eGetNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"y\n\x0bProbeUpdate\x12\x32\n\x08progress\x18\x01 \x01(\x0b\x32\x1e.cniscope.api.v1.ProbeProgressH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.cniscope.api.v1.ProbeResultH\x00\x42\x06\n\x04\x62ody\"`\n\x17ListProbeResultsRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0bsource_node\x18\x02 \x01(\t\x12\x13\n\x0btarget_node\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\r\"I\n\x18ListProbeResultsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.cniscope.api.v1.ProbeResult*q\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15NODE_STATUS_CONNECTED\x10\x01\x12\x15\n\x11NODE_STATUS_STALE\x10\x02\x12\x14\n\x10NODE_STATUS_GONE\x10\x03\x32\xa2\x03\n\x07\x43luster\x12G\n\x05Watch\x12\x1d.cniscope.api.v1.WatchRequest\x1a\x1d.cniscope.api.v1.ClusterEvent0\x01\x12R\n\tListNodes\x12!.cniscope.api.v1.ListNodesRequest\x1a\".cniscope.api.v1.ListNodesResponse\x12\x46\n\x07GetNode\x12\x1f.cniscope.api.v1.GetNodeRequest\x1a\x1a.cniscope.api.v1.NodeState\x12I\n\x08RunProbe\x12\x1d.cniscope.api.v1.ProbeRequest\x1a\x1c.cniscope.api.v1.ProbeUpdate0\x01\x12g\n\x10ListProbeResults\x12(.cniscope.api.v1.ListProbeResultsRequest\x1a).cniscope.api.v1.ListProbeResultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63niscope/api/v1/cluster.proto\x12\x0f\x63niscope.api.v1\x1a\x1c\x63niscope/api/v1/common.proto\"\xe4\x04\n\tNodeState\x12\x0c\n\x04node\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.cniscope.api.v1.NodeStatus\x12\x0f\n\x07\x62oot_id\x18\x03 \x01(\t\x12\x15\n\ragent_version\x18\x04 \x01(\t\x12\x0f\n\x07host_ip\x18\x05 \x01(\t\x12\x0e\n\x06pod_ip\x18\x06 \x01(\t\x12\x1b\n\x13last_seen_unix_nano\x18\x07 \x01(\x03\x12!\n\x19\x63onnected_since_unix_nano\x18\x08 \x01(\x03\x12\x38\n\x07\x66igures\x18\t \x03(\x0b\x32\'.cniscope.api.v1.NodeState.FiguresEntry\x12\x37\n\x0c\x63\x61pabilities\x18\n \x01(\x0b\x32!.cniscope.api.v1.CapabilityReport\x12\x15\n\rspool_dropped\x18\x0b \x01(\x04\x12\x15\n\rclock_skew_ms\x18\x0c \x01(\x01\x12\x10\n\x08last_seq\x18\r \x01(\x04\x12\x36\n\x06labels\x18\x0e \x03(\x0b\x32&.cniscope.api.v1.NodeState.LabelsEntry\x12\x12\n\nreconnects\x18\x0f \x01(\x04\x12\x14\n\x0c\x63lock_skewed\x18\x10 \x01(\x08\x12\r\n\x05\x62oots\x18\x11 \x01(\x04\x12\x10\n\x08seq_gaps\x18\x12 \x01(\x04\x1a.\n\x0c\x46iguresEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x0cWatchRequest\x12\x17\n\x0finclude_samples\x18\x01 \x01(\x08\"E\n\x0bNodeSamples\x12\x0c\n\x04node\x18\x01 \x01(\t\x12(\n\x07samples\x18\x02 \x03(\x0b\x32\x17.cniscope.api.v1.Sample\"\xf8\x02\n\x0c\x43lusterEvent\x12*\n\x04node\x18\x01 \x01(\x0b\x32\x1a.cniscope.api.v1.NodeStateH\x00\x12/\n\x07samples\x18\x02 \x01(\x0b\x32\x1c.cniscope.api.v1.NodeSamplesH\x00\x12\x34\n\x0cprobe_result\x18\x03 \x01(\x0b\x32\x1c.cniscope.api.v1.ProbeResultH\x00\x12\x38\n\x0eprobe_progress\x18\x04 \x01(\x0b\x32\x1e.cniscope.api.v1.ProbeProgressH\x00\x12(\n\x03log\x18\x05 \x01(\x0b\x32\x19.cniscope.api.v1.LogEventH\x00\x12\x36\n\rsnapshot_done\x18\x06 \x01(\x0b\x32\x1d.cniscope.api.v1.SnapshotDoneH\x00\x12\x31\n\x07storage\x18\x07 \x01(\x0b\x32\x1e.cniscope.api.v1.StorageStatusH\x00\x42\x06\n\x04\x62ody\"p\n\rStorageStatus\x12\x10\n\x08\x64\x62_bytes\x18\x01 \x01(\x04\x12\x11\n\tmax_bytes\x18\x02 \x01(\x04\x12!\n\x14time_to_full_seconds\x18\x03 \x01(\x01H\x00\x88\x01\x01\x42\x17\n\x15_time_to_full_seconds\"D\n\x0cSnapshotDone\x12\x19\n\x11\x63ollector_version\x18\x01 \x01(\t\x12\x19\n\x11\x63ollector_address\x18\x02 \x01(\t\"9\n\x10ListNodesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\r\x12\x12\n\npage_token\x18\x02 \x01(\t\"W\n\x11ListNodesResponse\x12)\n\x05nodes\x18\x01 \x03(\x0b\x32\x1a.cniscope.api.v1.NodeState\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0eGetNodeRequest\x12\x0c\n\x04node\x18\x01 \x01(\t\"y\n\x0bProbeUpdate\x12\x32\n\x08progress\x18\x01 \x01(\x0b\x32\x1e.cniscope.api.v1.ProbeProgressH\x00\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1c.cniscope.api.v1.ProbeResultH\x00\x42\x06\n\x04\x62ody\"`\n\x17ListProbeResultsRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x13\n\x0bsource_node\x18\x02 \x01(\t\x12\x13\n\x0btarget_node\x18\x03 \x01(\t\x12\r\n\x05limit\x18\x04 \x01(\r\"I\n\x18ListProbeResultsResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.cniscope.api.v1.ProbeResult*q\n\nNodeStatus\x12\x1b\n\x17NODE_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15NODE_STATUS_CONNECTED\x10\x01\x12\x15\n\x11NODE_STATUS_STALE\x10\x02\x12\x14\n\x10NODE_STATUS_GONE\x10\x03\x32\xa2\x03\n\x07\x43luster\x12G\n\x05Watch\x12\x1d.cniscope.api.v1.WatchRequest\x1a\x1d.cniscope.api.v1.ClusterEvent0\x01\x12R\n\tListNodes\x12!.cniscope.api.v1.ListNodesRequest\x1a\".cniscope.api.v1.ListNodesResponse\x12\x46\n\x07GetNode\x12\x1f.cniscope.api.v1.GetNodeRequest\x1a\x1a.cniscope.api.v1.NodeState\x12I\n\x08RunProbe\x12\x1d.cniscope.api.v1.ProbeRequest\x1a\x1c.cniscope.api.v1.ProbeUpdate0\x01\x12g\n\x10ListProbeResults\x12(.cniscope.api.v1.ListProbeResultsRequest\x1a).cniscope.api.v1.ListProbeResultsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,8 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODESTATE_FIGURESENTRY']._serialized_options = b'8\001'
   _globals['_NODESTATE_LABELSENTRY']._loaded_options = None
   _globals['_NODESTATE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_NODESTATUS']._serialized_start=1681
-  _globals['_NODESTATUS']._serialized_end=1794
+  _globals['_NODESTATUS']._serialized_start=1846
+  _globals['_NODESTATUS']._serialized_end=1959
   _globals['_NODESTATE']._serialized_start=81
   _globals['_NODESTATE']._serialized_end=693
   _globals['_NODESTATE_FIGURESENTRY']._serialized_start=600
@@ -49,21 +49,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_NODESAMPLES']._serialized_start=736
   _globals['_NODESAMPLES']._serialized_end=805
   _globals['_CLUSTEREVENT']._serialized_start=808
-  _globals['_CLUSTEREVENT']._serialized_end=1133
-  _globals['_SNAPSHOTDONE']._serialized_start=1135
-  _globals['_SNAPSHOTDONE']._serialized_end=1203
-  _globals['_LISTNODESREQUEST']._serialized_start=1205
-  _globals['_LISTNODESREQUEST']._serialized_end=1262
-  _globals['_LISTNODESRESPONSE']._serialized_start=1264
-  _globals['_LISTNODESRESPONSE']._serialized_end=1351
-  _globals['_GETNODEREQUEST']._serialized_start=1353
-  _globals['_GETNODEREQUEST']._serialized_end=1383
-  _globals['_PROBEUPDATE']._serialized_start=1385
-  _globals['_PROBEUPDATE']._serialized_end=1506
-  _globals['_LISTPROBERESULTSREQUEST']._serialized_start=1508
-  _globals['_LISTPROBERESULTSREQUEST']._serialized_end=1604
-  _globals['_LISTPROBERESULTSRESPONSE']._serialized_start=1606
-  _globals['_LISTPROBERESULTSRESPONSE']._serialized_end=1679
-  _globals['_CLUSTER']._serialized_start=1797
-  _globals['_CLUSTER']._serialized_end=2215
+  _globals['_CLUSTEREVENT']._serialized_end=1184
+  _globals['_STORAGESTATUS']._serialized_start=1186
+  _globals['_STORAGESTATUS']._serialized_end=1298
+  _globals['_SNAPSHOTDONE']._serialized_start=1300
+  _globals['_SNAPSHOTDONE']._serialized_end=1368
+  _globals['_LISTNODESREQUEST']._serialized_start=1370
+  _globals['_LISTNODESREQUEST']._serialized_end=1427
+  _globals['_LISTNODESRESPONSE']._serialized_start=1429
+  _globals['_LISTNODESRESPONSE']._serialized_end=1516
+  _globals['_GETNODEREQUEST']._serialized_start=1518
+  _globals['_GETNODEREQUEST']._serialized_end=1548
+  _globals['_PROBEUPDATE']._serialized_start=1550
+  _globals['_PROBEUPDATE']._serialized_end=1671
+  _globals['_LISTPROBERESULTSREQUEST']._serialized_start=1673
+  _globals['_LISTPROBERESULTSREQUEST']._serialized_end=1769
+  _globals['_LISTPROBERESULTSRESPONSE']._serialized_start=1771
+  _globals['_LISTPROBERESULTSRESPONSE']._serialized_end=1844
+  _globals['_CLUSTER']._serialized_start=1962
+  _globals['_CLUSTER']._serialized_end=2380
 # @@protoc_insertion_point(module_scope)

@@ -215,6 +215,7 @@ class ClusterEvent(_message.Message):
     PROBE_PROGRESS_FIELD_NUMBER: _builtins.int
     LOG_FIELD_NUMBER: _builtins.int
     SNAPSHOT_DONE_FIELD_NUMBER: _builtins.int
+    STORAGE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def node(self) -> Global___NodeState: ...
     @_builtins.property
@@ -227,6 +228,10 @@ class ClusterEvent(_message.Message):
     def log(self) -> _common_pb2.LogEvent: ...
     @_builtins.property
     def snapshot_done(self) -> Global___SnapshotDone: ...
+    @_builtins.property
+    def storage(self) -> Global___StorageStatus:
+        """in the snapshot (once measured), then whenever it changes"""
+
     def __init__(
         self,
         *,
@@ -236,16 +241,50 @@ class ClusterEvent(_message.Message):
         probe_progress: _common_pb2.ProbeProgress | None = ...,
         log: _common_pb2.LogEvent | None = ...,
         snapshot_done: Global___SnapshotDone | None = ...,
+        storage: Global___StorageStatus | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "log", b"log", "node", b"node", "probe_progress", b"probe_progress", "probe_result", b"probe_result", "samples", b"samples", "snapshot_done", b"snapshot_done"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "log", b"log", "node", b"node", "probe_progress", b"probe_progress", "probe_result", b"probe_result", "samples", b"samples", "snapshot_done", b"snapshot_done", "storage", b"storage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "log", b"log", "node", b"node", "probe_progress", b"probe_progress", "probe_result", b"probe_result", "samples", b"samples", "snapshot_done", b"snapshot_done"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "log", b"log", "node", b"node", "probe_progress", b"probe_progress", "probe_result", b"probe_result", "samples", b"samples", "snapshot_done", b"snapshot_done", "storage", b"storage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["node", "samples", "probe_result", "probe_progress", "log", "snapshot_done"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["node", "samples", "probe_result", "probe_progress", "log", "snapshot_done", "storage"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
 Global___ClusterEvent: _TypeAlias = ClusterEvent  # noqa: Y015
+
+@_typing.final
+class StorageStatus(_message.Message):
+    """The collector's database: its size on disk (file and WAL), its bound, and when it reaches the
+    bound at the growth of the last 15 minutes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DB_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_BYTES_FIELD_NUMBER: _builtins.int
+    TIME_TO_FULL_SECONDS_FIELD_NUMBER: _builtins.int
+    db_bytes: _builtins.int
+    max_bytes: _builtins.int
+    """0: no bound"""
+    time_to_full_seconds: _builtins.float
+    """unset: not growing; 0: at the bound, oldest data pruned"""
+    def __init__(
+        self,
+        *,
+        db_bytes: _builtins.int = ...,
+        max_bytes: _builtins.int = ...,
+        time_to_full_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_time_to_full_seconds", b"_time_to_full_seconds", "time_to_full_seconds", b"time_to_full_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_time_to_full_seconds", b"_time_to_full_seconds", "db_bytes", b"db_bytes", "max_bytes", b"max_bytes", "time_to_full_seconds", b"time_to_full_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__time_to_full_seconds: _TypeAlias = _typing.Literal["time_to_full_seconds"]  # noqa: Y015
+    _WhichOneofArgType__time_to_full_seconds: _TypeAlias = _typing.Literal["_time_to_full_seconds", b"_time_to_full_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__time_to_full_seconds) -> _WhichOneofReturnType__time_to_full_seconds | None: ...
+
+Global___StorageStatus: _TypeAlias = StorageStatus  # noqa: Y015
 
 @_typing.final
 class SnapshotDone(_message.Message):

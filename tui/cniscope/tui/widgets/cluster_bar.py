@@ -1,4 +1,5 @@
-"""The top bar on every screen: cluster fingerprint, collector address, connection state."""
+"""The top bar on every screen: cluster fingerprint, collector address, connection state and the
+collector's database (size, bound, time to full)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,47 @@ from collections import Counter
 from rich.text import Text
 from textual.widgets import Static
 
+from cniscope.api.v1 import cluster_pb2
 from cniscope.tui import facts
 from cniscope.tui.cluster_model import ClusterModel
 
 _PROC = re.compile(r"^cni_(?:cpu_millicores|rss_bytes)\{.*process=([^,}]+)")
+DB_WARN_SECONDS = 86_400     # the database's figures turn to a warning when full sooner than this
+DB_WARN_SHARE = 0.9          # or when it holds more than this share of its bound
+
+
+def size_text(n: int) -> str:
+    """Bytes in binary units: '512 B', '9.5 KiB', '412 MiB', '1.5 GiB'."""
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}" if value < 10 else f"{value:.0f} {unit}"
+
+
+def duration_text(seconds: float) -> str:
+    """A coarse duration: '45 s', '12 min', '5 h', '3 d'."""
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f} {unit}"
+    return f"{seconds:.0f} s"
+
+
+def db_text(st: cluster_pb2.StorageStatus) -> tuple[str, bool]:
+    """The database's size, bound and time to full as the bar shows them, and whether that is a
+    warning (full within a day, or past 90 % of the bound). No bound: the size alone; not growing:
+    no time to full."""
+    text = f"db {size_text(st.db_bytes)}"
+    warn = False
+    if st.max_bytes:
+        text += f" / {size_text(st.max_bytes)}"
+        warn = st.db_bytes > DB_WARN_SHARE * st.max_bytes
+    if st.HasField("time_to_full_seconds"):
+        ttf = st.time_to_full_seconds
+        text += " · full, pruning the oldest" if ttf <= 0 else f" · full in {duration_text(ttf)}"
+        warn = warn or ttf < DB_WARN_SECONDS
+    return text, warn
 
 
 def node_fingerprint(model: ClusterModel, name: str) -> tuple[str, str, bool]:
@@ -85,6 +123,10 @@ class ClusterBar(Static):
         else:
             detail = f": {model.connection_detail}" if model.connection_detail else ""
             t.append(f"○ disconnected{detail}", style="bold red")
+        if model.storage is not None:
+            db, warn = db_text(model.storage)
+            t.append("  ")
+            t.append(db, style="bold yellow" if warn else "")
         if t != self._text:
             self._text = t
             self.update(t, layout=False)
