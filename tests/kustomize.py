@@ -126,6 +126,11 @@ def _json_patch(doc: Doc, op: Doc) -> None:
     last = parts[-1]
     kind = op["op"]
     value = copy.deepcopy(op.get("value"))
+    if kind == "test":   # RFC 6902: the patch applies only where the document holds this value
+        got = parent[int(last)] if isinstance(parent, list) else parent.get(last)
+        if got != value:
+            raise KustomizeError(f"test of {op['path']} failed: {got!r} is not {value!r}")
+        return
     if isinstance(parent, list):
         idx = len(parent) if last == "-" else int(last)
         if kind == "add":

@@ -62,12 +62,16 @@ def kubernetes_lab(state_root: Path, mode: str = "iptables", *, nodes: int = 2,
     lab = Lab(LabSpec(name=new_lab_name(), nodes=nodes, pods_per_node=pods_per_node), state_root=state_root)
     recs: list[procs.ProcRecord] = []
     pod_pids: list[int] = []
+    saved = {var: os.environ.get(var) for var in ("CNISCOPE_TOKEN_FILE", "CNISCOPE_TOKEN")}
     try:
         lab.up()
         kube = KubeLab(lab)
         kube.up(binary=binary, proxy_mode=mode)
         install = LabInstall(kube)
         install.apply()
+        # people-facing calls present the lab operator's token, as the CLI does for a Kubernetes lab
+        os.environ.pop("CNISCOPE_TOKEN", None)
+        os.environ["CNISCOPE_TOKEN_FILE"] = str(install.people_token)
         lab.start_cluster(sample_interval=1.0, agent_env=install.agent_env, collector_env=install.collector_env())
         try:
             wait_nodes(lab.local_collector, nodes, timeout=90)
@@ -78,6 +82,10 @@ def kubernetes_lab(state_root: Path, mode: str = "iptables", *, nodes: int = 2,
             raise AssertionError(f"{exc}{logs}") from None
         yield kube, install
     finally:
+        for var, value in saved.items():
+            os.environ.pop(var, None)
+            if value is not None:
+                os.environ[var] = value
         recs = [r for r in (lab.record(p["role"]) for p in lab.status()["processes"]) if r is not None]
         pod_pids = pod_processes(lab.spec.name)
         lab.down()

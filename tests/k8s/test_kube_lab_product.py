@@ -119,6 +119,41 @@ def test_agents_find_their_probe_pods_through_the_api(klab: tuple[KubeLab, LabIn
     assert {s.node: s.pod_ip for s in states} == {n: p["status"]["podIP"] for n, p in pods.items()}
 
 
+def test_the_collector_checks_identities_as_the_install_says(klab: tuple[KubeLab, LabInstall]) -> None:
+    """The base install turns Kubernetes identities on: each lab agent was admitted by its pod's
+    projected token (audience cniscope) and speaks for its own node; a caller without a token, or with
+    the API server's own token of an agent, is refused; the lab operator's token (cniscope-admin) views."""
+    import grpc
+
+    from cniscope.api.v1 import cluster_pb2, cluster_pb2_grpc
+    from cniscope.client.grpc_collector import list_nodes
+    from cniscope.core import grpcutil, security
+    from cniscope.lab.kube.install import agent_token_dir
+
+    kube, install = klab
+    assert install.collector_env()["CNISCOPE_KUBE_AUTH"] == "on"
+    states = asyncio.run(list_nodes(kube.lab.local_collector, deadline=5))    # the operator's token
+    assert sorted(s.node for s in states if s.status == 1) == [n.name for n in kube.lab.nodes()]
+    for n in kube.lab.nodes():   # what each agent presented: its pod's projected token, audience cniscope
+        assert install.agent_env(n)["CNISCOPE_TOKEN_FILE"] == str(install.agent_token(n.name))
+        assert install.agent_token(n.name).read_text().strip() != (
+            agent_token_dir(kube.token_root, n.name) / "token").read_text().strip()
+    api_token = (agent_token_dir(kube.token_root, "node1") / "token").read_text().strip()
+
+    async def view(token: str | None) -> grpc.StatusCode:
+        async with grpcutil.insecure_channel(kube.lab.local_collector) as ch:
+            try:
+                await cluster_pb2_grpc.ClusterStub(ch).ListNodes(cluster_pb2.ListNodesRequest(), timeout=20,
+                                                                 metadata=security.bearer_metadata(token))
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+        return grpc.StatusCode.OK
+
+    assert asyncio.run(view(None)) == grpc.StatusCode.UNAUTHENTICATED
+    assert asyncio.run(view(api_token)) in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+    assert asyncio.run(view(install.people_token.read_text().strip())) == grpc.StatusCode.OK
+
+
 AGENT_CREATES_SERVICE = """
 import json
 from cniscope.collector.runs.service_scaler import ServiceScaler

@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from cniscope.core.config import AgentConfig, CollectorConfig
+from cniscope.core.config import AgentConfig, CollectorConfig, env_value
 from tests.kustomize import Doc, render
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,6 +275,38 @@ def test_container_args_are_commands_the_image_understands() -> None:
     assert agent["readinessProbe"]["grpc"]["service"] == READINESS
 
 
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_no_container_sets_a_variable_twice(overlay: str) -> None:
+    """An overlay that adds a variable the base already sets would leave two entries, and which one a
+    container sees is the runtime's choice: a patch replaces the base's entry instead."""
+    for w in workloads(overlay).values():
+        for c in pod_spec(w)["containers"]:
+            names = [e["name"] for e in c.get("env", [])]
+            assert len(names) == len(set(names)), (overlay, w["metadata"]["name"], names)
+
+
+def test_base_install_checks_kubernetes_identities() -> None:
+    """Auth is on in the base install: the collector checks every caller with TokenReview, and each
+    agent presents a projected ServiceAccount token for the audience the collector expects (not the
+    API server's own token), short-lived and read from the file the kubelet rotates."""
+    collector = pod_spec(workloads("base")["cniscope-collector"])["containers"][0]
+    cenv = {e["name"]: e.get("value") for e in collector["env"]}
+    assert cenv["CNISCOPE_KUBE_AUTH"] == "on"
+    agent_spec = pod_spec(workloads("base")["cniscope-agent"])
+    agent = agent_spec["containers"][0]
+    token_file = Path({e["name"]: e.get("value") for e in agent["env"]}["CNISCOPE_TOKEN_FILE"])
+    mount = next(m for m in agent["volumeMounts"] if m["mountPath"] == str(token_file.parent))
+    assert mount["readOnly"] is True
+    vol = next(v for v in agent_spec["volumes"] if v["name"] == mount["name"])
+    (src,) = vol["projected"]["sources"]
+    sat = src["serviceAccountToken"]
+    assert sat["path"] == token_file.name
+    assert sat["audience"] == cenv.get("CNISCOPE_KUBE_AUDIENCE", env_value(CollectorConfig, "kube_audience", {}))
+    assert 600 <= sat["expirationSeconds"] <= 3600          # the kubelet's minimum; short-lived
+    account = f"system:serviceaccount:cniscope:{agent_spec['serviceAccountName']}"
+    assert account == cenv.get("CNISCOPE_KUBE_AGENT_ACCOUNT", env_value(CollectorConfig, "kube_agent_account", {}))
+
+
 def test_auth_overlay_gives_agents_their_token_and_the_collector_both() -> None:
     """Agents and people hold different secrets: an agent's pod sees only the agent token (the
     collector's agent token file), the collector reads both."""
@@ -293,4 +325,7 @@ def test_auth_overlay_gives_agents_their_token_and_the_collector_both() -> None:
         if name == "cniscope-agent":
             assert [i["key"] for i in vol["secret"]["items"]] == ["agent-token"]
     assert env_of["cniscope-agent"]["CNISCOPE_TOKEN_FILE"] == env_of["cniscope-collector"]["CNISCOPE_AGENT_TOKEN_FILE"]
+    assert env_of["cniscope-collector"]["CNISCOPE_KUBE_AUTH"] == "off"     # static tokens instead
+    agent_volumes = [v for v in pod_spec(workloads("overlays/auth")["cniscope-agent"])["volumes"] if "projected" in v]
+    assert agent_volumes == []
     assert env_of["cniscope-collector"]["CNISCOPE_TOKEN_FILE"] != env_of["cniscope-collector"]["CNISCOPE_AGENT_TOKEN_FILE"]

@@ -169,9 +169,11 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         got = await self.auth.identify(context)
         if isinstance(got, str):
             self._refuse(method, got)
+            how = ("people: a Kubernetes token in CNISCOPE_TOKEN (kubectl create token; README: Getting in)"
+                   if self.auth.verifier is not None else "people: the client token")
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
                                 f"{got}; agents: CNISCOPE_TOKEN_FILE with the agent token, a client "
-                                "certificate or a Kubernetes service account token; people: the client token")
+                                f"certificate or a Kubernetes service account token; {how}")
         assert isinstance(got, Principal)
         if not got.may(verb):
             self._refuse(method, f"{got.name} may not {verb}")

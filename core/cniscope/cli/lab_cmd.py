@@ -9,6 +9,7 @@ import os
 import time
 from typing import Any
 
+from cniscope.cli.collector_address import lab_token, use_lab_credentials
 from cniscope.core.errors import CniscopeError, ConnectionFailed
 
 
@@ -24,8 +25,9 @@ def wait_nodes(address: str, count: int, timeout: float) -> None:
             seen = sum(1 for n in nodes if n.status == 1)
             if seen >= count:
                 return
-        except CniscopeError:  # the collector may still be starting
-            pass
+        except CniscopeError as exc:  # the collector may still be starting; a refusal will not pass
+            if exc.title in ("unauthenticated", "permission denied"):
+                raise
         time.sleep(0.3)
     raise ConnectionFailed(f"only {seen} of {count} agents connected to {address} within {timeout:.0f}s; "
                            "see the logs under the lab's state_dir (cniscope lab status)")
@@ -63,6 +65,7 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
         install = LabInstall(kube)
         install.apply()
         cluster_env = {"agent_env": install.agent_env, "collector_env": install.collector_env()}
+        use_lab_credentials(lab.dir)
     if not ns.bare:
         lab.start_cluster(sample_interval=ns.sample_interval, tracers=tracers, **cluster_env)
         wait_nodes(lab.local_collector, ns.nodes, timeout=ns.wait)
@@ -79,6 +82,9 @@ def cmd_lab_up(ns: argparse.Namespace) -> int:
             print(f"  kubernetes {k['kubernetes_version']}: API {k['server']} (inside the lab), "
                   f"kube-proxy {k['proxy_mode']}, admin kubeconfig {k['kubeconfig']}; install from daemonset/ "
                   f"applied ({k.get('install', '')}); try: cniscope lab kubectl get nodes,pods -A")
+            if st["operator_token"]:
+                print(f"  the collector checks Kubernetes identities; this CLI presents the lab operator's "
+                      f"token (cniscope-admin) unless CNISCOPE_TOKEN is set: {st['operator_token']}")
         if not ns.bare:
             print("next: cniscope tui   |   cniscope probe rtt --from node1 --to node2   |   cniscope lab down")
     return 0
@@ -113,7 +119,8 @@ def _with_kubernetes(lab: Any) -> dict[str, Any]:
     """The lab's status with its Kubernetes control plane (API address, admin kubeconfig) or None."""
     from cniscope.lab.kube.control_plane import KubeLab
 
-    return {**lab.status(), "kubernetes": KubeLab(lab).status()}
+    tok = lab_token(lab.dir)
+    return {**lab.status(), "kubernetes": KubeLab(lab).status(), "operator_token": str(tok) if tok else None}
 
 
 def cmd_lab_status(ns: argparse.Namespace) -> int:

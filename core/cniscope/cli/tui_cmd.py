@@ -8,7 +8,7 @@ import asyncio
 import sys
 from typing import Any
 
-from cniscope.cli.collector_address import collector_of
+from cniscope.cli.collector_address import collector_of, use_lab_credentials
 from cniscope.cli.lab_cmd import wait_nodes
 
 
@@ -60,6 +60,7 @@ def _kubernetes(lab: Any) -> dict[str, Any]:
     kube.up()
     install = LabInstall(kube)
     install.apply()
+    use_lab_credentials(lab.dir)
     print(kube.kubectl("get", "nodes,pods", "-A", "-o", "wide"), flush=True)
     return {"agent_env": install.agent_env, "collector_env": install.collector_env()}
 
