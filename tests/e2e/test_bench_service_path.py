@@ -3,7 +3,8 @@ fronts each node's probe pod with a ClusterIP Service; ``bench run --label iptab
 targets through that ClusterIP by kube-proxy-style NAT rules, ``lab datapath ebpf`` moves the Services
 to the socket LB (no iptables or nft NAT rule left), ``bench run --label ebpf`` reaches the same
 targets through it; each run's fingerprint names its datapath, and ``bench compare`` holds both runs'
-rows. Ground truth is node2's pod's own count of SYNs arriving at its probe ports."""
+rows. A ``bench services`` run in between leaves the fronts in place, and ``auto`` follows the lab's
+datapath. Ground truth is node2's pod's own count of SYNs arriving at its probe ports."""
 
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ def syns(pod_ns: str) -> tuple[int, int]:
     return got["connect"], got["http"]
 
 
+def scaling(lab: Lab, *args: str) -> dict[str, Any]:
+    out = cli(lab, "bench", "services", "--counts", "4", "--repeat", "1", "--connects", "20", "-o", "json", *args)
+    rows: dict[str, Any] = json.loads(out.stdout)["scaling"]
+    return rows
+
+
 def bench_run(lab: Lab, label: str) -> dict[str, Any]:
     out: dict[str, Any] = json.loads(cli(lab, "bench", "run", "--label", label, "--suite", "quick", "--repeat", "1",
                                          "--only", ITEMS, "-o", "json").stdout)
@@ -64,9 +71,9 @@ def test_service_path_on_iptables_then_ebpf_compared() -> None:
     from conftest import new_lab_name, wait_connected  # type: ignore[import-not-found]
 
     name = new_lab_name()
-    lab = Lab(LabSpec(name=name, nodes=2))
+    lab = Lab(LabSpec(name=name, nodes=2, pods_per_node=2))   # 4 pods: a scaling run plans 3 endpoints
     try:
-        cli(lab, "lab", "up", "--name", name, "--nodes", "2", "--wait", "60")
+        cli(lab, "lab", "up", "--name", name, "--nodes", "2", "--pods-per-node", "2", "--wait", "60")
         wait_connected(lab, 2)
         node1, node2 = lab.nodes()
         front = lab.services()["fronts"]["node2"]
@@ -84,6 +91,12 @@ def test_service_path_on_iptables_then_ebpf_compared() -> None:
         assert connect_syns >= CONNECTS        # every connect reached node2's pod (a retransmit may add one)
         assert http_syns >= 100                # quick svc_http: 100 requests, each on a new connection
 
+        # a socket-LB scaling run on this kube-proxy lab drops kube-proxy's tables while it runs;
+        # the fronts' rules are back after it
+        scaling(lab, "--backend", "ebpf")
+        assert not SockLB(name).installed()
+        assert f"-d {front}/32" in netns.run(netns.nsenter_argv(node1.netns, ["iptables-nft-save", "-t", "nat"]))
+
         cli(lab, "lab", "datapath", "--name", name, "ebpf")
         assert SockLB(name).installed()
         for node in (node1, node2):   # no NAT rule anywhere on the path: the socket LB alone translates
@@ -94,6 +107,7 @@ def test_service_path_on_iptables_then_ebpf_compared() -> None:
         pod_nat = netns.run(netns.nsenter_argv(node1.pod_netns, ["iptables-nft-save", "-t", "nat"]))
         assert "-A " not in pod_nat
 
+        assert list(scaling(lab)) == ["ebpf"]   # auto follows the datapath the lab moved to
         ebpf = bench_run(lab, "ebpf")
         connect_syns, http_syns = syns(node2.pod_netns)
         assert connect_syns >= CONNECTS

@@ -14,7 +14,7 @@ lab runs on:
 
 What was programmed is kept in the lab's state; the collector serving the lab reads it for the
 suites' ``service`` path items (:func:`fronts_source`). A ``bench services`` run replaces the fillers
-(its cleanup leaves the fronts). ICMP to a ClusterIP is translated by neither datapath, so the service
+and leaves the fronts (:func:`after_scaling`). ICMP to a ClusterIP is translated by neither datapath, so the service
 path has no RTT item.
 """
 
@@ -100,6 +100,19 @@ def kept_services(lab: Lab, backend: str) -> list[kubeproxy.Service]:
     kube-proxy datapath, none for another rule flavour."""
     rec = lab.services()
     return front_services(lab) if rec.get("datapath") == backend == KUBE_PROXY else []
+
+
+def after_scaling(lab: Lab, backend: str) -> None:
+    """After a ``bench services`` run with ``backend`` on this lab: the run replaced the fillers of
+    the datapath the lab runs on (recorded as 0 now), and a socket-LB run on a kube-proxy lab dropped
+    kube-proxy's tables, so the fronts' rules are loaded again."""
+    rec = lab.services()
+    if not rec:
+        return
+    if rec.get("datapath") == KUBE_PROXY and backend == ebpf.EBPF:
+        program(lab, KUBE_PROXY, 0)
+    elif rec.get("datapath") == backend and rec.get("fillers"):
+        lab.record_services({**rec, "fillers": 0})
 
 
 def fronts_source(lab_name: str) -> FrontsSource:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from cniscope.collector.runs.service_backend import Applied, LabBackends, ServiceBackend
@@ -36,6 +36,7 @@ class LabServices:
     endpoints: list[str]
     backend: str = "iptables-nft"
     keep: list[kubeproxy.Service] = field(default_factory=list)   # the lab's own Services in these rules
+    on_cleanup: Callable[[], None] | None = None                   # the lab's record of its Services
     name: str = field(init=False)
     _loaded: int = 0
 
@@ -48,7 +49,7 @@ class LabServices:
     def of_lab(cls, lab: Lab, backend: str) -> LabServices:
         nodes = lab.nodes()
         return cls([n.netns for n in nodes], [p["ip"] for n in nodes for p in n.pods], backend,
-                   lab_fronts.kept_services(lab, backend))
+                   lab_fronts.kept_services(lab, backend), lambda: lab_fronts.after_scaling(lab, backend))
 
     def _plan(self, n: int, first: int = 0) -> list[kubeproxy.Service]:
         return kubeproxy.plan(n, self.endpoints, port=SERVICE_PORT, target_port=SERVICE_PORT, first=first)
@@ -83,6 +84,8 @@ class LabServices:
             except Exception:  # a node namespace already gone has nothing left to clean
                 continue
         self._loaded = 0
+        if self.on_cleanup is not None:
+            self.on_cleanup()
 
 
 def count_rules(ns: str, backend: str) -> int:
@@ -99,16 +102,35 @@ def count_rules(ns: str, backend: str) -> int:
 def lab_backends(default_lab: str = "") -> LabBackends:
     """One factory per rule flavour and ``ebpf`` (the socket-LB datapath, :mod:`.socklb`); a factory
     takes the lab a request names ("" = ``default_lab``) and reads that lab's nodes and pods as it
-    was built. ``ebpf`` comes first (what ``auto`` picks) when the lab runs on it (``lab up --datapath
-    ebpf``), last otherwise."""
+    was built. ``ebpf`` comes first (what ``auto`` picks) while the lab runs on it (``lab up --datapath
+    ebpf``, ``lab datapath ebpf``), last otherwise."""
 
     def factory(backend: str) -> Callable[[str], ServiceBackend]:
         return lambda lab_name: LabServices.of_lab(Lab.existing(lab_name or default_lab), backend)
 
     def ebpf(lab_name: str) -> ServiceBackend:
-        return EbpfServices.of_lab(Lab.existing(lab_name or default_lab), SERVICE_PORT)
+        lab = Lab.existing(lab_name or default_lab)
+        svc = EbpfServices.of_lab(lab, SERVICE_PORT)
+        svc.on_cleanup = lambda: lab_fronts.after_scaling(lab, EBPF)
+        return svc
 
     rules: dict[str, Callable[[str], ServiceBackend]] = {b: factory(b) for b in kubeproxy.BACKENDS}
-    if SockLB(Lab.existing(default_lab).spec.name).installed():
-        return {EBPF: ebpf, **rules}
-    return {**rules, EBPF: ebpf}
+    return _DatapathFirst({**rules, EBPF: ebpf}, lambda: SockLB(Lab.existing(default_lab).spec.name).installed())
+
+
+class _DatapathFirst(Mapping[str, Callable[[str], ServiceBackend]]):
+    """The backends with ``ebpf`` first while the lab runs on the socket LB, decided on every look
+    (``lab datapath`` moves a running lab's Services while its collector keeps serving)."""
+
+    def __init__(self, backends: dict[str, Callable[[str], ServiceBackend]], on_ebpf: Callable[[], bool]) -> None:
+        self._backends, self._on_ebpf = backends, on_ebpf
+
+    def __getitem__(self, name: str) -> Callable[[str], ServiceBackend]:
+        return self._backends[name]
+
+    def __len__(self) -> int:
+        return len(self._backends)
+
+    def __iter__(self) -> Iterator[str]:
+        names = list(self._backends)
+        return iter(sorted(names, key=lambda n: n != EBPF) if self._on_ebpf() else names)

@@ -40,7 +40,7 @@ class RunsService(runs_pb2_grpc.RunsServicer):
         self.store = store
         self.manager = manager or RunManager(store)
         self.suite = SuiteRun(state, dispatcher, self.manager, service_fronts)
-        self.scaling = ScalingRun(state, dispatcher, self.manager, dict(lab_backends or {}))
+        self.scaling = ScalingRun(state, dispatcher, self.manager, lab_backends or {})  # its order may change
 
     async def _abort(self, context: grpc.aio.ServicerContext, exc: CniscopeError) -> None:  # type: ignore[type-arg]
         await context.abort(_status(exc), str(exc))

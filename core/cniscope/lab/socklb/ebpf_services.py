@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cniscope.agent.bpf import count_entries, map_elems
@@ -52,6 +53,7 @@ class EbpfServices:
     name: str = field(default=EBPF, init=False)
     _loaded: int = 0
     _installed_here: bool = False
+    on_cleanup: Callable[[], None] | None = None   # the lab's own Services brought back / re-recorded
 
     @classmethod
     def of_lab(cls, lab: Lab, port: int) -> EbpfServices:
@@ -91,6 +93,8 @@ class EbpfServices:
             if self._installed_here:
                 self.datapath.uninstall()
         self._loaded = 0
+        if self.on_cleanup is not None:
+            self.on_cleanup()
 
 
 def scaling_ids(endpoints: list[str], port: int) -> dict[tuple[str, int], int]:
