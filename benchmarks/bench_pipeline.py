@@ -271,8 +271,11 @@ def bench_ingest(quick: bool) -> None:
 
 
 async def _fleet(port: int, agents: int, seconds: float) -> tuple[list[float], int, int]:
-    chans = [grpcutil.insecure_channel(f"127.0.0.1:{port}") for _ in range(16)]
-    ss = [Stream(raw_stub(chans[i % 16]), f"sim{i:04d}") for i in range(agents)]
+    # one connection per agent, as on a cluster: channels to one target otherwise share gRPC's global
+    # subchannel pool, i.e. one HTTP/2 connection, and the collector admits 128 calls per connection
+    opts = [*grpcutil.client_options(), ("grpc.use_local_subchannel_pool", 1)]
+    chans = [grpcutil.insecure_channel(f"127.0.0.1:{port}", opts) for _ in range(agents)]
+    ss = [Stream(raw_stub(chans[i]), f"sim{i:04d}") for i in range(agents)]
     readers = []
     for s in ss:  # connect gradually, like a rolling DaemonSet
         readers.append(asyncio.create_task(s.run_reader()))
