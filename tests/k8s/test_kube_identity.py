@@ -173,6 +173,49 @@ def test_agents_and_people_are_who_the_api_server_says(kube: tuple[KubeLab, dict
         proc.wait(20)
 
 
+def _resigned(token: str, key_file: Path, expires_in: int) -> str:
+    """``token``'s own header and claims, with its lifetime moved so that it ends ``expires_in`` seconds
+    from now, signed again (ES256) with the lab API server's ServiceAccount signing key."""
+    import base64
+    import json
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+    def b64(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    header, payload, _ = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    now = int(time.time())
+    issued = min(now - 60, now + expires_in - 1200)       # issued in the past, 20 minutes before expiry at most
+    claims.update(iat=issued, nbf=issued, exp=now + expires_in)
+    signing_input = f"{header}.{b64(json.dumps(claims, separators=(',', ':')).encode())}"
+    key = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    r, s_ = utils.decode_dss_signature(key.sign(signing_input.encode(), ec.ECDSA(hashes.SHA256())))
+    return f"{signing_input}.{b64(r.to_bytes(32, 'big') + s_.to_bytes(32, 'big'))}"
+
+
+def test_an_expired_token_is_refused(kube: tuple[KubeLab, dict[str, Any]], tmp_path: Path) -> None:
+    """The agent's own token with its lifetime ended an hour ago, signed with the API server's key, is
+    refused; the same claims ending an hour from now are admitted, so expiry is all that differs."""
+    k, tokens = kube
+    sock = tmp_path / "exp.sock"
+    proc = _collector(k, sock)
+    try:
+        alive = _resigned(tokens["agent"], k.paths.sa_key, 3600)
+        got = asyncio.run(_connect(sock, alive, "node1"))
+        assert got[0] == "welcomed", got
+        expired = _resigned(tokens["agent"], k.paths.sa_key, -3600)
+        code, details = asyncio.run(_connect(sock, expired, "node1"))
+        assert code == grpc.StatusCode.UNAUTHENTICATED, details
+        assert "not accepted" in details, details
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
 def test_the_api_server_down_fails_closed(kube: tuple[KubeLab, dict[str, Any]], tmp_path: Path) -> None:
     k, tokens = kube
     sock = tmp_path / "down.sock"
