@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from cniscope.api.v1 import cluster_pb2, common_pb2
-from cniscope.collector import agent_hub, state
+from cniscope.collector import agent_hub, state, watchers
 from cniscope.core import grpcutil
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -68,6 +68,7 @@ async def test_a_watcher_that_stops_reading_is_cut_off_with_a_clear_status(tmp_p
         await kit.until(lambda: raw.status(sid) != "", what="the watch's status")
         assert raw.status(sid) == str(grpc.StatusCode.RESOURCE_EXHAUSTED.value[0])
         assert "behind" in raw.message(sid)
+        assert f"(cap {watchers.WATCH_BYTES:,} bytes of unread events)" in raw.message(sid)  # names the bound
         assert "watch again" in raw.message(sid)
         await kit.until(lambda: agent.acked() == 30, what="ingest unaffected")
     finally:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from cniscope.agent.node_agent import NodeAgent
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, cluster_pb2, cluster_pb2_grpc, common_pb2
 from cniscope.collector.auth import Authenticator, AuthInterceptor
-from cniscope.collector.cluster_service import ClusterService
+from cniscope.collector.cluster_service import ClusterService, add_cluster
 from cniscope.collector.server import Collector
 from cniscope.core import grpcutil
 from cniscope.core.config import AgentConfig, CollectorConfig
@@ -156,8 +156,7 @@ async def test_fastest_valid_keepalive_never_gets_too_many_pings(tmp_path: Path)
                                       ("grpc.http2.max_ping_strikes", 1),
                                       ("grpc.keepalive_permit_without_calls", 1)])
     col = await kit.start_collector(tmp_path)
-    cluster_pb2_grpc.add_ClusterServicer_to_server(
-        ClusterService(col.state, col.store, col.dispatcher, "strict"), strict)
+    add_cluster(ClusterService(col.state, col.store, col.dispatcher, "strict"), strict)
     strict.add_insecure_port(f"127.0.0.1:{strict_port}")
     await strict.start()
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from cniscope.api.v1 import agent_pb2, common_pb2
+from cniscope.api.v1 import agent_pb2, cluster_pb2, common_pb2
 from cniscope.collector.state import PENDING_MAX, ClusterState, Session
 
 T0 = 1_700_000_000 * 10**9
@@ -65,8 +65,9 @@ def test_a_watcher_gets_every_batch_as_it_comes() -> None:
             st.on_batch("n1", _batch(seq, cni_cpu_millicores=float(seq)), T0 + seq)
         got = []
         while len(w):
-            ev = await w.next()
-            assert ev is not None
+            data = await w.next()
+            assert data is not None
+            ev = cluster_pb2.ClusterEvent.FromString(data)
             if ev.WhichOneof("body") == "samples":
                 got.append(ev.samples.samples[0].value)
         assert got == [1.0, 2.0, 3.0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 
@@ -23,6 +24,7 @@ from cniscope.collector.principals import shorten
 from cniscope.collector.ratelimit import ClientBuckets, client_key
 from cniscope.collector.state import ClusterState
 from cniscope.collector.store import Store
+from cniscope.collector.watchers import encode_event
 from cniscope.core import grpcutil, netpolicy
 from cniscope.core.errors import CniscopeError, ValidationError
 from cniscope.core.probekinds import spec_for
@@ -31,6 +33,35 @@ from cniscope.core.version import VERSION
 PAGE_NODES = 1000                 # nodes in one ListNodes page at most
 PAGE_BYTES = 2 * 1024 * 1024      # encoded nodes in one ListNodes page at most (one node always fits)
 TOKEN_PREFIX = "after:"
+SERVICE = cluster_pb2.DESCRIPTOR.services_by_name["Cluster"].full_name
+
+
+def _serialize_event(ev: cluster_pb2.ClusterEvent | bytes) -> bytes:
+    return ev if isinstance(ev, bytes) else ev.SerializeToString()
+
+
+class _Handlers:
+    """Stands in for a server to catch the generated handlers (every method of the service)."""
+
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]
+
+    def add_generic_rpc_handlers(self, _handlers: object) -> None:
+        pass
+
+    def add_registered_method_handlers(self, _service: str, handlers: dict[str, grpc.RpcMethodHandler[Any, Any]]) -> None:
+        self.handlers = dict(handlers)
+
+
+def add_cluster(servicer: ClusterService, server: grpc.aio.Server) -> None:
+    """Cluster as generated, except that Watch may also yield events already encoded: a watcher's
+    backlog holds encoded events, shared by every watcher and handed to gRPC as they are."""
+    caught = _Handlers()
+    cluster_pb2_grpc.add_ClusterServicer_to_server(servicer, caught)  # type: ignore[arg-type]  # only these two calls
+    handlers = {**caught.handlers, "Watch": grpc.unary_stream_rpc_method_handler(
+        servicer.Watch, request_deserializer=cluster_pb2.WatchRequest.FromString,
+        response_serializer=_serialize_event)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
 
 
 class ClusterService(cluster_pb2_grpc.ClusterServicer):
@@ -65,14 +96,14 @@ class ClusterService(cluster_pb2_grpc.ClusterServicer):
                 self.state.log_event("warning", f"refused probe target from {context.peer()}: {exc}")
                 await context.abort(grpcutil.status_code(exc.grpc_status), f"{exc.title}: {exc}")
 
-    async def Watch(self, request: cluster_pb2.WatchRequest,  # noqa: N802
-                    context: grpc.aio.ServicerContext) -> AsyncIterator[cluster_pb2.ClusterEvent]:  # type: ignore[type-arg]
+    async def Watch(self, request: cluster_pb2.WatchRequest,  # type: ignore[override]  # noqa: N802
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[cluster_pb2.ClusterEvent | bytes]:  # type: ignore[type-arg]
         w = self.state.subscribe(request.include_samples)
         try:
             for name in sorted(self.state.nodes):
                 st = self.state.nodes.get(name)
                 if st is not None:
-                    yield cluster_pb2.ClusterEvent(node=st)
+                    yield encode_event("node", st)
             for ev in self.state.recent_logs[-50:]:
                 yield cluster_pb2.ClusterEvent(log=ev)
             if self.state.storage is not None:

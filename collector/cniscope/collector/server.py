@@ -14,15 +14,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from cniscope.api.v1 import agent_pb2, cluster_pb2, cluster_pb2_grpc, runs_pb2, runs_pb2_grpc
+from cniscope.api.v1 import agent_pb2, cluster_pb2, runs_pb2, runs_pb2_grpc
 from cniscope.collector import retention
 from cniscope.collector.agent_hub import AgentHubService, add_agent_hub
 from cniscope.collector.auth import AuthInterceptor
 from cniscope.collector.boot_keys import BootKeys
-from cniscope.collector.cluster_service import ClusterService
+from cniscope.collector.cluster_service import ClusterService, add_cluster
 from cniscope.collector.collector_metrics import CollectorMetrics, IngestCounters
 from cniscope.collector.dispatcher import Dispatcher
 from cniscope.collector.health_service import HealthService
+from cniscope.collector.heap_limits import limit_heap
 from cniscope.collector.identity_config import authenticator, server_options, target_trust
 from cniscope.collector.ratelimit import ClientBuckets
 from cniscope.collector.runs import run_store
@@ -87,8 +88,7 @@ class Collector:
         self.hub = AgentHubService(self.state, self.store, self.dispatcher, self.counters, boot_keys,
                                    self.cfg.max_capability_bytes, admit=self.auth.admit)
         add_agent_hub(self.hub, server)
-        cluster_pb2_grpc.add_ClusterServicer_to_server(
-            ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter), server)
+        add_cluster(ClusterService(self.state, self.store, self.dispatcher, self.listen[0], self.limiter), server)
         await self.store.call(run_store.mark_interrupted, self.store.conn, time.time_ns())
         self.runs = RunsService(self.state, self.store, self.dispatcher, lab_backends=self.lab_backends,
                                 service_fronts=self.service_fronts)
@@ -214,6 +214,7 @@ def check_db_path(path: str) -> None:
 async def run_collector(cfg: CollectorConfig, listen: Sequence[str] | None = None,
                         lab_backends: LabBackends | None = None, service_fronts: FrontsSource | None = None) -> None:
     check_db_path(cfg.db)
+    limit_heap()  # the collector process's own allocator, before the server starts its threads
     c = Collector(cfg, listen, lab_backends, service_fronts)
     await c.start()
     try:

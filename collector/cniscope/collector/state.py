@@ -15,7 +15,7 @@ from cniscope.collector.series_cap import SeriesCap, series_key
 
 __all__ = ["ClusterState", "Outgoing", "Session", "series_key"]
 from cniscope.collector.target_trust import TargetTrust
-from cniscope.collector.watchers import EVENT_OVERHEAD, Watcher
+from cniscope.collector.watchers import Watcher, Watchers
 
 log = logging.getLogger("cniscope.collector")
 
@@ -92,7 +92,7 @@ class ClusterState:
         self.trust = trust or TargetTrust("198.18.0.0/15")   # which announced addresses are probe targets
         self.nodes: dict[str, cluster_pb2.NodeState] = {}
         self.sessions: dict[str, Session] = {}
-        self.watchers: set[Watcher] = set()
+        self.watchers = Watchers()
         self.stale_after = stale_after
         self.peer_version = 0
         self.recent_logs: list[common_pb2.LogEvent] = []
@@ -117,15 +117,7 @@ class ClusterState:
         self.watchers.discard(w)
 
     def publish(self, ev: cluster_pb2.ClusterEvent) -> None:
-        if not self.watchers:
-            return
-        size = ev.ByteSize() + EVENT_OVERHEAD
-        samples = ev.WhichOneof("body") == "samples"
-        for w in list(self.watchers):
-            if not w.offer(ev, size, samples):
-                # a watcher that cannot keep up is cut off (it watches again and gets a fresh snapshot)
-                self.watchers.discard(w)
-                log.warning("a watcher was cut off: %s", w.cut)
+        self.watchers.publish(ev)
 
     def set_storage(self, db_bytes: int, max_bytes: int, time_to_full_s: float) -> None:
         """The database's size, bound and time to full (``inf``: not growing) as last measured;
@@ -180,7 +172,7 @@ class ClusterState:
                                           f"(limit ±{self.skew.limit_ms:.0f} ms)", hello.node)
         self.nodes[hello.node] = st
         self.sessions[hello.node] = session
-        self.publish(cluster_pb2.ClusterEvent(node=st))
+        self.watchers.publish_node(st)
         session.send(agent_pb2.CollectorMessage(peers=self.peer_table()))  # the newcomer learns at once
         self.schedule_peers()
         return st
@@ -192,7 +184,7 @@ class ClusterState:
         st = self.nodes.get(session.node)
         if st is not None:
             st.status = GONE
-            self.publish(cluster_pb2.ClusterEvent(node=st))
+            self.watchers.publish_node(st)
         self.schedule_peers()
 
     def peer_table(self) -> common_pb2.PeerTable:
@@ -304,12 +296,11 @@ class ClusterState:
         writes = self._writes[node] = self._writes.get(node, 0) + len(newest.samples)
         if writes > COMPACT_FACTOR * (len(figures) + 64):
             st = self._fresh(node, st)
-        if self.watchers:  # building events copies the node state: only when someone watches
-            self.publish(cluster_pb2.ClusterEvent(node=st))
+        if self.watchers:  # encoding events costs: only when someone watches
+            self.watchers.publish_node(st)
             for b, _ in pend:
                 if b.samples:
-                    self.publish(cluster_pb2.ClusterEvent(
-                        samples=cluster_pb2.NodeSamples(node=node, samples=b.samples)))
+                    self.watchers.publish_samples(node, b)
 
     def _fresh(self, node: str, st: cluster_pb2.NodeState) -> cluster_pb2.NodeState:
         """``st`` copied into a message of its own size (what was overwritten stays behind)."""
@@ -325,7 +316,7 @@ class ClusterState:
             st.ClearField("capabilities")  # the old report is not carried into the fresh copy
             st = self._fresh(node, st)
             st.capabilities.CopyFrom(rep)
-            self.publish(cluster_pb2.ClusterEvent(node=st))
+            self.watchers.publish_node(st)
 
     def sweep(self, now_ns: int) -> None:
         """Bring the latest-value state up to date; mark connected nodes silent too long as stale."""
@@ -334,5 +325,5 @@ class ClusterState:
         for name, st in self.nodes.items():
             if st.status == CONNECTED and now_ns - st.last_seen_unix_nano > limit:
                 st.status = STALE
-                self.publish(cluster_pb2.ClusterEvent(node=st))
+                self.watchers.publish_node(st)
                 self.log_event("warning", f"no batch for {self.stale_after:.0f}s: stale", name)
