@@ -99,8 +99,9 @@ def _collector(k: KubeLab, sock: Path, server: str | None = None) -> subprocess.
     env = {**os.environ, "CNISCOPE_KUBE_AUTH": "on", "KUBECONFIG": str(kubeconfig), "CNISCOPE_LOG_LEVEL": "warning"}
     argv = [sys.executable, "-m", "cniscope.cli", "collector", "--listen", f"unix://{sock}",
             "--db", str(sock.with_suffix(".db"))]
-    proc = subprocess.Popen(netns.nsenter_argv(k.lab.fabric, argv), env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    log = sock.with_suffix(".log").open("wb")   # the collector's own account, for a failure's message
+    proc = subprocess.Popen(netns.nsenter_argv(k.lab.fabric, argv), env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
     kit.wait_for("the collector's socket", lambda: sock.exists(), timeout=60)
     return proc
 
@@ -165,8 +166,8 @@ def test_agents_and_people_are_who_the_api_server_says(kube: tuple[KubeLab, dict
         assert asyncio.run(_call(sock, tokens["alice"], "view")) == grpc.StatusCode.OK
         assert asyncio.run(_call(sock, tokens["alice"], "probe")) == grpc.StatusCode.NOT_FOUND  # admitted
         assert asyncio.run(_call(sock, tokens["alice"], "admin")) == grpc.StatusCode.PERMISSION_DENIED
-        code, _ = asyncio.run(_connect(sock, tokens["alice"], "node1"))
-        assert code == grpc.StatusCode.PERMISSION_DENIED
+        code, details = asyncio.run(_connect(sock, tokens["alice"], "node1"))
+        assert code == grpc.StatusCode.PERMISSION_DENIED, details
         assert asyncio.run(_call(sock, tokens["bob"], "view")) == grpc.StatusCode.PERMISSION_DENIED
     finally:
         proc.terminate()

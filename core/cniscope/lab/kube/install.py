@@ -130,13 +130,18 @@ def issue_collector_token(api: Client, token_root: Path, ca: Path) -> Path:
 
 
 def collector_settings(base: Path = BASE) -> dict[str, str]:
-    """The install's identity settings for the collector: the Deployment's literal ``CNISCOPE_KUBE_*``
-    variables (``CNISCOPE_KUBE_AUTH=on`` in the base)."""
+    """The install's identity settings for the collector: the Deployment's literal values of the
+    collector's ``kube_*`` settings (``CNISCOPE_KUBE_AUTH=on`` in the base)."""
+    import dataclasses
+
     import yaml
 
+    from cniscope.core.config import CollectorConfig, env_name
+
+    wanted = {env_name(f.name) for f in dataclasses.fields(CollectorConfig) if f.name.startswith("kube_")}
     doc = yaml.safe_load((base / "collector-deployment.yaml").read_text())
     env = doc["spec"]["template"]["spec"]["containers"][0].get("env", [])
-    return {e["name"]: str(e["value"]) for e in env if e["name"].startswith("CNISCOPE_KUBE_") and "value" in e}
+    return {e["name"]: str(e["value"]) for e in env if e["name"] in wanted and "value" in e}
 
 
 def issue_operator_token(api: Client, path: Path) -> Path:
