@@ -211,3 +211,21 @@ async def test_keys_typed_right_after_slash_reach_the_filter() -> None:
         assert screen.query_one("#filter", Input).value == "gone"
         assert screen.filter_text == "gone"
         assert screen.visible_nodes() == sorted(n for n, s in _big_statuses().items() if s == "NODE_STATUS_GONE")
+
+
+async def test_a_refresh_tick_while_the_screen_is_torn_down_is_skipped() -> None:
+    """The refresh timer can fire while the app shuts down and the screen's widgets are already gone
+    (seen on a loaded machine at the end of a Pilot test): the tick draws nothing instead of failing
+    the app with NoMatches."""
+    from cniscope.tui.widgets.cluster_bar import ClusterBar
+
+    app = kit.replay_app(kit.LAB)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await kit.settle(pilot)
+        screen = app.screen
+        assert isinstance(screen, NodesScreen)
+        await screen.query_one(ClusterBar).remove()
+        app.sync_now()              # raised NoMatches before the screen skipped a tick without its bar
+        await pilot.pause()
+        assert app.return_code is None
+        assert app.is_running

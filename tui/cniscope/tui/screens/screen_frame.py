@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import cast
 
 from textual.app import ComposeResult
+from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer
 
@@ -50,7 +51,11 @@ class CniscopeScreen(Screen[None]):
     def sync_all(self) -> None:
         if not self._ready:
             return
-        self.query_one(ClusterBar).show(self.model, self.capp.client.address, self.TITLE_TEXT)
+        try:
+            bar = self.query_one(ClusterBar)
+        except NoMatches:  # the screen's widgets are being removed as the app shuts down
+            return
+        bar.show(self.model, self.capp.client.address, self.TITLE_TEXT)
         self.sync()
 
     def sync(self) -> None:
