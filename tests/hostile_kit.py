@@ -32,7 +32,9 @@ class FakeAgent:
     holds the stream's final status once it ends."""
 
     def __init__(self, address: str, metadata: tuple[tuple[str, str], ...] = (),
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
+                 credentials: grpc.ChannelCredentials | None = None, *, after_admission: bool = False) -> None:
+        self.after_admission = after_admission   # send nothing before the collector's response headers
+        self._call: Any = None
         self.address = address
         self.metadata = metadata
         self.credentials = credentials
@@ -55,13 +57,18 @@ class FakeAgent:
             self._out.put_nowait(m)
 
     async def _requests(self) -> Any:
+        if self.after_admission and self._call is not None:
+            headers = await self._call.initial_metadata()   # admitted, or a refusal's trailers-only answer
+            if ("cniscope-admitted", "1") not in tuple(headers or ()):
+                return
         while (m := await self._out.get()) is not None:
             yield m
 
     async def _run(self) -> None:
         assert self._channel is not None
         assert self.ended is not None
-        call = agent_pb2_grpc.AgentHubStub(self._channel).Connect(self._requests(), metadata=self.metadata)
+        call = self._call = agent_pb2_grpc.AgentHubStub(self._channel).Connect(self._requests(),
+                                                                              metadata=self.metadata)
         try:
             async for msg in call:
                 self.replies.append(msg)

@@ -125,7 +125,9 @@ async def _call(sock: Path, token: str, what: str) -> grpc.StatusCode | str:
 
 
 async def _connect(sock: Path, token: str, node: str) -> tuple[grpc.StatusCode | str, str]:
-    a = await hk.FakeAgent(f"unix://{sock}", security.bearer_metadata(token)).start(hk.hello(node, f"b-{node}", "k"))
+    # the Hello waits for the collector's admission, so a refusal's status is the one the client reads
+    a = await hk.FakeAgent(f"unix://{sock}", security.bearer_metadata(token),
+                           after_admission=True).start(hk.hello(node, f"b-{node}", "k"))
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

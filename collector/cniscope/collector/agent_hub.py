@@ -66,6 +66,9 @@ def add_agent_hub(servicer: AgentHubService, server: grpc.aio.Server) -> None:
     server.add_registered_method_handlers("cniscope.api.v1.AgentHub", handlers)
 
 
+ADMITTED_HEADER = "cniscope-admitted"   # response header of an admitted agent stream (before its Hello)
+
+
 class AgentHubService(agent_pb2_grpc.AgentHubServicer):
     def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher,
                  counters: IngestCounters | None = None, boot_keys: BootKeys | None = None,
@@ -83,6 +86,10 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
                       context: grpc.aio.ServicerContext) -> AsyncIterator[Outgoing]:  # type: ignore[type-arg]
         peer = context.peer()
         who = await self.admit(CONNECT_METHOD, context) if self.admit is not None else auth.current()
+        # admitted: the response headers say so at once, so a caller may wait for them before sending
+        # its Hello (a refused caller gets a trailers-only answer with the refusal's own status, which a
+        # Hello written into the closing stream could otherwise turn into a client-side INTERNAL)
+        await context.send_initial_metadata(((ADMITTED_HEADER, "1"),))
         it = request_iterator.__aiter__()
         try:
             first, _ = await asyncio.wait_for(it.__anext__(), timeout=HELLO_SECONDS)
