@@ -364,8 +364,11 @@ def test_scale_to_an_exact_count_and_wait_for_endpoints(api: FakeApiServer, tmp_
     ip = scaler.cluster_ip(names[-1])
     assert ip.startswith("198.18.64.")
 
+    added = threading.Event()
+
     def slice_later() -> None:    # the EndpointSlice controller fills the slice a moment later
         time.sleep(0.4)
+        added.set()               # just before the slice exists: a wait that returned earlier did not wait
         api.endpointslices.append({
             "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
             "metadata": {"name": f"{names[-1]}-x1", "namespace": "cniscope-probe",
@@ -375,7 +378,9 @@ def test_scale_to_an_exact_count_and_wait_for_endpoints(api: FakeApiServer, tmp_
 
     threading.Thread(target=slice_later, daemon=True).start()
     waited = scaler.wait_ready(names[-1], timeout=5, poll=0.1)
-    assert 0.3 < waited < 3
+    # it returned because the slice came, not before (its own clock started after the thread's)
+    assert added.is_set()
+    assert 0 < waited < 5
     with pytest.raises(Unavailable, match="no ready endpoint"):
         scaler.wait_ready(names[0], timeout=0.3, poll=0.1)
     with pytest.raises(Unavailable, match="does not exist"):
