@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import types
 from collections.abc import Callable
 
 import pytest
@@ -166,14 +167,17 @@ def test_the_namespace_probe_is_asked_again_only_when_old(monkeypatch: pytest.Mo
         runs.append(time.monotonic())
         return {"veth": (0, ""), "fq": (2, "Specified qdisc kind is unknown.")}, ""
 
+    now = [1000.0]   # the cache's clock, moved by the test (a busy machine cannot age it by accident)
     monkeypatch.setattr(readiness, "run_probe", probe)
     monkeypatch.setattr(readiness, "_probe_cache", None)
+    monkeypatch.setattr(readiness, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
     out, err, age = readiness.cached_probe(ttl=0.3)
     assert (out["fq"][0], err, age) == (2, "", 0.0)
+    now[0] += 0.2
     _, _, age = readiness.cached_probe(ttl=0.3)
     assert len(runs) == 1
-    assert 0 < age < 0.3
-    time.sleep(0.35)
+    assert age == pytest.approx(0.2)
+    now[0] += 0.15
     readiness.cached_probe(ttl=0.3)
     assert len(runs) == 2
     monkeypatch.setattr(readiness, "run_probe", lambda timeout=10: ({"veth": (1, "no veth")}, "could not"))
