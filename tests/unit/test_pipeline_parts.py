@@ -158,6 +158,22 @@ def test_hostile_batches_are_refused(batch: agent_pb2.Batch) -> None:
         check_batch(batch, "b1")
 
 
+@pytest.mark.parametrize(("labels", "says"), [
+    ({f"k{i}": "v" for i in range(33)}, "33 labels (cap 32)"),
+    ({"": "v"}, "label '' empty or longer than 256"),
+    ({"k" * 257: "v"}, "empty or longer than 256"),
+    ({"a": "v", "b": "v" * 257}, "label 'b' empty or longer than 256"),
+])
+def test_bad_sample_labels_are_refused_naming_the_sample(labels: dict[str, str], says: str) -> None:
+    b = _b(samples=[common_pb2.Sample(name="ok", value=1, labels={"a": "b"}),
+                    common_pb2.Sample(name="cni_rss_bytes", value=1, labels=labels)])
+    with pytest.raises(Refused, match="sample cni_rss_bytes: ") as exc:
+        check_batch(b, "b1")
+    assert says in str(exc.value)
+    check_batch(_b(samples=[common_pb2.Sample(name="x", value=1, labels={f"k{i}": "v" * 256 for i in range(32)})]),
+                "b1")  # at the caps: accepted
+
+
 def test_huge_finite_values_are_accepted() -> None:
     # their sum overflows to inf, yet every value is finite
     check_batch(_b(samples=[common_pb2.Sample(name="x", value=1.7e308), common_pb2.Sample(name="y", value=1.7e308)]),

@@ -20,9 +20,11 @@ _KEYS: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
 def series_key(s: common_pb2.Sample, memo: bool = True) -> str:
     """``name{k=v,...}`` with sorted labels; memoised (unless ``memo`` is false: a node over its series
     cap), since agents repeat the same series every batch."""
-    if not s.labels:
+    labels = s.labels
+    if not labels:
         return s.name
-    ck = (s.name, tuple(s.labels.items()))
+    # keys then lookups: a protobuf map's items() goes through a slow generic view (3x the cost)
+    ck = (s.name, tuple([(k, labels[k]) for k in labels]))
     key = _KEYS.get(ck)
     if key is None:
         key = s.name + "{" + ",".join(f"{k}={v}" for k, v in sorted(ck[1])) + "}"
