@@ -87,6 +87,7 @@ class _HangUp(agent_pb2_grpc.AgentHubServicer):
     async def Connect(self, it: AsyncIterator[agent_pb2.AgentMessage],  # noqa: N802
                       ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[agent_pb2.CollectorMessage]:
         self.sessions += 1
+        await ctx.send_initial_metadata((("cniscope-admitted", "1"),))  # as the collector does
         n = 0
         async for m in it:
             if m.WhichOneof("body") == "hello":

@@ -4,6 +4,7 @@ target policy, hostile messages, Prometheus. Everything real except that agents 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import subprocess
 import sys
@@ -42,7 +43,7 @@ async def _list(address: str, md: tuple[tuple[str, str], ...] = (),
 
 
 # ---- token ----------------------------------------------------------------------------------------
-async def test_token_refuses_missing_and_wrong_and_admits_right(tmp_path: Path) -> None:
+async def test_token_refuses_missing_and_wrong_and_admits_right(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     tok, atok = tmp_path / "token", tmp_path / "agent-token"
     tok.write_text(TOKEN + "\n")
     atok.write_text(AGENT_TOKEN + "\n")
@@ -60,8 +61,14 @@ async def test_token_refuses_missing_and_wrong_and_admits_right(tmp_path: Path) 
         # an agent without the token is refused too, and keeps retrying
         intruder = _agent(c, node="n2")
         itask = asyncio.create_task(intruder.session.connection_loop())
-        await kit.until(lambda: len(intruder.session.retry_delays) >= 2, what="intruder retries")
+        with caplog.at_level(logging.WARNING, logger="cniscope.agent"):
+            await kit.until(lambda: len(intruder.session.retry_delays) >= 6, what="intruder retries")
         itask.cancel()
+        # each refusal is read as the collector sent it (the agent waits for the stream's response
+        # headers before its Hello), never as a client-side INTERNAL
+        reasons = [r.getMessage() for r in caplog.records if "unreachable" in r.getMessage()]
+        assert len(reasons) >= 6
+        assert all("refused by the collector (UNAUTHENTICATED: " in m for m in reasons), reasons
         assert "n2" not in c.state.nodes
         assert c.auth is not None
         assert c.auth.refused >= 5

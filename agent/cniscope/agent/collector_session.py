@@ -33,6 +33,8 @@ log = logging.getLogger("cniscope.agent")
 
 CLOCK_OFFSET_SAMPLE = "agent_clock_offset_ms"  # agent minus collector, measured over the Welcome round trip
 CERT_POLL_SECONDS = 2.0   # how often the agent looks for a rotated TLS certificate
+ADMISSION_SECONDS = 5.0   # how long a new stream waits for the collector's response headers before its Hello
+ADMITTED_HEADER = ("cniscope-admitted", "1")   # the collector admitted this stream (see AgentHub.Connect)
 OUTBOX_MESSAGES = 1000    # acks, progress and reports waiting for the stream; beyond it they are dropped
 
 Call = grpc.aio.StreamStreamCall[agent_pb2.AgentMessage, agent_pb2.CollectorMessage]
@@ -191,7 +193,24 @@ class CollectorSession:
             code, details = await call.code(), await call.details()
             raise StreamEnded(f"stream ended by the collector ({code.name}: {details})") from None
 
+    async def _admitted(self, call: Call) -> None:
+        """Wait for the collector's response headers before the first write. An admitted stream gets
+        them at once; a refused one ends with a trailers-only answer, whose status (UNAUTHENTICATED,
+        PERMISSION_DENIED...) is raised here as the collector sent it. Written into a stream being
+        refused, the Hello could turn that status into a client-side INTERNAL. A server that sends no
+        headers before it reads the Hello (another version, a proxy) is written to after the wait."""
+        try:
+            headers = await asyncio.wait_for(call.initial_metadata(), ADMISSION_SECONDS)
+        except TimeoutError:
+            return
+        if ADMITTED_HEADER in tuple(headers or ()):
+            return
+        if call.done():
+            code, details = await call.code(), await call.details()
+            raise StreamEnded(f"refused by the collector ({code.name}: {details})")
+
     async def _welcome(self, call: Call) -> None:
+        await self._admitted(call)
         t_send = time.time_ns()
         await self._write(call, self.hello())
         first = await call.read()
