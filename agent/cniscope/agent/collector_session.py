@@ -205,9 +205,13 @@ class CollectorSession:
             return
         if ADMITTED_HEADER in tuple(headers or ()):
             return
-        if call.done():
-            code, details = await call.code(), await call.details()
-            raise StreamEnded(f"refused by the collector ({code.name}: {details})")
+        # no admission: a refusal's status follows its (empty) headers at once, and writing before
+        # it arrived would still be a write into a closing stream (grpc/grpc#36066)
+        try:
+            code = await asyncio.wait_for(call.code(), ADMISSION_SECONDS)
+        except TimeoutError:
+            return  # a server that keeps the stream open without the header: go on
+        raise StreamEnded(f"refused by the collector ({code.name}: {await call.details()})")
 
     async def _welcome(self, call: Call) -> None:
         await self._admitted(call)
