@@ -59,7 +59,7 @@ class FakeAgent:
     async def _requests(self) -> Any:
         if self.after_admission and self._call is not None:
             headers = await self._call.initial_metadata()   # admitted, or a refusal's trailers-only answer
-            if ("cniscope-admitted", "1") not in tuple(headers or ()):
+            if grpcutil.ADMITTED_HEADER not in tuple(headers or ()):
                 return
         while (m := await self._out.get()) is not None:
             yield m

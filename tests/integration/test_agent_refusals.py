@@ -21,6 +21,7 @@ from cniscope.agent.agent_metrics import AgentMetrics
 from cniscope.agent.collector_session import StreamEnded
 from cniscope.agent.node_agent import NodeAgent
 from cniscope.api.v1 import agent_pb2, agent_pb2_grpc, common_pb2
+from cniscope.core import grpcutil
 from cniscope.core.config import AgentConfig
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -87,7 +88,7 @@ class _HangUp(agent_pb2_grpc.AgentHubServicer):
     async def Connect(self, it: AsyncIterator[agent_pb2.AgentMessage],  # noqa: N802
                       ctx: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[agent_pb2.CollectorMessage]:
         self.sessions += 1
-        await ctx.send_initial_metadata((("cniscope-admitted", "1"),))  # as the collector does
+        await ctx.send_initial_metadata((grpcutil.ADMITTED_HEADER,))  # as the collector does
         n = 0
         async for m in it:
             if m.WhichOneof("body") == "hello":

@@ -34,7 +34,6 @@ log = logging.getLogger("cniscope.agent")
 CLOCK_OFFSET_SAMPLE = "agent_clock_offset_ms"  # agent minus collector, measured over the Welcome round trip
 CERT_POLL_SECONDS = 2.0   # how often the agent looks for a rotated TLS certificate
 ADMISSION_SECONDS = 5.0   # how long a new stream waits for the collector's response headers before its Hello
-ADMITTED_HEADER = ("cniscope-admitted", "1")   # the collector admitted this stream (see AgentHub.Connect)
 OUTBOX_MESSAGES = 1000    # acks, progress and reports waiting for the stream; beyond it they are dropped
 
 Call = grpc.aio.StreamStreamCall[agent_pb2.AgentMessage, agent_pb2.CollectorMessage]
@@ -203,7 +202,7 @@ class CollectorSession:
             headers = await asyncio.wait_for(call.initial_metadata(), ADMISSION_SECONDS)
         except TimeoutError:
             return
-        if ADMITTED_HEADER in tuple(headers or ()):
+        if grpcutil.ADMITTED_HEADER in tuple(headers or ()):
             return
         # no admission: a refusal's status follows its (empty) headers at once, and writing before
         # it arrived would still be a write into a closing stream (grpc/grpc#36066)

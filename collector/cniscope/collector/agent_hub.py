@@ -66,9 +66,6 @@ def add_agent_hub(servicer: AgentHubService, server: grpc.aio.Server) -> None:
     server.add_registered_method_handlers("cniscope.api.v1.AgentHub", handlers)
 
 
-ADMITTED_HEADER = "cniscope-admitted"   # response header of an admitted agent stream (before its Hello)
-
-
 class AgentHubService(agent_pb2_grpc.AgentHubServicer):
     def __init__(self, state: ClusterState, store: Store, dispatcher: Dispatcher,
                  counters: IngestCounters | None = None, boot_keys: BootKeys | None = None,
@@ -89,7 +86,7 @@ class AgentHubService(agent_pb2_grpc.AgentHubServicer):
         # admitted: the response headers say so at once, so a caller may wait for them before sending
         # its Hello (a refused caller gets a trailers-only answer with the refusal's own status, which a
         # Hello written into the closing stream could otherwise turn into a client-side INTERNAL)
-        await context.send_initial_metadata(((ADMITTED_HEADER, "1"),))
+        await context.send_initial_metadata((grpcutil.ADMITTED_HEADER,))
         it = request_iterator.__aiter__()
         try:
             first, _ = await asyncio.wait_for(it.__anext__(), timeout=HELLO_SECONDS)

@@ -9,6 +9,9 @@ import grpc
 from cniscope.core.errors import ConfigError
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# the response header with which the collector admits an agent stream, before the agent's Hello: an
+# agent waits for it, so a refusal (a trailers-only answer) is read with the status it was sent with
+ADMITTED_HEADER = ("cniscope-admitted", "1")
 
 
 def client_options(*, keepalive_time: float = 20.0, keepalive_timeout: float = 10.0,

@@ -30,12 +30,14 @@ to the lab and no token of one's own is set.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cniscope.core.config import CollectorConfig, env_name
 from cniscope.core.errors import LabError
 from cniscope.lab.kube.apiclient import ApiError, Client, name_path
 from cniscope.lab.kube.runtime import LAB_IMAGE
@@ -132,11 +134,7 @@ def issue_collector_token(api: Client, token_root: Path, ca: Path) -> Path:
 def collector_settings(base: Path = BASE) -> dict[str, str]:
     """The install's identity settings for the collector: the Deployment's literal values of the
     collector's ``kube_*`` settings (``CNISCOPE_KUBE_AUTH=on`` in the base)."""
-    import dataclasses
-
     import yaml
-
-    from cniscope.core.config import CollectorConfig, env_name
 
     wanted = {env_name(f.name) for f in dataclasses.fields(CollectorConfig) if f.name.startswith("kube_")}
     doc = yaml.safe_load((base / "collector-deployment.yaml").read_text())
